@@ -1,0 +1,120 @@
+"""Architecture configs. Defaults are the published IMTalker models; smaller ones serve tests and the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RendererConfig:
+    """Sizes of the renderer (MODEL.md section 3).
+
+    The six appearance levels sit at image_size / 2 ... image_size / 64. The coarse levels (image_size / 64 ...
+    image_size / 8) use cross-attention, the two finest the guided resampler, so image_size must be a multiple
+    of 128 (the motion decoder starts from a constant of image_size / 128 pixels).
+    """
+
+    image_size: int = 512
+    # identity-encoder widths from the finest level (image_size / 2) to the coarsest (image_size / 64)
+    feature_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 512)
+    # motion-encoder widths: the first convolution, then each of the five downsampling residual blocks
+    motion_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
+    motion_dim: int = 32  # motion latent size
+    adapt_dim: int = 512  # hidden width of the identity-adaptive MLP
+    const_channels: int = 32  # channels of the motion decoder's learned constant
+    num_heads: int = 8  # heads of every attention in the renderer
+    window_size: int = 8  # window of the fine-level Swin blocks
+
+    def __post_init__(self):
+        if self.image_size < 128 or self.image_size % 128:
+            raise ValueError(f"image_size must be a positive multiple of 128, got {self.image_size}")
+        if len(self.feature_channels) != 6:
+            raise ValueError(f"feature_channels needs 6 widths, got {len(self.feature_channels)}")
+        if len(self.motion_channels) != 6:
+            raise ValueError(f"motion_channels needs 6 widths, got {len(self.motion_channels)}")
+        for width in self.feature_channels:
+            if width % self.num_heads:
+                raise ValueError(f"feature width {width} is not divisible by num_heads={self.num_heads}")
+        object.__setattr__(self, "feature_channels", tuple(self.feature_channels))
+        object.__setattr__(self, "motion_channels", tuple(self.motion_channels))
+
+    @property
+    def identity_dim(self) -> int:
+        return self.feature_channels[-1]
+
+    @property
+    def coarse_grid(self) -> int:
+        """Side of the finest cross-attention grid, whose attention guides the resampler."""
+        return self.image_size // 8
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Sizes of the flow-matching motion generator (MODEL.md section 4)."""
+
+    motion_dim: int = 32
+    cond_dim: int = 32  # width every condition is projected to
+    hidden_dim: int = 512
+    depth: int = 8
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    audio_dim: int = 768  # width of the audio features (wav2vec2-base: 768)
+    gaze_dim: int = 2  # pitch, yaw
+    pose_dim: int = 3  # yaw, pitch, roll
+    cam_dim: int = 3  # camera translation
+    clip_frames: int = 50  # frames sampled per chunk
+    prev_frames: int = 10  # context frames carried between chunks
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
+        if (self.hidden_dim // self.num_heads) % 2:
+            raise ValueError("the rotary embedding needs an even head dimension")
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Two-scale StyleGAN2 discriminator used only for training (MODEL.md section 6)."""
+
+    image_size: int = 512
+    # channels by resolution, as in StyleGAN2; resolutions not listed use 512
+    channels: dict[int, int] = field(default_factory=lambda: {512: 32, 256: 64, 128: 128, 64: 256})
+    max_channels: int = 512
+
+    def width(self, resolution: int) -> int:
+        return self.channels.get(resolution, self.max_channels)
+
+
+def config_to_dict(config: Any) -> dict:
+    """Plain-JSON form of a config dataclass."""
+    data = dataclasses.asdict(config)
+    for key, value in data.items():
+        if isinstance(value, tuple):
+            data[key] = list(value)
+        if isinstance(value, dict):
+            data[key] = {str(k): v for k, v in value.items()}
+    return data
+
+
+def config_from_dict(cls: type, data: dict) -> Any:
+    """Inverse of config_to_dict; unknown keys are an error, so a wrong file is caught early."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    values = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+        if f.name in values and isinstance(values[f.name], dict):
+            values[f.name] = {int(k): v for k, v in values[f.name].items()}
+    return cls(**values)
+
+
+PRESETS: dict[str, Any] = {
+    "imtalker-512": RendererConfig(),
+    "imtalker-generator": GeneratorConfig(),
+}

@@ -1,0 +1,8 @@
+"""Fixed facts of the IMTalker data pipeline (MODEL.md sections 4 and 5)."""
+
+SAMPLE_RATE = 16000  # audio samples per second fed to the audio encoder
+FPS = 25  # video frames per second; one motion latent per frame
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+CLIP_FRAMES = 50  # frames the generator samples at once (2 s)
+PREV_FRAMES = 10  # frames of context carried from one chunk to the next
+MOTION_DIM = 32  # size of a motion latent

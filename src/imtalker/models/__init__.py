@@ -1,0 +1,1 @@
+"""The IMTalker networks: pure nn.Modules, no file I/O."""

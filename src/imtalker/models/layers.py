@@ -1,0 +1,248 @@
+"""Building blocks shared by the renderer and the discriminator (MODEL.md sections 1 and 2).
+
+Attribute names are the published state-dict keys, so checkpoints load with a plain prefix strip.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------------------
+# StyleGAN-style layers (section 1)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2) -> torch.Tensor:
+    """LReLU(x + bias) * sqrt(2), with bias broadcast over the channel axis (axis 1)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return F.leaky_relu(x + bias.view(shape), negative_slope) * math.sqrt(2)
+
+
+class FusedLeakyReLU(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer whose weight is scaled by 1/sqrt(in) at run time; optionally with a fused LReLU."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, activation: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = 1 / math.sqrt(in_dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias)
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class EqualConv2d(nn.Module):
+    """Convolution whose weight is scaled by 1/sqrt(in * k * k) at run time."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1 / math.sqrt(in_ch * kernel_size**2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+
+def blur_kernel(taps: tuple[float, ...] = (1, 3, 3, 1), upsample_factor: int = 1) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = torch.outer(k, k)
+    k = k / k.sum()
+    return k * upsample_factor**2
+
+
+class Blur(nn.Module):
+    """Depthwise 4x4 FIR low-pass filter applied as one grouped convolution.
+
+    The published code pads, reshapes and runs a 1-channel convolution; a depthwise conv computes the same sums.
+    """
+
+    def __init__(self, pad: tuple[int, int], upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", blur_kernel(upsample_factor=upsample_factor))
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        # the kernel is symmetric, so correlation equals the flipped-kernel convolution of the original
+        weight = self.kernel.to(x.dtype).expand(channels, 1, *self.kernel.shape)
+        p0, p1 = self.pad
+        if p0 == p1:
+            return F.conv2d(x, weight, padding=p0, groups=channels)
+        return F.conv2d(F.pad(x, (p0, p1, p0, p1)), weight, groups=channels)
+
+
+class ConvLayer(nn.Sequential):
+    """StyleGAN2 ConvLayer: [Blur] -> EqualConv2d -> [FusedLeakyReLU | LReLU]; children numbered as published."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False, bias: bool = True,
+                 activate: bool = True):
+        layers: list[nn.Module] = []
+        if downsample:
+            p = 4 - 2 + (kernel_size - 1)
+            layers.append(Blur(pad=((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
+                                  bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(out_ch) if bias else nn.LeakyReLU(0.2))
+        super().__init__(*layers)
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated, demodulated convolution (StyleGAN2), optionally upsampling by 2.
+
+    Computed by scaling the input channels by the style and the output channels by the demodulation factor,
+    which equals convolving each sample with its own modulated weights but runs as one batched convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, demodulate: bool = True,
+                 upsample: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
+        if upsample:
+            self.blur = Blur(pad=(1, 1), upsample_factor=2)
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1)
+        self.scale = 1 / math.sqrt(in_ch * kernel_size**2)
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        weight = self.weight[0] * self.scale  # (out, in, k, k)
+        style = self.modulation(style)  # (B, in)
+        x = x * style[:, :, None, None].to(x.dtype)
+        if self.upsample:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2, padding=0)
+            x = self._demodulate(x, weight, style)
+            return self.blur(x)
+        x = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        return self._demodulate(x, weight, style)
+
+    def _demodulate(self, x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        if not self.demodulate:
+            return x
+        # sum over (in, k, k) of (w * s_in)^2 = (s^2) @ (sum over k of w^2)^T
+        demod = torch.rsqrt(style.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (B, out)
+        return x * demod[:, :, None, None].to(x.dtype)
+
+
+class NoiseInjection(nn.Module):
+    """Holds the published `noise.weight`; inference never injects noise, so it is the identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class StyledConv(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, upsample: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, upsample=upsample)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_ch)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Convolutional blocks of the appearance path (section 2); "CBR" = conv (no bias) -> BatchNorm -> LReLU(0.01)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm2d one level down (`norm.norm`), as the published checkpoint nests it."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class ConvNorm(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+        self.norm = BatchNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class FeatResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvNorm(channels)
+        self.conv2 = ConvNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(F.leaky_relu(self.conv1(x), 0.01))
+        return F.leaky_relu(y + x, 0.01)
+
+
+class ConvResBlock(nn.Module):
+    """conv1 -> BN -> LReLU(0.01) -> [resize] -> conv2 -> two FeatResBlocks.
+
+    `resample` is "down" (2x2 average pool after the first activation), "up" (nearest 2x before conv1) or None.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, resample: str | None = None):
+        super().__init__()
+        if resample not in (None, "up", "down"):
+            raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}")
+        self.resample = resample
+        self.conv1 = conv3x3(in_ch, out_ch)
+        self.norm = BatchNorm(out_ch)
+        self.conv2 = conv3x3(out_ch, out_ch)
+        self.feat_res_block1 = FeatResBlock(out_ch)
+        self.feat_res_block2 = FeatResBlock(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "up":
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = F.leaky_relu(self.norm(self.conv1(x)), 0.01)
+        if self.resample == "down":
+            x = F.avg_pool2d(x, 2)
+        x = self.conv2(x)
+        return self.feat_res_block2(self.feat_res_block1(x))
+
+
+def mlp_stack(dim: int, depth: int) -> nn.ModuleList:
+    """The `linear_layers.0..depth-1` stacks of EqualLinear(dim, dim), each followed by LReLU(0.2) in forward."""
+    return nn.ModuleList([EqualLinear(dim, dim) for _ in range(depth)])
+
+
+def run_mlp_stack(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = F.leaky_relu(layer(x), 0.2)
+    return x

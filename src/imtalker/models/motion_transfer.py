@@ -1,0 +1,145 @@
+"""Implicit motion transfer (MODEL.md 3.5): align source appearance to the driving motion without optical flow.
+
+Coarse levels use cross-attention (query = driving motion map, key = source motion map, value = source
+appearance). The two finest levels copy pooled source blocks chosen by the arg-max of the finest coarse
+attention (head mean), which is found query chunk by query chunk so the full map is never stored.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Upper bound on attention-score elements held at once (B x heads x queries x keys); 2**25 floats = 128 MiB.
+ATTENTION_CHUNK_ELEMENTS = 1 << 25
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C), row-major over (H, W)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, heads, N, C / heads)."""
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, D) -> (B, N, heads * D)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class CrossAttention(nn.Module):
+    """`block_efc`: multi-head attention from driving motion (queries) to the source (keys, values)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def project_source(self, source_motion: torch.Tensor, source_features: torch.Tensor):
+        """Per-source keys and values, (B, heads, N, D) each; computed once per source image."""
+        k = split_heads(self.k_proj(to_tokens(source_motion)), self.num_heads)
+        v = split_heads(self.v_proj(to_tokens(source_features)), self.num_heads)
+        return k, v
+
+    def forward(self, driving_motion: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                with_top1: bool = False):
+        """Attend from the driving motion map to the projected source.
+
+        Args:
+            driving_motion: (B, C, H, W) motion map of the driving frames.
+            k, v: (B or 1, heads, H*W, C / heads) from `project_source`.
+            with_top1: also return, per query, the key index with the highest head-mean probability.
+
+        Returns:
+            The aligned feature map (B, C, H, W), and with `with_top1` the arg-max indices (B, H*W).
+        """
+        b, c, h, w = driving_motion.shape
+        q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)  # (B, heads, N, D)
+        k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        if with_top1:
+            out, top1 = attention_with_top1(q, k, v)
+        else:
+            out, top1 = F.scaled_dot_product_attention(q, k, v), None
+        out = self.proj(merge_heads(out))  # (B, N, C)
+        out = out.transpose(1, 2).reshape(b, c, h, w)
+        return (out, top1) if with_top1 else out
+
+
+def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        chunk_elements: int = ATTENTION_CHUNK_ELEMENTS):
+    """Softmax attention plus the arg-max over keys of the head-averaged probabilities, in query chunks.
+
+    Args:
+        q: (B, heads, Nq, D); k, v: (B, heads, Nk, D).
+
+    Returns:
+        (output (B, heads, Nq, D), top1 (B, Nq) int64).
+    """
+    b, heads, nq, d = q.shape
+    nk = k.shape[2]
+    chunk = max(1, chunk_elements // (b * heads * nk))
+    scale = 1 / math.sqrt(d)
+    kt = k.transpose(-2, -1) * scale
+    outputs, top1 = [], []
+    for start in range(0, nq, chunk):
+        probs = torch.softmax(q[:, :, start:start + chunk] @ kt, dim=-1)  # (B, heads, n, Nk)
+        outputs.append(probs @ v)
+        top1.append(probs.mean(dim=1).argmax(dim=-1))
+    return torch.cat(outputs, dim=2), torch.cat(top1, dim=1)
+
+
+def attention_head_mean(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The full head-mean attention map (B, Nq, Nk), for inspection and tests (memory grows as Nq * Nk)."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    return torch.softmax(q @ k.transpose(-2, -1) * scale, dim=-1).mean(dim=1)
+
+
+def pool_blocks(features: torch.Tensor, ratio: int) -> torch.Tensor:
+    """Average the ratio x ratio blocks of a source feature map: (B, C, H, W) -> (B, C, H/r * W/r)."""
+    return F.avg_pool2d(features, ratio).flatten(2)
+
+
+def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: int) -> torch.Tensor:
+    """Fill each ratio x ratio output block with the pooled source block its coarse cell attends to most.
+
+    Args:
+        pooled: (B or 1, C, grid * grid) pooled source blocks from `pool_blocks`.
+        top1: (B, grid * grid) arg-max key index per low-resolution cell.
+
+    Returns:
+        (B, C, grid * ratio, grid * ratio).
+    """
+    b = top1.shape[0]
+    pooled = pooled.expand(b, -1, -1)
+    index = top1[:, None, :].expand(-1, pooled.shape[1], -1)
+    picked = torch.gather(pooled, 2, index).view(b, -1, grid, grid)
+    return picked.repeat_interleave(ratio, dim=2).repeat_interleave(ratio, dim=3)
+
+
+class GuidedResampler(nn.Module):
+    """Parameter-free fine level of `imt`; holds only the upsampling ratio."""
+
+    def __init__(self, ratio: int):
+        super().__init__()
+        self.ratio = ratio
+
+    def forward(self, pooled: torch.Tensor, top1: torch.Tensor, grid: int) -> torch.Tensor:
+        return guided_resample(pooled, top1, grid, self.ratio)
+
+
+class CoarseLevel(nn.Module):
+    """Coarse `imt.L` level; the published checkpoint nests the attention under `block_efc`."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.block_efc = CrossAttention(dim, num_heads)

@@ -1,0 +1,206 @@
+"""Synthesis network `frame_decoder` (MODEL.md 3.6): aligned feature pyramid -> RGB frame."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ConvResBlock
+from .motion_transfer import merge_heads, split_heads, to_tokens
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v projections (`q_proj` ... or `q` ..., as the checkpoint names)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q = split_heads(self.q_proj(q), self.num_heads)
+        k = split_heads(self.k_proj(k), self.num_heads)
+        v = split_heads(self.v_proj(v), self.num_heads)
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+def feed_forward(dim: int, gap: bool) -> nn.Sequential:
+    """Linear(d, 2d) -> GELU -> Linear(2d, d). The global block's checkpoint numbers the second linear 3."""
+    layers = [nn.Linear(dim, 2 * dim), nn.GELU()]
+    if gap:
+        layers.append(nn.Identity())  # published dropout slot (p = 0)
+    layers.append(nn.Linear(2 * dim, dim))
+    return nn.Sequential(*layers)
+
+
+class GlobalBlock(nn.Module):
+    """Self-attention over all H*W tokens with learned query/key position embeddings."""
+
+    def __init__(self, dim: int, resolution: int, num_heads: int):
+        super().__init__()
+        self.q_pos_embedding = nn.Parameter(torch.zeros(1, resolution * resolution, dim))
+        self.k_pos_embedding = nn.Parameter(torch.zeros(1, resolution * resolution, dim))
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.mlp = feed_forward(dim, gap=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = to_tokens(x)  # (B, N, C)
+        q = self.norm_q(s + self.q_pos_embedding)
+        k = self.norm_kv(s + self.k_pos_embedding)
+        v = self.norm_kv(s)
+        s = s + self.attn(q, k, v)
+        s = s + self.mlp(self.norm_ffn(s))
+        return s.transpose(1, 2).reshape(b, c, h, w)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Swin relative-position index (w^2, w^2) into a ((2w-1)^2, heads) bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]) + (window - 1)  # (2, w^2, w^2)
+    return rel[0] * (2 * window - 1) + rel[1]
+
+
+def shifted_window_mask(resolution: int, window: int, shift: int) -> torch.Tensor:
+    """-100 between tokens of one window that came from different regions after the cyclic shift."""
+    region = torch.zeros(resolution, resolution)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for ys in bounds:
+        for xs in bounds:
+            region[ys, xs] = label
+            label += 1
+    region = window_partition(region[None, :, :, None], window).squeeze(-1)  # (nW, w^2)
+    mask = region[:, None, :] - region[:, :, None]
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * nW, w^2, C), windows row-major and tokens row-major inside a window."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_merge(x: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of window_partition: (B * nW, w^2, C) -> (B, H, W, C)."""
+    c = x.shape[-1]
+    x = x.view(-1, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, window: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window))
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """q, k, v: (B * nW, w^2, C) windows; mask: (nW, w^2, w^2) or None."""
+        n = self.relative_position_index.shape[0]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, w^2, w^2)
+        bias = bias[None] if mask is None else bias[None] + mask[:, None]  # (nW or 1, heads, w^2, w^2)
+        q = split_heads(self.q(q), self.num_heads)  # (B * nW, heads, w^2, D)
+        k = split_heads(self.k(k), self.num_heads)
+        v = split_heads(self.v(v), self.num_heads)
+        bias = bias.to(q.dtype)
+        if mask is None:
+            return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+        # shifted windows: the mask differs per window, so go one image (nW windows) at a time
+        num_windows = mask.shape[0]
+        out = torch.empty_like(q)
+        for start in range(0, q.shape[0], num_windows):
+            window = slice(start, start + num_windows)
+            out[window] = F.scaled_dot_product_attention(q[window], k[window], v[window], attn_mask=bias)
+        return self.proj(merge_heads(out))
+
+
+class WindowBlock(nn.Module):
+    """Swin-style block: (shifted) window attention then MLP, pre-norm, with separate q and kv norms."""
+
+    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, shift: int):
+        super().__init__()
+        self.window = window
+        self.shift = shift
+        if shift:
+            self.register_buffer("attn_mask", shifted_window_mask(resolution, window, shift))
+        else:
+            self.attn_mask = None
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, num_heads)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.mlp = feed_forward(dim, gap=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        q = self.norm_q(s)
+        kv = self.norm_kv(s)
+        if self.shift:
+            q = torch.roll(q, (-self.shift, -self.shift), dims=(1, 2))
+            kv = torch.roll(kv, (-self.shift, -self.shift), dims=(1, 2))
+        qw, kvw = window_partition(q, self.window), window_partition(kv, self.window)
+        out = window_merge(self.attn(qw, kvw, kvw, self.attn_mask), self.window, h, w)
+        if self.shift:
+            out = torch.roll(out, (self.shift, self.shift), dims=(1, 2))
+        s = s + out
+        s = s + self.mlp(self.norm_ffn(s))
+        return s.permute(0, 3, 1, 2)
+
+
+class TransformerStage(nn.Module):
+    """`transformer_blocks.i`: one global block (coarse) or an unshifted + shifted window pair (fine)."""
+
+    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, use_windows: bool):
+        super().__init__()
+        if use_windows:
+            blocks = [WindowBlock(dim, resolution, num_heads, window, shift=0),
+                      WindowBlock(dim, resolution, num_heads, window, shift=window // 2)]
+        else:
+            blocks = [GlobalBlock(dim, resolution, num_heads)]
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class FrameDecoder(nn.Module):
+    """Upsample from the coarsest aligned map, merging each finer one, to a sigmoid RGB frame."""
+
+    def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int):
+        super().__init__()
+        widths = feature_channels[::-1]  # coarse to fine: 512, 512, 256, 128, 64, 32
+        self.upconv_blocks = nn.ModuleList()
+        self.resblocks = nn.ModuleList()
+        self.transformer_blocks = nn.ModuleList()
+        for i in range(5):
+            resolution = image_size // 2 ** (5 - i)  # 16 ... 256 for 512 px
+            self.upconv_blocks.append(ConvResBlock(widths[i], widths[i + 1], resample="up"))
+            self.resblocks.append(ConvResBlock(2 * widths[i + 1], widths[i + 1]))
+            self.transformer_blocks.append(
+                TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= 3))
+        self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
+
+    def forward(self, aligned: list[torch.Tensor]) -> torch.Tensor:
+        """aligned: six maps coarse to fine; returns (B, 3, image_size, image_size) in [0, 1]."""
+        x = aligned[0]
+        for i in range(5):
+            x = self.upconv_blocks[i](x)
+            x = self.resblocks[i](torch.cat([x, aligned[i + 1]], dim=1))
+            x = self.transformer_blocks[i](x)
+        return torch.sigmoid(F.pixel_shuffle(self.final_conv(x), 2))
