@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
+import pathlib
+
 import pytest
 import torch
 
+from imtalker import load_renderer
 from imtalker.config import RendererConfig
+from imtalker.models.discriminator import MultiScaleDiscriminator
 from imtalker.models.motion_transfer import attention_head_mean, guided_resample, split_heads, to_tokens
 from imtalker.models.renderer import IMTRenderer
 
 
 @pytest.fixture(scope="module")
-def golden_run(renderer_reference):
-    """The full-size renderer with synthesised weights, run once on the reference inputs."""
+def golden_run(renderer_reference, discriminator_reference, tmp_path_factory):
+    """The full-size renderer, synthesised weights -> published-format renderer.ckpt -> load_renderer, run once."""
     ref = renderer_reference
-    model = IMTRenderer(RendererConfig()).eval()
-    state = model.state_dict()
-    state.update(ref.state_dict())
-    model.load_state_dict(state, strict=True)
+    gen = IMTRenderer(RendererConfig()).state_dict()  # structural buffers come from the architecture
+    gen.update(ref.state_dict())
+    disc = MultiScaleDiscriminator().state_dict()
+    disc.update(discriminator_reference.state_dict())
+    checkpoint = {
+        "epoch": 3,
+        "global_step": 1234,
+        "pytorch-lightning_version": "2.1.0",
+        "state_dict": {**{f"gen.{k}": v for k, v in gen.items()}, **{f"disc.{k}": v for k, v in disc.items()}},
+        "hyper_parameters": argparse.Namespace(lr=1e-4, dataset=pathlib.PurePosixPath("/data/hdtf")),
+    }
+    path = tmp_path_factory.mktemp("published") / "renderer.ckpt"
+    torch.save(checkpoint, path)
+    del checkpoint, gen, disc
+    model = load_renderer(path)
     source_image = ref.input("x_reference", (1, 3, 512, 512), 0.5, 0.25).clamp(0, 1)
     driving_image = ref.input("x_current", (1, 3, 512, 512), 0.5, 0.25).clamp(0, 1)
 

@@ -1,0 +1,393 @@
+"""Checkpoint reading, conversion and strict loading.
+
+Two formats are read:
+- the published files: Lightning checkpoints (`renderer.ckpt` with `gen.*` / `disc.*` keys, `generator.ckpt`
+  with `model.*` keys and maybe `ema_state_dict`) and a Hugging Face `wav2vec2-base-960h` folder;
+- our own: one `.safetensors` file per network whose header metadata holds the network kind and its config as
+  JSON, so a model of any size round-trips.
+
+Nothing here runs pickled code: `.ckpt` files go through `torch.load(weights_only=True)`, and the few metadata
+classes Lightning files carry (hyper-parameter namespaces, paths) are replaced by inert placeholders; any other
+Python object in the file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import GeneratorConfig, RendererConfig, config_from_dict, config_to_dict
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+
+# Metadata classes found in Lightning checkpoints' hyper-parameters; they are read as inert placeholders.
+METADATA_GLOBALS = (
+    "argparse.Namespace",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+    "pathlib.PurePosixPath",
+    "pathlib.PureWindowsPath",
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+    "lightning.pytorch.utilities.parsing.AttributeDict",
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata",
+    "omegaconf.nodes.AnyNode",
+    "typing.Any",
+    "collections.defaultdict",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.dtype",
+)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint for the network asked for; the message says why."""
+
+
+class _Metadata:
+    """Stands in for a metadata object of a checkpoint; keeps nothing and runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+# -- reading ----------------------------------------------------------------------------------------------------
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    refused = [name for name in unsafe if name not in METADATA_GLOBALS]
+    if refused:
+        raise CheckpointError(
+            f"{path}: refusing to load: the file references Python objects that could run code when unpickled: "
+            f"{', '.join(refused)}")
+    placeholders = [(_Metadata, name) for name in unsafe]
+    try:
+        with torch.serialization.safe_globals(placeholders):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def _tensors_only(mapping: dict, path: Path, what: str) -> dict[str, torch.Tensor]:
+    tensors = {k: v for k, v in mapping.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: {what} holds no tensors")
+    return tensors
+
+
+@dataclass
+class RawCheckpoint:
+    """Tensors of a file plus what the file says about itself (our format only)."""
+
+    tensors: dict[str, torch.Tensor]
+    kind: str | None = None  # "renderer", "generator", "audio_encoder", "discriminator" (our format)
+    config: dict | None = None
+
+
+def read_checkpoint(path: str | os.PathLike, ema: bool = False) -> RawCheckpoint:
+    """Read the tensors of a `.safetensors` file (ours) or a PyTorch/Lightning checkpoint, safely.
+
+    Args:
+        path: the file.
+        ema: for Lightning files, read `ema_state_dict` instead of `state_dict`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            tensors = load_file(str(path))
+            with open(path, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                metadata = json.loads(f.read(header_len)).get("__metadata__", {}) or {}
+        except (SafetensorError, ValueError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+        return RawCheckpoint(tensors, metadata.get("kind"), config)
+
+    obj = _torch_load(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors or a Lightning checkpoint, got {type(obj).__name__}")
+    if "state_dict" in obj or "ema_state_dict" in obj:
+        key = "ema_state_dict" if ema else "state_dict"
+        if key not in obj:
+            raise CheckpointError(f"{path}: has no '{key}' (keys: {sorted(map(str, obj))})")
+        if not isinstance(obj[key], dict):
+            raise CheckpointError(f"{path}: '{key}' is not a dict of tensors")
+        return RawCheckpoint(_tensors_only(obj[key], path, key))
+    if ema:
+        raise CheckpointError(f"{path}: a plain state dict has no EMA weights")
+    return RawCheckpoint(_tensors_only(obj, path, "the file"))
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keys that start with `prefix`, without it (never a substring replace)."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# -- conversion of published key layouts ------------------------------------------------------------------------
+
+
+def convert_wav2vec2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Older transformers saved weight-norm as `weight_g` / `weight_v`; current ones use parametrizations."""
+    renames = {".weight_g": ".parametrizations.weight.original0", ".weight_v": ".parametrizations.weight.original1"}
+    out = {}
+    for key, value in state.items():
+        for old, new in renames.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        out[key] = value
+    return out
+
+
+def split_generator_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Published generator `state_dict` -> (motion generator weights, wav2vec2 weights or {})."""
+    if any(k.startswith("model.") for k in state):
+        state = strip_prefix(state, "model.")
+    wav2vec2 = convert_wav2vec2_state_dict(strip_prefix(state, "audio_encoder.wav2vec2."))
+    generator = {k: v for k, v in state.items() if not k.startswith("audio_encoder.")}
+    return generator, wav2vec2
+
+
+def infer_generator_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
+    """Sizes of a generator read off its weights (files without a config: the published one, Lightning ones)."""
+    try:
+        hidden, _ = state["fmt.x_embedder.proj.weight"].shape
+        depth = len({k.split(".")[2] for k in state if k.startswith("fmt.blocks.")})
+        mlp_hidden = state["fmt.blocks.0.mlp.fc1.weight"].shape[0]
+        return GeneratorConfig(
+            motion_dim=state["fmt.decoder.linear.weight"].shape[0],
+            cond_dim=state["audio_projection.0.weight"].shape[0],
+            hidden_dim=hidden,
+            depth=depth,
+            num_heads=hidden // (2 * state["fmt.rotary_emb.inv_freq"].shape[0]),  # inv_freq has head_dim / 2
+            mlp_ratio=mlp_hidden / hidden,
+            audio_dim=state["audio_projection.0.weight"].shape[1],
+            gaze_dim=state["gaze_projection.0.weight"].shape[1],
+            pose_dim=state["pose_projection.0.weight"].shape[1],
+            cam_dim=state["cam_projection.0.weight"].shape[1],
+        )
+    except KeyError as err:
+        raise CheckpointError(f"not a motion generator checkpoint: missing {err}") from None
+
+
+# -- strict loading -------------------------------------------------------------------------------------------
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load every key the network needs, nothing else, with matching shapes; otherwise say exactly what differs."""
+    own = model.state_dict()
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"wrong shapes (file vs model): {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _expect_kind(raw: RawCheckpoint, kind: str, path: Path) -> None:
+    if raw.kind is not None and raw.kind != kind:
+        raise CheckpointError(f"{path} is a {raw.kind} checkpoint, not a {kind}")
+
+
+def _finish(model: nn.Module, device, dtype) -> nn.Module:
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_renderer(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                  config: RendererConfig | None = None) -> "IMTRenderer":
+    """Load the renderer from the published `renderer.ckpt` or our `.safetensors` file.
+
+    Args:
+        path: the checkpoint file.
+        device, dtype: where to put the model (default: CPU, float32).
+        config: sizes for a Lightning/PyTorch file of a non-published size (our files carry their own config).
+    """
+    from .models.renderer import IMTRenderer
+
+    path = Path(path)
+    raw = read_checkpoint(path)
+    _expect_kind(raw, "renderer", path)
+    state = raw.tensors
+    if raw.kind is None:
+        if not any(k.startswith("gen.") for k in state):
+            hint = " (it looks like a motion generator)" if any(k.startswith("model.fmt.") for k in state) else ""
+            raise CheckpointError(f"{path}: not a renderer checkpoint: no 'gen.*' keys{hint}")
+        state = strip_prefix(state, "gen.")  # `disc.*` is the training-only discriminator
+    if raw.config:
+        config = config_from_dict(RendererConfig, raw.config)
+    config = config or RendererConfig()
+    model = load_strict(IMTRenderer(config), state, str(path))
+    return _finish(model, device, dtype)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                   ema: bool = False) -> "MotionGenerator":
+    """Load the motion generator from the published `generator.ckpt` or our `.safetensors` file.
+
+    Args:
+        path: the checkpoint file.
+        ema: load the EMA weights (`ema_state_dict`) instead of `state_dict`, which the published inference uses.
+    """
+    from .models.generator import MotionGenerator
+
+    path = Path(path)
+    raw = read_checkpoint(path, ema=ema)
+    _expect_kind(raw, "generator", path)
+    if raw.kind is None:
+        if any(k.startswith("gen.") for k in raw.tensors):
+            raise CheckpointError(f"{path}: this is a renderer checkpoint ('gen.*' keys), not a motion generator")
+        state, _ = split_generator_state_dict(raw.tensors)
+        config = infer_generator_config(state)
+    else:
+        state = raw.tensors
+        config = config_from_dict(GeneratorConfig, raw.config)
+    model = load_strict(MotionGenerator(config), state, str(path))
+    return _finish(model, device, dtype)
+
+
+def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cpu",
+                       dtype: torch.dtype | None = None) -> "AudioEncoder":
+    """Load the frame-rate audio encoder.
+
+    Args:
+        path: a Hugging Face wav2vec2 folder (`config.json` + `model.safetensors` or `pytorch_model.bin`), our
+            `.safetensors` file, or the published `generator.ckpt` when it holds the wav2vec2 weights (the config
+            then comes from a `config.json` beside it, else the wav2vec2-base defaults).
+    """
+    from transformers import Wav2Vec2Config
+
+    from .models.audio import AudioEncoder
+
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{path}: not a wav2vec2 folder (no config.json)")
+        config = Wav2Vec2Config.from_dict(json.loads(config_file.read_text()))
+        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
+        state = read_checkpoint(weights).tensors
+        if any(k.startswith("wav2vec2.") for k in state):  # a Wav2Vec2ForCTC file: drop the CTC head
+            state = strip_prefix(state, "wav2vec2.")
+        state = convert_wav2vec2_state_dict(state)
+    else:
+        raw = read_checkpoint(path)
+        _expect_kind(raw, "audio_encoder", path)
+        if raw.kind is not None:
+            config = Wav2Vec2Config.from_dict(raw.config)
+            state = strip_prefix(raw.tensors, "wav2vec2.")
+        else:
+            _, state = split_generator_state_dict(raw.tensors)
+            if not state:
+                raise CheckpointError(f"{path}: holds no wav2vec2 weights ('model.audio_encoder.wav2vec2.*')")
+            beside = path.parent / "config.json"
+            config = (Wav2Vec2Config.from_dict(json.loads(beside.read_text())) if beside.is_file()
+                      else Wav2Vec2Config())
+    encoder = AudioEncoder(config)
+    # the wav2vec2 folder may carry keys our encoder has no use for (e.g. masked_spec_embed when unused)
+    own = encoder.wav2vec2.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(("lm_head.", "quantizer.", "project_"))}
+    load_strict(encoder.wav2vec2, state, str(path))
+    return _finish(encoder, device, dtype)
+
+
+# -- our format -----------------------------------------------------------------------------------------------
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write a network as `.safetensors` with its kind and config in the header. Atomic: temp file + rename."""
+    from .models.audio import AudioEncoder
+    from .models.generator import MotionGenerator
+    from .models.renderer import IMTRenderer
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"our weights files end in .safetensors, got {path.name}")
+    if isinstance(model, IMTRenderer):
+        kind, config = "renderer", config_to_dict(model.config)
+    elif isinstance(model, MotionGenerator):
+        kind, config = "generator", config_to_dict(model.config)
+    elif isinstance(model, AudioEncoder):
+        kind, config = "audio_encoder", model.config.to_dict()
+    else:
+        raise ValueError(f"cannot save a {type(model).__name__}")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "imtalker", "format_version": FORMAT_VERSION, "kind": kind, "config": json.dumps(config)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict:
+    """What a file holds: kind, config, parameter count (for `imtalker info`)."""
+    path = Path(path)
+    if path.is_dir():
+        encoder = load_audio_encoder(path)
+        return {"path": str(path), "kind": "audio_encoder", "format": "huggingface",
+                "parameters": sum(p.numel() for p in encoder.parameters()), "config": encoder.config.to_dict()}
+    raw = read_checkpoint(path)
+    info: dict[str, Any] = {"path": str(path), "format": "imtalker" if raw.kind else "published/pytorch"}
+    kind = raw.kind
+    if kind is None:
+        if any(k.startswith("gen.") for k in raw.tensors):
+            kind = "renderer"
+            info["has_discriminator"] = any(k.startswith("disc.") for k in raw.tensors)
+        elif any(k.startswith(("model.fmt.", "fmt.")) for k in raw.tensors):
+            kind = "generator"
+            generator, wav2vec2 = split_generator_state_dict(raw.tensors)
+            info["has_wav2vec2"] = bool(wav2vec2)
+            info["config"] = config_to_dict(infer_generator_config(generator))
+        else:
+            raise CheckpointError(f"{path}: neither a renderer ('gen.*') nor a generator ('model.fmt.*') checkpoint")
+    else:
+        info["config"] = raw.config
+    info["kind"] = kind
+    info["tensors"] = len(raw.tensors)
+    info["parameters"] = sum(t.numel() for t in raw.tensors.values() if t.is_floating_point())
+    return info

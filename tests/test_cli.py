@@ -1,0 +1,72 @@
+"""`imtalker convert` and `imtalker info` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from imtalker import RendererConfig, load_renderer
+from imtalker.cli import main
+from imtalker.models.renderer import IMTRenderer
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imtalker", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands_and_examples():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "convert" in result.stdout and "info" in result.stdout and "examples:" in result.stdout
+
+
+def test_convert_then_info_round_trip(tmp_path, capsys):
+    config = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
+                            motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, num_heads=4)
+    model = IMTRenderer(config).eval()
+    path = tmp_path / "renderer.safetensors"
+    from imtalker import save_model
+
+    save_model(model, path)
+    assert main(["convert", "--renderer", str(path), "-o", str(tmp_path / "out")]) == 0
+    converted = tmp_path / "out" / "renderer.safetensors"
+    assert load_renderer(converted).config == config
+    capsys.readouterr()
+    assert main(["info", str(converted)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "renderer" and info["config"]["image_size"] == 128
+    assert info["parameters"] == sum(p.numel() for p in model.state_dict().values() if p.is_floating_point())
+
+
+def test_bad_checkpoint_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "renderer.ckpt"
+    bad.write_bytes(os.urandom(1000))
+    result = run_cli("convert", "--renderer", str(bad), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("imtalker: error:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "renderer.safetensors").exists()
+
+
+def test_missing_file_and_nothing_to_convert_exit_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nope.ckpt")]) == 2
+    assert main(["convert", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "nothing to convert" in err
+
+
+def test_pickled_payload_exits_2(tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"gen.a": torch.zeros(1)}, "x": print}, path)  # a global that is not allowed
+    assert main(["info", str(path)]) == 2
+    assert "refusing to load" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert"])  # -o is required
+    assert exit_info.value.code == 2
