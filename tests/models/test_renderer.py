@@ -11,7 +11,7 @@ import torch
 from imtalker import load_renderer
 from imtalker.config import RendererConfig
 from imtalker.models.discriminator import MultiScaleDiscriminator
-from imtalker.models.motion_transfer import attention_head_mean, guided_resample, split_heads, to_tokens
+from imtalker.models.motion_transfer import attention_head_mean, guided_resample, pool_blocks, split_heads, to_tokens
 from imtalker.models.renderer import IMTRenderer
 
 
@@ -113,7 +113,7 @@ def test_guided_resampler_matches_golden(renderer_reference, ratio):
     values = ref.input(f"resampler_values_r{ratio}", (2, 8, size, size), 0.0, 1.0)
     logits = ref.input(f"resampler_logits_r{ratio}", (2, 256, 256), 0.0, 4.0)
     top1 = torch.softmax(logits, dim=-1).argmax(dim=-1)
-    pooled = torch.nn.functional.avg_pool2d(values, ratio).flatten(2)
+    pooled = pool_blocks(values, ratio)
     ref.check(f"resampler_r{ratio}", guided_resample(pooled, top1, grid=16, ratio=ratio))
 
 

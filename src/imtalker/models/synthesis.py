@@ -7,7 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvResBlock
-from .motion_transfer import merge_heads, split_heads, to_tokens
+from .motion_transfer import from_tokens, merge_heads, split_heads, to_tokens
+
+FINE_STAGE = 3  # stages from here on (image_size / 4 and / 2) run at high resolution with few channels
+
 
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v projections (`q_proj` ... or `q` ..., as the checkpoint names)."""
@@ -57,7 +60,7 @@ class GlobalBlock(nn.Module):
         v = self.norm_kv(s)
         s = s + self.attn(q, k, v)
         s = s + self.mlp(self.norm_ffn(s))
-        return s.transpose(1, 2).reshape(b, c, h, w)
+        return from_tokens(s, h, w)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -88,11 +91,15 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
 
 
-def window_merge(x: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of window_partition: (B * nW, w^2, C) -> (B, H, W, C)."""
-    c = x.shape[-1]
-    x = x.view(-1, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+def window_token_order(resolution: int, window: int, shift: int) -> torch.Tensor:
+    """Token indices that cyclically shift a row-major (H*W) grid by (-shift, -shift) and partition it into windows.
+
+    Gathering tokens with this order does the roll and the window partition in one copy; LayerNorm and the
+    projections act per token, so they may run before or after it with the same result.
+    """
+    grid = torch.arange(resolution * resolution).view(1, resolution, resolution, 1)
+    grid = torch.roll(grid, (-shift, -shift), dims=(1, 2))
+    return window_partition(grid, window).flatten()
 
 
 class WindowAttention(nn.Module):
@@ -110,7 +117,7 @@ class WindowAttention(nn.Module):
         """q, k, v: (B * nW, w^2, C) windows; mask: (nW, w^2, w^2) or None."""
         n = self.relative_position_index.shape[0]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, w^2, w^2)
+        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()  # (heads, w^2, w^2); contiguous, or SDPA copies
         bias = bias[None] if mask is None else bias[None] + mask[:, None]  # (nW or 1, heads, w^2, w^2)
         q = split_heads(self.q(q), self.num_heads)  # (B * nW, heads, w^2, D)
         k = split_heads(self.k(k), self.num_heads)
@@ -143,22 +150,19 @@ class WindowBlock(nn.Module):
         self.attn = WindowAttention(dim, window, num_heads)
         self.norm_ffn = nn.LayerNorm(dim)
         self.mlp = feed_forward(dim, gap=False)
+        order = window_token_order(resolution, window, shift)
+        self.register_buffer("token_order", order, persistent=False)
+        self.register_buffer("token_restore", torch.argsort(order), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        s = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        q = self.norm_q(s)
-        kv = self.norm_kv(s)
-        if self.shift:
-            q = torch.roll(q, (-self.shift, -self.shift), dims=(1, 2))
-            kv = torch.roll(kv, (-self.shift, -self.shift), dims=(1, 2))
-        qw, kvw = window_partition(q, self.window), window_partition(kv, self.window)
-        out = window_merge(self.attn(qw, kvw, kvw, self.attn_mask), self.window, h, w)
-        if self.shift:
-            out = torch.roll(out, (self.shift, self.shift), dims=(1, 2))
-        s = s + out
+        s = to_tokens(x)  # (B, N, C); a free view for channels-last input
+        windows = s[:, self.token_order].view(-1, self.window**2, c)  # shifted, partitioned (B * nW, w^2, C)
+        kv = self.norm_kv(windows)
+        out = self.attn(self.norm_q(windows), kv, kv, self.attn_mask)  # (B * nW, w^2, C)
+        s = s + out.view(b, h * w, c)[:, self.token_restore]
         s = s + self.mlp(self.norm_ffn(s))
-        return s.permute(0, 3, 1, 2)
+        return from_tokens(s, h, w)
 
 
 class TransformerStage(nn.Module):
@@ -196,11 +200,30 @@ class FrameDecoder(nn.Module):
                 TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= 3))
         self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
 
-    def forward(self, aligned: list[torch.Tensor]) -> torch.Tensor:
-        """aligned: six maps coarse to fine; returns (B, 3, image_size, image_size) in [0, 1]."""
+    def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None) -> torch.Tensor:
+        """Synthesise frames from the aligned pyramid.
+
+        Args:
+            aligned: six maps coarse to fine, (B, C_i, H_i, W_i).
+            fine_batch: frames per pass through the two finest stages (None: all at once). The results do not
+                depend on it; small passes keep their large activations in cache and out of fresh pages.
+
+        Returns:
+            (B, 3, image_size, image_size) in [0, 1].
+        """
         x = aligned[0]
-        for i in range(5):
-            x = self.upconv_blocks[i](x)
-            x = self.resblocks[i](torch.cat([x, aligned[i + 1]], dim=1))
-            x = self.transformer_blocks[i](x)
+        for i in range(FINE_STAGE):
+            x = self._stage(i, x, aligned[i + 1])
+        step = fine_batch or x.shape[0]
+        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[FINE_STAGE + 1:]])
+                          for j in range(0, x.shape[0], step)])
+
+    def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.upconv_blocks[i](x)
+        x = self.resblocks[i](torch.cat([x, skip], dim=1))
+        return self.transformer_blocks[i](x)
+
+    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for i, skip in enumerate(skips, start=FINE_STAGE):
+            x = self._stage(i, x, skip)
         return torch.sigmoid(F.pixel_shuffle(self.final_conv(x), 2))
