@@ -89,23 +89,40 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         chunk_elements: int = ATTENTION_CHUNK_ELEMENTS):
     """Softmax attention plus the arg-max over keys of the head-averaged probabilities, in query chunks.
 
+    The score buffers are allocated once and reused: fresh 8 MiB blocks every chunk fragmented the heap until
+    resident memory reached several GiB on long runs.
+
     Args:
         q: (B, heads, Nq, D); k, v: (B, heads, Nk, D).
 
     Returns:
         (output (B, heads, Nq, D), top1 (B, Nq) int64).
     """
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        # training: the arg-max has no gradient, so the output comes from differentiable fused attention
+        with torch.no_grad():
+            _, top1 = attention_with_top1(q, k, v, chunk_elements)
+        return F.scaled_dot_product_attention(q, k, v), top1
     b, heads, nq, d = q.shape
     nk = k.shape[2]
-    chunk = max(1, chunk_elements // (b * heads * nk))
-    scale = 1 / math.sqrt(d)
-    kt = k.transpose(-2, -1) * scale
-    outputs, top1 = [], []
+    chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
+    kt = k.transpose(-2, -1) * (1 / math.sqrt(d))
+    out = q.new_empty(b, heads, nq, d)
+    top1 = torch.empty(b, nq, dtype=torch.long, device=q.device)
+    scores = q.new_empty(b * heads * chunk * nk)
+    probs = torch.empty_like(scores)
+    head_mean = q.new_empty(b * chunk * nk)
     for start in range(0, nq, chunk):
-        probs = torch.softmax(q[:, :, start:start + chunk] @ kt, dim=-1)  # (B, heads, n, Nk)
-        outputs.append(probs @ v)
-        top1.append(probs.mean(dim=1).argmax(dim=-1))
-    return torch.cat(outputs, dim=2), torch.cat(top1, dim=1)
+        n = min(chunk, nq - start)
+        s = scores[: b * heads * n * nk].view(b, heads, n, nk)
+        p = probs[: b * heads * n * nk].view(b, heads, n, nk)
+        m = head_mean[: b * n * nk].view(b, n, nk)
+        torch.matmul(q[:, :, start:start + n], kt, out=s)
+        torch.softmax(s, dim=-1, out=p)
+        out[:, :, start:start + n] = p @ v
+        torch.mean(p, dim=1, out=m)
+        top1[:, start:start + n] = m.argmax(dim=-1)
+    return out, top1
 
 
 def attention_head_mean(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

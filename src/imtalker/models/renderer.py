@@ -108,7 +108,7 @@ class MotionDecoder(nn.Module):
     def __init__(self, config: RendererConfig):
         super().__init__()
         size = config.image_size // 128
-        self.const = nn.Parameter(torch.zeros(1, config.const_channels, size, size))
+        self.const = nn.Parameter(torch.randn(1, config.const_channels, size, size))
         widths = config.feature_channels[::-1][:NUM_COARSE_LEVELS]  # 512, 512, 256, 128: the coarse levels
         layers = [StyledConv(config.const_channels, widths[0], 3, config.motion_dim)]
         in_ch = widths[0]

@@ -44,8 +44,8 @@ class GlobalBlock(nn.Module):
 
     def __init__(self, dim: int, resolution: int, num_heads: int):
         super().__init__()
-        self.q_pos_embedding = nn.Parameter(torch.zeros(1, resolution * resolution, dim))
-        self.k_pos_embedding = nn.Parameter(torch.zeros(1, resolution * resolution, dim))
+        self.q_pos_embedding = nn.Parameter(0.02 * torch.randn(1, resolution * resolution, dim))
+        self.k_pos_embedding = nn.Parameter(0.02 * torch.randn(1, resolution * resolution, dim))
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
@@ -106,7 +106,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, window: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.relative_position_bias_table = nn.Parameter(0.02 * torch.randn((2 * window - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window))
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)

@@ -1,0 +1,125 @@
+"""Renderer speed and memory: seconds per frame at batch 1 and 8, peak RSS, bf16 autocast and its error.
+
+Every measurement runs in its own fresh process, so its peak resident memory is its own. Weights are seeded
+random values of the published size (124M parameters, 512 px); speed does not depend on their values.
+
+    python benchmarks/bench_renderer.py                 # full table, written to BENCHMARKS.md
+    python benchmarks/bench_renderer.py --quick         # tiny 128-px model, a smoke run (not written)
+
+Rows:
+- audio-driven: motion latent -> frame (`render`, the source encoded once beforehand).
+- video-driven: driving image -> frame (`encode_motion` + `render`).
+- naive loop: the published inference pattern on the same networks: source re-encoded for every frame, one
+  frame at a time (`model(driving, source)`). Not the published code itself; the issue quotes that code at
+  3.2 s/frame (audio-driven) and 7.4 s/frame (video-driven) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from common import header, median_seconds, peak_rss_mb, run_child, write_section
+from imtalker.config import RendererConfig
+from imtalker.models.renderer import IMTRenderer
+
+TINY = RendererConfig(image_size=128, feature_channels=(16, 16, 32, 32, 64, 64),
+                      motion_channels=(16, 32, 32, 64, 64, 64), adapt_dim=64)
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def build(config: RendererConfig) -> IMTRenderer:
+    torch.manual_seed(0)
+    return IMTRenderer(config).eval()
+
+
+def autocast(dtype_name: str):
+    dtype = DTYPES[dtype_name]
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
+
+
+def child(mode: str, batch: int, dtype_name: str, repeats: int, quick: bool) -> dict:
+    config = TINY if quick else RendererConfig()
+    model = build(config)
+    size = config.image_size
+    generator = torch.Generator().manual_seed(1)
+    source_image = torch.rand(1, 3, size, size, generator=generator)
+    driving = torch.rand(batch, 3, size, size, generator=generator)
+    with torch.inference_mode():
+        motion = model.encode_motion(source_image) + 0.3 * torch.randn(batch, config.motion_dim, generator=generator)
+        if mode == "bf16-error":
+            return bf16_error(model, source_image, motion)
+    with torch.inference_mode(), autocast(dtype_name):
+        source = model.encode_source(source_image)
+        if mode == "audio":
+            run = lambda: model.render(source, motion)  # noqa: E731
+        elif mode == "video":
+            run = lambda: model.render(source, model.encode_motion(driving))  # noqa: E731
+        elif mode == "naive":
+            run = lambda: [model(driving[i:i + 1], source_image) for i in range(batch)]  # noqa: E731
+        else:
+            raise ValueError(mode)
+        seconds, times = median_seconds(run, repeats)
+    return {"s_per_frame": seconds / batch, "times": times, "peak_rss_mb": peak_rss_mb()}
+
+
+def bf16_error(model: IMTRenderer, source_image: torch.Tensor, motion: torch.Tensor) -> dict:
+    """Frames under bf16 autocast against fp32 frames for the same latents."""
+    reference = model.render(model.encode_source(source_image), motion).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        frames = model.render(model.encode_source(source_image), motion).float()
+    diff = (frames - reference).abs()
+    mse = diff.square().mean().item()
+    return {"max_abs": diff.max().item(), "mean_abs": diff.mean().item(),
+            "psnr_db": 10 * math.log10(1 / mse) if mse > 0 else float("inf"), "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny 128-px model: checks the script, not the speed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update BENCHMARKS.md")
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "BATCH", "DTYPE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, batch, dtype_name = args.child
+        print(json.dumps(child(mode, int(batch), dtype_name, args.repeats, args.quick)))
+        return
+
+    extra = ["--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+    script = Path(__file__)
+    rows = []
+    plan = [("audio-driven", "audio", 1, "fp32"), ("audio-driven", "audio", 8, "fp32"),
+            ("video-driven", "video", 1, "fp32"), ("video-driven", "video", 8, "fp32"),
+            ("audio-driven", "audio", 8, "bf16"), ("video-driven", "video", 8, "bf16"),
+            ("naive loop, audio-driven", "naive", 2, "fp32")]
+    for label, mode, batch, dtype_name in plan:
+        result = run_child(script, [mode, str(batch), dtype_name] + extra)
+        batch_text = "1 (per frame)" if mode == "naive" else str(batch)
+        rows.append(f"| {label} | {dtype_name} | {batch_text} | {result['s_per_frame']:.3f} | "
+                    f"{1 / result['s_per_frame']:.2f} | {result['peak_rss_mb']:.0f} |")
+        print(rows[-1], flush=True)
+    error = run_child(script, ["bf16-error", "2", "bf16"] + extra)
+    print(json.dumps(error))
+
+    size = TINY.image_size if args.quick else 512
+    body = header(f"Renderer, {size} px, CPU", "python benchmarks/bench_renderer.py" + (" --quick" if args.quick else ""))
+    body += (f"\nSeconds per frame are the median of {args.repeats} timed runs after one warm-up; peak RSS is the "
+             "whole process (weights included), each row in a fresh process.\n\n"
+             "| path | dtype | batch | s/frame | frames/s | peak RSS (MB) |\n|---|---|---|---|---|---|\n")
+    body += "\n".join(rows)
+    body += (f"\n\nbf16 autocast vs fp32 frames (batch 2, same latents): max abs error {error['max_abs']:.4f}, "
+             f"mean abs error {error['mean_abs']:.5f}, PSNR {error['psnr_db']:.1f} dB (frames in [0, 1]).\n")
+    if not args.no_write and not args.quick:
+        write_section("bench_renderer", body)
+        print("written to BENCHMARKS.md")
+    else:
+        print(body)
+
+
+if __name__ == "__main__":
+    main()
