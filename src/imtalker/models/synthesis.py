@@ -113,24 +113,31 @@ class WindowAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """q, k, v: (B * nW, w^2, C) windows; mask: (nW, w^2, w^2) or None."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                masked_windows: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention inside each window.
+
+        Args:
+            q, k, v: (B * nW, w^2, C) windows.
+            mask: (nW, w^2, w^2) shifted-window mask, or None.
+            masked_windows: indices of the windows whose mask is not all zero (with `mask`).
+        """
         n = self.relative_position_index.shape[0]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()  # (heads, w^2, w^2); contiguous, or SDPA copies
-        bias = bias[None] if mask is None else bias[None] + mask[:, None]  # (nW or 1, heads, w^2, w^2)
+        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous().to(q.dtype)  # (heads, w^2, w^2); contiguous, or SDPA copies
         q = split_heads(self.q(q), self.num_heads)  # (B * nW, heads, w^2, D)
         k = split_heads(self.k(k), self.num_heads)
         v = split_heads(self.v(v), self.num_heads)
-        bias = bias.to(q.dtype)
-        if mask is None:
-            return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
-        # shifted windows: the mask differs per window, so go one image (nW windows) at a time
-        num_windows = mask.shape[0]
-        out = torch.empty_like(q)
-        for start in range(0, q.shape[0], num_windows):
-            window = slice(start, start + num_windows)
-            out[window] = F.scaled_dot_product_attention(q[window], k[window], v[window], attn_mask=bias)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
+        if mask is not None:
+            # Only windows along the wrapped border mix regions (their mask is non-zero): recompute just those,
+            # instead of adding a (nW, heads, w^2, w^2) mask to every window.
+            num_windows = mask.shape[0]
+            rows = (torch.arange(0, q.shape[0], num_windows, device=q.device)[:, None] + masked_windows).flatten()
+            border_bias = bias[None] + mask[masked_windows, None].to(q.dtype)  # (M, heads, w^2, w^2)
+            border_bias = border_bias.repeat(q.shape[0] // num_windows, 1, 1, 1)
+            border = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=border_bias)
+            out = out.index_copy(0, rows, border)  # out of place: autograd keeps the attention output
         return self.proj(merge_heads(out))
 
 
@@ -143,8 +150,10 @@ class WindowBlock(nn.Module):
         self.shift = shift
         if shift:
             self.register_buffer("attn_mask", shifted_window_mask(resolution, window, shift))
+            masked = self.attn_mask.flatten(1).ne(0).any(dim=1).nonzero().flatten()
+            self.register_buffer("masked_windows", masked, persistent=False)
         else:
-            self.attn_mask = None
+            self.attn_mask = self.masked_windows = None
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window, num_heads)
@@ -159,7 +168,7 @@ class WindowBlock(nn.Module):
         s = to_tokens(x)  # (B, N, C); a free view for channels-last input
         windows = s[:, self.token_order].view(-1, self.window**2, c)  # shifted, partitioned (B * nW, w^2, C)
         kv = self.norm_kv(windows)
-        out = self.attn(self.norm_q(windows), kv, kv, self.attn_mask)  # (B * nW, w^2, C)
+        out = self.attn(self.norm_q(windows), kv, kv, self.attn_mask, self.masked_windows)  # (B * nW, w^2, C)
         s = s + out.view(b, h * w, c)[:, self.token_restore]
         s = s + self.mlp(self.norm_ffn(s))
         return from_tokens(s, h, w)
