@@ -70,7 +70,7 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the section between this benchmark's markers in BENCHMARKS.md."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery number here was printed by a script in `benchmarks/`; each section names the command, machine and date.\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,18 @@ def test_coarse_attention_and_top1_match_golden(golden_run, renderer_reference):
     ref.check("coarse_attention_head_mean", golden_run["head_mean"])
     expected_top1 = torch.from_numpy(ref.expected["coarse_top1_index"])
     assert torch.equal(golden_run["head_mean"][0].argmax(dim=-1), expected_top1)
+    top2 = golden_run["head_mean"][0].topk(2, dim=-1).values
+    margin = (top2[:, 0] - top2[:, 1]).numpy()
+    np.testing.assert_allclose(margin, ref.expected["coarse_top1_margin"], atol=1e-6, rtol=1e-3)
+
+
+def test_every_recorded_renderer_tensor_is_checked(renderer_reference):
+    checked = ({f"app_features.{i}" for i in range(6)} | {f"aligned.{i}" for i in range(6)}
+               | {f"motion_maps_{w}.{i}" for w in ("ref", "cur") for i in range(4)}
+               | {f"frame_decoder.{g}.{i}" for g in ("upconv_blocks", "resblocks", "transformer_blocks") for i in range(5)}
+               | {"app_identity", "motion_ref", "motion_cur", "adapted_ref", "adapted_cur", "frame",
+                  "coarse_attention_head_mean", "resampler_r2", "resampler_r4"})
+    assert set(renderer_reference.names()) == checked
 
 
 def test_motion_transfer_and_synthesis_match_golden(golden_run, renderer_reference):

@@ -1,0 +1,23 @@
+"""The benchmark scripts run end to end (tiny models, one repeat): they must not rot between full runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script, expect", [
+    ("bench_renderer.py", ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
+    ("bench_generator.py", ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"]),
+])
+def test_benchmark_quick_run(script, expect, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--repeats", "1", "--no-write"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in expect:
+        assert text in result.stdout
