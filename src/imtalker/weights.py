@@ -20,7 +20,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +28,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import GeneratorConfig, RendererConfig, config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from .models.audio import AudioEncoder
+    from .models.generator import MotionGenerator
+    from .models.renderer import IMTRenderer
 
 logger = logging.getLogger(__name__)
 

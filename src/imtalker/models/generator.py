@@ -302,9 +302,6 @@ class MotionGenerator(nn.Module):
             ValueError: a shape, dtype, batch size or sampler setting is not what is expected.
         """
         cfg = self.config
-        param = next(self.parameters())
-        device, dtype = param.device, param.dtype
-
         _check_tensor("audio_features", audio_features, ndim=3, last_dim=cfg.audio_dim, layout="(B, T, audio_dim)")
         batch, num_frames = audio_features.shape[:2]
         if batch == 0 or num_frames == 0:
@@ -324,56 +321,89 @@ class MotionGenerator(nn.Module):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
 
-        clip, prev = cfg.clip_frames, cfg.prev_frames
+        clip = cfg.clip_frames
         chunks = num_chunks(num_frames, clip)
         noise_shape = (batch, clip, cfg.motion_dim)
         if noise is not None:
             _check_noise(noise, chunks, noise_shape)
 
-        # Conditions are projected once for the whole sequence and padded to whole chunks by repeating the last
-        # frame; a missing track stays zero in the projected space, so it adds nothing to the condition sum.
-        padded = chunks * clip
-        ref_motion = ref_motion.to(device, dtype)
-        audio = self.audio_projection(audio_features.to(device, dtype))  # (B, T, cond_dim)
-        conds = {"a": repeat_pad(audio, padded)}
-        projections = {"pose": self.pose_projection, "gaze": self.gaze_projection, "cam": self.cam_projection}
-        for name, (track, _) in tracks.items():
+        def fitted(track):  # cut or zero-pad a track to T frames, with a batch axis
             if track is None:
-                conds[name] = audio.new_zeros(batch, padded, cfg.cond_dim)
-                continue
-            track = track.to(device, dtype)
-            if track.ndim == 2:
-                track = track.expand(batch, -1, -1)
-            projected = projections[name](fit_frames(track, num_frames))  # (B, T, cond_dim)
-            conds[name] = repeat_pad(projected, padded)
+                return None
+            return fit_frames(track.expand(batch, -1, -1) if track.ndim == 2 else track, num_frames)
 
-        generator = None
-        if noise is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
-        times = time_grid(nfe, device=device)  # float32 even for half models, so the step sizes stay exact
-
-        prev_x = audio.new_zeros(batch, prev, cfg.motion_dim)
-        prev_conds = {name: audio.new_zeros(batch, prev, cfg.cond_dim) for name in conds}
+        tracks = {name: fitted(track) for name, (track, _) in tracks.items()}
+        sampler = ChunkSampler(self, ref_motion, cfg_scale=cfg_scale, nfe=nfe, seed=seed)
         outputs = []
         for k in range(chunks):
-            chunk = {name: value[:, k * clip : (k + 1) * clip] for name, value in conds.items()}  # (B, clip, cond)
-            if noise is not None:
-                z = noise[k].to(device, dtype)
+            window = slice(k * clip, (k + 1) * clip)
+            outputs.append(sampler.step(
+                audio_features[:, window],
+                **{name: (track[:, window] if track is not None else None) for name, track in tracks.items()},
+                noise=noise[k] if noise is not None else None))
+        return torch.cat(outputs, dim=1)  # (B, T, motion_dim)
+
+
+class ChunkSampler:
+    """Samples motion one chunk at a time, carrying the context between chunks (MODEL.md 4.3).
+
+    `MotionGenerator.sample` runs it over a whole sequence; streaming callers feed chunks as the audio arrives.
+    Every chunk but the last must hold exactly `clip_frames` frames; a shorter chunk is padded by repeating its
+    last frame and ends the sequence.
+    """
+
+    def __init__(self, model: MotionGenerator, ref_motion: torch.Tensor, cfg_scale: float = 3.0, nfe: int = 10,
+                 seed: int | None = None):
+        param = next(model.parameters())
+        self.model, self.device, self.dtype = model, param.device, param.dtype
+        self.ref_motion = ref_motion.to(self.device, self.dtype)
+        self.cfg_scale, self.nfe = cfg_scale, nfe
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        self.times = time_grid(nfe, device=self.device)  # float32 even for half models, so the step sizes stay exact
+        self.prev_x: torch.Tensor | None = None  # (B, prev, motion_dim); None before the first chunk
+        self.prev_conds: dict[str, torch.Tensor] = {}
+        self.finished = False
+
+    @torch.inference_mode()
+    def step(self, audio_features: torch.Tensor, pose: torch.Tensor | None = None, gaze: torch.Tensor | None = None,
+             cam: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Motion latents (B, n, motion_dim) for the next n <= clip_frames frames of raw audio features (B, n, A)."""
+        model, cfg = self.model, self.model.config
+        clip, prev = cfg.clip_frames, cfg.prev_frames
+        batch, n = audio_features.shape[:2]
+        if self.finished:
+            raise ValueError("a chunk shorter than clip_frames ended the sequence; start a new ChunkSampler")
+        if not 1 <= n <= clip:
+            raise ValueError(f"a chunk holds 1 to {clip} frames, got {n}")
+        self.finished = n < clip
+        audio = model.audio_projection(audio_features.to(self.device, self.dtype))  # (B, n, cond_dim)
+        conds = {"a": repeat_pad(audio, clip)}
+        projections = {"pose": model.pose_projection, "gaze": model.gaze_projection, "cam": model.cam_projection}
+        for name, track in (("pose", pose), ("gaze", gaze), ("cam", cam)):
+            if track is None:  # a missing track is zero in the projected space: it adds nothing to the sum
+                conds[name] = audio.new_zeros(batch, clip, cfg.cond_dim)
             else:
-                # Drawn in float32 so a seed gives the same noise whatever the model dtype.
-                z = torch.randn(noise_shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
-            context = prev_x.shape[1]
-            for n in range(nfe - 1):
-                v = self.velocity(
-                    times[n], z, chunk["a"], prev_x, prev_conds["a"], ref_motion,
-                    chunk["gaze"], prev_conds["gaze"], chunk["pose"], prev_conds["pose"],
-                    chunk["cam"], prev_conds["cam"], cfg_scale=cfg_scale,
-                )[:, context:]  # (B, clip, motion_dim)
-                z = euler_step(z, v, times[n], times[n + 1])
-            outputs.append(z)
-            prev_x = z[:, -prev:] if prev else z[:, :0]
-            prev_conds = {name: value[:, -prev:] if prev else value[:, :0] for name, value in chunk.items()}
-        return torch.cat(outputs, dim=1)[:, :num_frames]  # (B, T, motion_dim)
+                conds[name] = repeat_pad(projections[name](track.to(self.device, self.dtype)), clip)
+        if self.prev_x is None:
+            self.prev_x = audio.new_zeros(batch, prev, cfg.motion_dim)
+            self.prev_conds = {name: audio.new_zeros(batch, prev, cfg.cond_dim) for name in conds}
+        if noise is not None:
+            z = noise.to(self.device, self.dtype)
+        else:
+            # drawn in float32 so a seed gives the same noise whatever the model dtype
+            z = torch.randn((batch, clip, cfg.motion_dim), generator=self.generator, device=self.device,
+                            dtype=torch.float32).to(self.dtype)
+        times, context = self.times, self.prev_x.shape[1]
+        for i in range(self.nfe - 1):
+            v = model.velocity(
+                times[i], z, conds["a"], self.prev_x, self.prev_conds["a"], self.ref_motion,
+                conds["gaze"], self.prev_conds["gaze"], conds["pose"], self.prev_conds["pose"],
+                conds["cam"], self.prev_conds["cam"], cfg_scale=self.cfg_scale,
+            )[:, context:]  # (B, clip, motion_dim)
+            z = euler_step(z, v, times[i], times[i + 1])
+        self.prev_x = z[:, -prev:] if prev else z[:, :0]
+        self.prev_conds = {name: value[:, -prev:] if prev else value[:, :0] for name, value in conds.items()}
+        return z[:, :n]
 
 
 def _check_tensor(name: str, x: object, *, ndim: int, last_dim: int, layout: str) -> None:
