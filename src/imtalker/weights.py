@@ -337,6 +337,34 @@ def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cp
     return _finish(encoder, device, dtype)
 
 
+# -- weight folders -------------------------------------------------------------------------------------------
+
+# file names looked for in a weights folder, ours first, then the published ones
+WEIGHT_FILES = {
+    "renderer": ("renderer.safetensors", "renderer.ckpt"),
+    "generator": ("generator.safetensors", "generator.ckpt"),
+    "audio_encoder": ("audio_encoder.safetensors", "wav2vec2-base-960h"),
+}
+
+
+def find_weights(folder: str | os.PathLike, need: tuple[str, ...] = tuple(WEIGHT_FILES)) -> dict[str, Path]:
+    """Paths of the networks in a weights folder (our converted files or the published ones).
+
+    Raises:
+        CheckpointError: the folder is missing or lacks a network in `need`; the message lists the names tried.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"weights folder not found: {folder}")
+    found = {}
+    for name in need:
+        path = next((folder / n for n in WEIGHT_FILES[name] if (folder / n).exists()), None)
+        if path is None:
+            raise CheckpointError(f"{folder} has no {name}: expected one of {', '.join(WEIGHT_FILES[name])}")
+        found[name] = path
+    return found
+
+
 # -- our format -----------------------------------------------------------------------------------------------
 
 

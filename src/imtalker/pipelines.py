@@ -1,0 +1,402 @@
+"""Audio-driven and video-driven talking-face generation from real files, streaming and in bounded memory.
+
+    pipe = AudioDrivenPipeline.from_pretrained("weights/")
+    pipe.to_file("out.mp4", "face.jpg", "speech.wav", seed=0)        # or: for frame in pipe.frames(...): ...
+
+    reenact = VideoDrivenPipeline.from_pretrained("weights/")
+    reenact.to_file("out.mp4", "face.jpg", "driving.mp4")
+
+Work is done chunk by chunk (2 s of motion at a time, frames rendered in batches and encoded as they arrive), so
+memory is bounded by the chunk, not by the length of the input.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from .errors import InputError
+from .models.audio import AudioEncoder, normalize_waveform
+from .models.generator import ChunkSampler, MotionGenerator
+from .models.renderer import IMTRenderer, SourceState
+
+ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
+
+# Audio features are computed in windows of this many frames with this much context on each side, so a long
+# file never runs wav2vec2's quadratic attention over its whole length. Shorter files run in one piece, exactly
+# as the published code does.
+FEATURE_WINDOW_FRAMES = 500  # 20 s
+FEATURE_CONTEXT_FRAMES = 50  # 2 s
+
+
+@dataclass
+class PreparedSource:
+    """A source portrait ready to animate: the photo, where the face crop sits in it, and the renderer's cache."""
+
+    photo: np.ndarray  # (H, W, 3) uint8, the full image as given
+    crop_box: Any | None  # imtalker.face.CropBox, or None when the whole image is used
+    state: SourceState
+
+
+# -- inputs -------------------------------------------------------------------------------------------------------
+
+
+def load_track(source, dim: int, name: str) -> np.ndarray | None:
+    """A per-frame condition track (pose, gaze or camera): array, .npy or .csv file -> (T, dim) float32."""
+    if source is None:
+        return None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{name} file not found: {path}")
+        try:
+            if path.suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+            elif path.suffix in (".csv", ".txt"):
+                array = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+            else:
+                raise InputError(f"{name} must be a .npy or .csv file, got {path.name}")
+        except (ValueError, OSError) as err:
+            raise InputError(f"{name} file {path} is not readable as numbers: {err}") from None
+    else:
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != dim or array.shape[0] == 0:
+        raise InputError(f"{name} must be a (frames, {dim}) array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError(f"{name} holds NaN or infinite values")
+    return array
+
+
+def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, size, size) float in [0, 1], resized with area/cubic filtering."""
+    from PIL import Image
+
+    if image.shape[0] != size or image.shape[1] != size:
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8."""
+    return frames.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top:top + side, left:left + side]
+
+
+def iter_audio_features(encoder: AudioEncoder, waveform: torch.Tensor, num_frames: int,
+                        window: int = FEATURE_WINDOW_FRAMES, context: int = FEATURE_CONTEXT_FRAMES
+                        ) -> Iterator[torch.Tensor]:
+    """Frame-rate audio features (1, n, feature_dim) in consecutive pieces covering num_frames frames.
+
+    The waveform is normalised once over the whole file (MODEL.md 5); each window of `window` frames is encoded
+    with `context` frames of audio on both sides, which are then dropped.
+    """
+    waveform = normalize_waveform(waveform.reshape(1, -1).float())
+    if num_frames <= window + 2 * context:
+        with torch.inference_mode():
+            features = encoder(waveform, num_frames, normalize=False)
+        yield features
+        return
+    total = waveform.shape[1]
+    for start in range(0, num_frames, window):
+        stop = min(start + window, num_frames)
+        lo, hi = max(0, start - context), min(num_frames, stop + context)
+        piece = waveform[:, lo * SAMPLES_PER_FRAME:min(total, hi * SAMPLES_PER_FRAME)]
+        if piece.shape[1] == 0:  # the last frame may start past the final sample: repeat it
+            piece = waveform[:, -1:]
+        with torch.inference_mode():
+            features = encoder(piece, hi - lo, normalize=False)[:, start - lo:stop - lo]
+        yield features
+
+
+class _Rechunker:
+    """Turns a stream of (1, n, C) pieces into pieces of exactly `size` frames (the last may be shorter)."""
+
+    def __init__(self, pieces: Iterator[torch.Tensor], size: int):
+        self.pieces, self.size, self.buffer = pieces, size, None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for piece in self.pieces:
+            self.buffer = piece if self.buffer is None else torch.cat([self.buffer, piece], dim=1)
+            while self.buffer.shape[1] >= self.size:
+                yield self.buffer[:, :self.size]
+                self.buffer = self.buffer[:, self.size:]
+        if self.buffer is not None and self.buffer.shape[1]:
+            yield self.buffer
+
+
+# -- shared machinery -----------------------------------------------------------------------------------------
+
+
+class _PipelineBase:
+    def __init__(self, renderer: IMTRenderer, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 face_detector_factory: Callable[[], Any] | None = None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.renderer = renderer.to(self.device).eval()
+        self._face_detector_factory = face_detector_factory
+        self._face_detector = None
+
+    @property
+    def image_size(self) -> int:
+        return self.renderer.config.image_size
+
+    def _detector(self):
+        if self._face_detector is None:
+            if self._face_detector_factory is None:
+                from .face import FaceDetector
+
+                self._face_detector_factory = FaceDetector
+            self._face_detector = self._face_detector_factory()
+        return self._face_detector
+
+    def _autocast(self):
+        if self.dtype in (torch.bfloat16, torch.float16):
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def prepare_source(self, image, crop: bool = True, face_index: int | None = None) -> PreparedSource:
+        """Load a portrait, find and crop its face (or take the whole image), and encode it once.
+
+        Args:
+            image: path, PIL image or (H, W, 3) array.
+            crop: find the face and crop a square around it like the training crops; otherwise use the centre
+                square of the whole image.
+            face_index: which face when there are several (0 = largest, the default).
+        """
+        from .video import load_image
+
+        photo = load_image(image)
+        if crop:
+            from .face import crop, crop_box_for, select_face
+
+            face = select_face(self._detector().detect(photo), face_index)
+            box = crop_box_for(face)
+            square = crop(photo, box, self.image_size)
+        else:
+            box, square = None, center_square(photo)
+        tensor = image_to_tensor(square, self.image_size).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            state = self.renderer.encode_source(tensor)
+        return PreparedSource(photo, box, state)
+
+    def _render(self, source: PreparedSource, motion: torch.Tensor, batch_size: int, paste_back: bool
+                ) -> Iterator[np.ndarray]:
+        for chunk in motion.split(batch_size):
+            with torch.inference_mode(), self._autocast():
+                frames = frames_to_uint8(self.renderer.render(source.state, chunk.to(self.device)))
+            for frame in frames:
+                yield self._paste(source, frame) if paste_back else frame
+
+    def _paste(self, source: PreparedSource, frame: np.ndarray) -> np.ndarray:
+        if source.crop_box is None:
+            from PIL import Image
+
+            square = center_square(source.photo)
+            return np.asarray(Image.fromarray(frame).resize(square.shape[1::-1], Image.Resampling.BICUBIC))
+        from .face import paste_back
+
+        return paste_back(source.photo, frame, source.crop_box)
+
+    @staticmethod
+    def _write(path, frames: Iterator[np.ndarray], audio: np.ndarray | None, frames_dir=None) -> Path:
+        from .video import VideoWriter, save_frames_png
+
+        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+            for index, frame in enumerate(frames):
+                writer.write(frame)
+                if frames_dir is not None:
+                    save_frames_png([frame], frames_dir, start=index)
+        return Path(path)
+
+
+# -- audio-driven ---------------------------------------------------------------------------------------------
+
+
+class AudioDrivenPipeline(_PipelineBase):
+    """Portrait + speech -> talking video (speech -> audio features -> motion latents -> frames)."""
+
+    def __init__(self, renderer: IMTRenderer, generator: MotionGenerator, audio_encoder: AudioEncoder,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 face_detector_factory: Callable[[], Any] | None = None):
+        super().__init__(renderer, device, dtype, face_detector_factory)
+        self.generator = generator.to(self.device).eval()
+        self.audio_encoder = audio_encoder.to(self.device).eval()
+        if audio_encoder.feature_dim != generator.config.audio_dim:
+            raise InputError(f"the audio encoder gives {audio_encoder.feature_dim}-d features but the generator "
+                             f"expects {generator.config.audio_dim}")
+
+    @classmethod
+    def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None, **kwargs) -> "AudioDrivenPipeline":
+        """Load from a folder with the published files or our converted ones (see `imtalker.weights.find_weights`)."""
+        from .weights import find_weights, load_audio_encoder, load_generator, load_renderer
+
+        paths = find_weights(weights, need=("renderer", "generator", "audio_encoder"))
+        return cls(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
+                   load_audio_encoder(paths["audio_encoder"]), device=device, dtype=dtype, **kwargs)
+
+    def frames(self, image, audio, *, max_seconds: float | None = 600.0, **options) -> Iterator[np.ndarray]:
+        """Yield the video's frames, (H, W, 3) uint8 at 25 fps, as they are made (arguments as in `to_file`)."""
+        from .audio import load_audio
+
+        waveform = load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        yield from self._frames(waveform, image, **options)
+
+    def _frames(self, waveform: np.ndarray, image, *, cfg_scale: float = 3.0, nfe: int = 10, seed: int | None = None,
+                pose=None, gaze=None, cam=None, crop: bool = True, paste_back: bool = False,
+                face_index: int | None = None, batch_size: int = 8, progress: ProgressCallback | None = None,
+                source: PreparedSource | None = None) -> Iterator[np.ndarray]:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        config = self.generator.config
+        tracks = {"pose": load_track(pose, config.pose_dim, "pose"), "gaze": load_track(gaze, config.gaze_dim, "gaze"),
+                  "cam": load_track(cam, config.cam_dim, "cam")}
+        source = source or self.prepare_source(image, crop=crop, face_index=face_index)
+        num_frames = math.ceil(len(waveform) * FPS / SAMPLE_RATE)
+        wave = torch.from_numpy(waveform).to(self.device)
+        sampler = ChunkSampler(self.generator, source.state.motion, cfg_scale=cfg_scale, nfe=nfe, seed=seed)
+        done = 0
+        features = _Rechunker(iter_audio_features(self.audio_encoder, wave, num_frames), config.clip_frames)
+        for piece in features:
+            window = slice(done, done + piece.shape[1])
+            conditions = {name: self._track_slice(track, window) for name, track in tracks.items()}
+            motion = sampler.step(piece, **conditions)[0]  # (n, motion_dim)
+            for frame in self._render(source, motion, batch_size, paste_back):
+                done += 1
+                if progress is not None:
+                    progress(done, num_frames)
+                yield frame
+
+    def _track_slice(self, track: np.ndarray | None, window: slice) -> torch.Tensor | None:
+        """Frames of a track for this window: cut, or zero-padded past its end (MODEL.md 4.3)."""
+        if track is None:
+            return None
+        n = window.stop - window.start
+        piece = np.zeros((n, track.shape[1]), np.float32)
+        available = track[window.start:window.stop]
+        piece[:len(available)] = available
+        return torch.from_numpy(piece)[None].to(self.device)
+
+    def to_file(self, path, image, audio, *, frames_dir=None, max_seconds: float | None = 600.0,
+                **options) -> Path:
+        """Write the talking video: H.264 + AAC mp4 at 25 fps with the speech as its audio track.
+
+        Args:
+            path: output .mp4; written to a temporary file and moved into place at the end.
+            image: portrait (path, PIL image or array), any size.
+            audio: speech (path to wav/flac/mp3/ogg/m4a/..., or (waveform, sample_rate)), any rate, mono or stereo.
+            frames_dir: also save every frame as PNG in this folder.
+            max_seconds: refuse longer audio (None: no limit).
+            **options: cfg_scale (3.0), nfe (10), seed, pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays or
+                .npy/.csv files), crop (True), paste_back (False: the face crop; True: the full photo),
+                face_index, batch_size (8), progress (callback(done, total)).
+        """
+        from .audio import load_audio
+
+        waveform = load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        return self._write(path, self._frames(waveform, image, **options), waveform, frames_dir)
+
+
+# -- video-driven ---------------------------------------------------------------------------------------------
+
+
+class VideoDrivenPipeline(_PipelineBase):
+    """Portrait + driving video -> the portrait reenacting the video's head and face motion."""
+
+    @classmethod
+    def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None, **kwargs) -> "VideoDrivenPipeline":
+        from .weights import find_weights, load_renderer
+
+        paths = find_weights(weights, need=("renderer",))
+        return cls(load_renderer(paths["renderer"]), device=device, dtype=dtype, **kwargs)
+
+    def frames(self, image, driving_video, *, relative: bool = True, crop: bool = True, crop_driving: bool = True,
+               paste_back: bool = False, face_index: int | None = None, batch_size: int = 8,
+               max_seconds: float | None = 600.0, progress: ProgressCallback | None = None,
+               source: PreparedSource | None = None) -> Iterator[np.ndarray]:
+        """Yield the reenacted frames, (H, W, 3) uint8 at 25 fps.
+
+        Args:
+            relative: apply each driving latent as an offset from the driving video's first frame to the source's
+                own latent (keeps the source's head pose and expression at rest); False uses the driving latents
+                as they are.
+            crop_driving: find and crop the face in every driving frame (boxes smoothed over time); False when the
+                driving video is already a face crop.
+        """
+        from .video import probe_video, read_frames
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        info = probe_video(driving_video)
+        total = max(1, math.ceil(info.duration * FPS)) if info.duration else 0
+        source = source or self.prepare_source(image, crop=crop, face_index=face_index)
+        crops = self._driving_crops(read_frames(driving_video, fps=FPS, max_seconds=max_seconds), crop_driving)
+        anchor = None
+        done = 0
+        for batch in _batched(crops, batch_size):
+            tensor = torch.cat([image_to_tensor(frame, self.image_size) for frame in batch]).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                motion = self.renderer.encode_motion(tensor).float()
+            if relative:
+                anchor = motion[:1] if anchor is None else anchor
+                motion = source.state.motion.float() + (motion - anchor)
+            for frame in self._render(source, motion, batch_size, paste_back):
+                done += 1
+                if progress is not None:
+                    progress(done, max(total, done))
+                yield frame
+
+    def _driving_crops(self, frames: Iterator[np.ndarray], crop: bool) -> Iterator[np.ndarray]:
+        if not crop:
+            yield from (center_square(frame) for frame in frames)
+            return
+        from .face import BoxSmoother, crop, crop_box_for, select_face
+
+        smoother = BoxSmoother()
+        detector = self._detector()
+        detector.reset_tracking()  # a new video: nothing carries over from the last one
+        box = None
+        for index, frame in enumerate(frames):
+            faces = detector.track(frame)
+            if faces:
+                box = smoother.update(crop_box_for(select_face(faces)))
+            elif box is None:
+                raise InputError(f"no face found in the driving video's frame {index}")
+            yield crop(frame, box, self.image_size)  # a missed detection keeps the last box
+
+    def to_file(self, path, image, driving_video, *, frames_dir=None, **options) -> Path:
+        """Write the reenactment as H.264 mp4, with the driving video's audio track when it has one."""
+        from .audio import load_audio
+        from .video import probe_video
+
+        audio = None
+        if probe_video(driving_video).has_audio:
+            audio = load_audio(driving_video, sample_rate=SAMPLE_RATE, max_seconds=options.get("max_seconds", 600.0))
+        return self._write(path, self.frames(image, driving_video, **options), audio, frames_dir)
+
+
+def _batched(items: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
