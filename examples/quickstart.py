@@ -1,16 +1,14 @@
-"""End to end through the public API with small, untrained networks: audio -> motion -> frames -> PNG.
+"""End to end through the audio-driven pipeline with small, untrained networks: speech -> mp4.
 
-Until the bundled demo model lands this shows the data flow with random weights (the frames are noise-like),
-using only files it makes itself: no downloads.
+Until the bundled demo model lands this shows the whole data flow with random weights (the video shows noise, not a
+face), using only files it makes itself: no downloads.
 
-    python examples/quickstart.py --out quickstart_frames
+    python examples/quickstart.py --out quickstart
 """
 
 from __future__ import annotations
 
 import argparse
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +17,16 @@ from transformers import Wav2Vec2Config
 
 import imtalker
 from imtalker.constants import SAMPLE_RATE
-from imtalker.models.audio import AudioEncoder, num_frames_for_samples
+from imtalker.models.audio import AudioEncoder
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.renderer import IMTRenderer
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Minimal PNG writer for an (H, W, 3) uint8 image."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+from imtalker.pipelines import AudioDrivenPipeline
+from imtalker.video import save_frames_png
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="quickstart_frames")
+    parser.add_argument("--out", default="quickstart")
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -51,33 +39,26 @@ def main() -> None:
                                   conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
     generator_config = imtalker.GeneratorConfig(hidden_dim=128, depth=2, num_heads=4, audio_dim=64)
 
-    # save in our format and load back, as a user would with converted published weights
+    # saved in our format and loaded back through the same path as converted published weights
     weights = out / "weights"
-    renderer = imtalker.load_renderer(imtalker.save_model(IMTRenderer(renderer_config), weights / "renderer.safetensors"))
-    generator = imtalker.load_generator(imtalker.save_model(MotionGenerator(generator_config),
-                                                            weights / "generator.safetensors"))
-    audio_encoder = imtalker.load_audio_encoder(imtalker.save_model(AudioEncoder(audio_config),
-                                                                    weights / "audio_encoder.safetensors"))
+    imtalker.save_model(IMTRenderer(renderer_config), weights / "renderer.safetensors")
+    imtalker.save_model(MotionGenerator(generator_config), weights / "generator.safetensors")
+    imtalker.save_model(AudioEncoder(audio_config), weights / "audio_encoder.safetensors")
+    pipe = AudioDrivenPipeline.from_pretrained(weights)
 
-    # a synthetic portrait and a vowel-like tone with a syllable rhythm
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 128), torch.linspace(-1, 1, 128), indexing="ij")
-    face = ((xx / 0.6) ** 2 + (yy / 0.8) ** 2 < 1).float()
-    portrait = torch.stack([0.3 + 0.6 * face, 0.3 + 0.45 * face, 0.4 + 0.3 * face])[None]
-    t = torch.arange(int(args.seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    speech = torch.sin(2 * torch.pi * 220 * t) * (0.5 + 0.5 * torch.sin(2 * torch.pi * 4 * t))
+    # a drawn portrait and a vowel-like tone with a syllable rhythm
+    yy, xx = np.meshgrid(np.linspace(-1, 1, 256), np.linspace(-1, 1, 256), indexing="ij")
+    face = ((xx / 0.6) ** 2 + (yy / 0.8) ** 2 < 1).astype(np.float32)
+    portrait = (np.stack([0.3 + 0.6 * face, 0.3 + 0.45 * face, 0.4 + 0.3 * face], axis=-1) * 255).astype(np.uint8)
+    t = np.arange(int(args.seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    speech = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
 
-    frames_count = num_frames_for_samples(speech.numel())
-    with torch.inference_mode():
-        features = audio_encoder(speech[None], frames_count)  # (1, T, 64)
-        source = renderer.encode_source(portrait)
-        motion = generator.sample(features, source.motion, cfg_scale=2.0, nfe=5, seed=args.seed)[0]  # (T, 32)
-        frames = renderer.render(source, motion, batch_size=8)  # (T, 3, 128, 128)
-
-    out.mkdir(parents=True, exist_ok=True)
-    for i in (0, frames_count // 2, frames_count - 1):
-        write_png(out / f"frame_{i:04d}.png", (frames[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    print(f"{frames_count} frames of {tuple(frames.shape[1:])} rendered from {speech.numel() / SAMPLE_RATE:.2f} s "
-          f"of audio; sample frames and weights in {out}/")
+    video = pipe.to_file(out / "quickstart.mp4", portrait, (speech, SAMPLE_RATE), crop=False, seed=args.seed,
+                         cfg_scale=2.0, nfe=5)
+    frames = list(pipe.frames(portrait, (speech, SAMPLE_RATE), crop=False, seed=args.seed, cfg_scale=2.0, nfe=5))
+    save_frames_png([frames[0], frames[len(frames) // 2]], out / "frames")
+    print(f"wrote {video} ({len(frames)} frames, {len(speech) / SAMPLE_RATE:.2f} s) and sample frames in "
+          f"{out / 'frames'}/")
 
 
 if __name__ == "__main__":

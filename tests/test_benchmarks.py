@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end (tiny models, one repeat): they must not rot between full runs."""
+"""The benchmark scripts run end to end (tiny models, short runs): they must not rot between full runs."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script, expect", [
-    ("bench_renderer.py", ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
-    ("bench_generator.py", ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"]),
+@pytest.mark.parametrize("script, args, expect", [
+    ("bench_renderer.py", ["--repeats", "1"],
+     ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
+    ("bench_generator.py", ["--repeats", "1"], ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"]),
+    ("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"]),
 ])
-def test_benchmark_quick_run(script, expect, tmp_path):
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--repeats", "1", "--no-write"],
+def test_benchmark_quick_run(script, args, expect, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--no-write", *args],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for text in expect:

@@ -82,7 +82,7 @@ def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
 
     if image.shape[0] != size or image.shape[1] != size:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].div_(255)
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
