@@ -277,6 +277,11 @@ def test_cli_generate_and_reenact(weights, portrait, speech, driving_video, tmp_
     assert main(["generate", "-i", str(portrait), "-a", str(speech), "-o", str(out), "--weights", str(weights),
                  "--seed", "0", "--nfe", "2", "--quiet"]) == 0
     assert read_mp4(out)["frames"] == math.ceil(duration_of(speech) * 25)
+    out_files = tmp_path / "cli_files.mp4"  # each network named on its own instead of a folder
+    assert main(["generate", "-i", str(portrait), "-a", str(speech), "-o", str(out_files), "--renderer",
+                 str(weights / "renderer.safetensors"), "--generator", str(weights / "generator.safetensors"),
+                 "--audio-encoder", str(weights / "audio_encoder.safetensors"), "--nfe", "2", "--quiet"]) == 0
+    assert out_files.exists()
     out2 = tmp_path / "cli_reenact.mp4"
     assert main(["reenact", "-i", str(portrait), "-d", str(driving_video), "-o", str(out2), "--weights",
                  str(weights), "--quiet"]) == 0

@@ -22,6 +22,23 @@ examples:
 """
 
 
+GENERATE_EXAMPLES = """\
+examples:
+  imtalker generate -i face.jpg -a speech.wav -o talking.mp4 --weights weights/ --seed 0
+  imtalker generate -i photo.png -a speech.mp3 -o out.mp4 --paste-back --cfg-scale 2.5 --pose pose.npy
+  IMTALKER_HOME=weights/ imtalker generate -i face.jpg -a speech.m4a -o out.mp4 --frames-dir frames/ --quiet
+"""
+REENACT_EXAMPLES = """\
+examples:
+  imtalker reenact -i face.jpg -d driving.mp4 -o reenacted.mp4 --weights weights/
+  imtalker reenact -i photo.png -d driving.mov -o out.mp4 --paste-back --absolute
+"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, examples kept as written."""
+
+
 class BadInput(Exception):
     """A user error the CLI reports in one line with exit code 2."""
 
@@ -30,12 +47,20 @@ WEIGHTS_HELP = ("folder with renderer/generator/audio encoder weights (our .safe
                 "renderer.ckpt, generator.ckpt, wav2vec2-base-960h/); default: $IMTALKER_HOME")
 
 
-def _weights_folder(args: argparse.Namespace) -> Path:
+def _weight_paths(args: argparse.Namespace, need: tuple[str, ...]) -> dict[str, Path]:
+    """Network files from --renderer/--generator/--audio-encoder, else from --weights DIR or $IMTALKER_HOME."""
+    from .weights import find_weights
+
+    given = {name: getattr(args, name, None) for name in need}
+    missing = tuple(name for name, path in given.items() if path is None)
     folder = args.weights or os.environ.get("IMTALKER_HOME")
-    if not folder:
+    if missing and not folder:
         raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
-                       "converted weights (a bundled demo model is not part of this release yet)")
-    return Path(folder)
+                       "converted weights, or name each file (--renderer ...); a bundled demo model is not part "
+                       "of this release yet")
+    paths = find_weights(folder, need=missing) if missing else {}
+    paths.update({name: Path(path) for name, path in given.items() if path is not None})
+    return paths
 
 
 def _dtype(args: argparse.Namespace):
@@ -64,7 +89,11 @@ def _generate(args: argparse.Namespace) -> None:
     from .pipelines import AudioDrivenPipeline
 
     _check_inputs(args.image, args.audio)
-    pipe = AudioDrivenPipeline.from_pretrained(_weights_folder(args), device=args.device, dtype=_dtype(args))
+    from .weights import load_audio_encoder, load_generator, load_renderer
+
+    paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
+    pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
+                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args))
     progress, close = _progress(args)
     try:
         path = pipe.to_file(args.output, args.image, args.audio, frames_dir=args.frames_dir,
@@ -82,7 +111,10 @@ def _reenact(args: argparse.Namespace) -> None:
     from .pipelines import VideoDrivenPipeline
 
     _check_inputs(args.image, args.driving)
-    pipe = VideoDrivenPipeline.from_pretrained(_weights_folder(args), device=args.device, dtype=_dtype(args))
+    from .weights import load_renderer
+
+    pipe = VideoDrivenPipeline(load_renderer(_weight_paths(args, ("renderer",))["renderer"]), device=args.device,
+                               dtype=_dtype(args))
     progress, close = _progress(args)
     try:
         path = pipe.to_file(args.output, args.image, args.driving, frames_dir=args.frames_dir,
@@ -106,6 +138,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--image", required=True, help="source portrait (any size; jpg, png, webp, ...)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
     parser.add_argument("--weights", help=WEIGHTS_HELP)
+    parser.add_argument("--renderer", help="renderer file (overrides the one in --weights)")
     parser.add_argument("--no-crop", action="store_true", help="use the whole (centre-square) image, no face crop")
     parser.add_argument("--paste-back", action="store_true", help="render into the full original photo")
     parser.add_argument("--face-index", type=int, help="which face when there are several (0 = largest)")
@@ -148,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    generate = sub.add_parser("generate", help="portrait + speech -> talking video",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    generate = sub.add_parser("generate", help="portrait + speech -> talking video", epilog=GENERATE_EXAMPLES,
+                              formatter_class=HelpFormatter)
     generate.add_argument("-a", "--audio", required=True, help="speech: wav, flac, mp3, ogg, m4a, or a video file")
     _add_common(generate)
+    generate.add_argument("--generator", help="motion generator file (overrides the one in --weights)")
+    generate.add_argument("--audio-encoder", help="audio encoder file or wav2vec2 folder (overrides --weights)")
     generate.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance (2-3 recommended)")
     generate.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
     generate.add_argument("--seed", type=int, help="makes the motion reproducible")
@@ -161,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=_generate)
 
     reenact = sub.add_parser("reenact", help="portrait + driving video -> the portrait moving like the video",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             epilog=REENACT_EXAMPLES, formatter_class=HelpFormatter)
     reenact.add_argument("-d", "--driving", required=True, help="driving video: mp4, mov, webm, ... (any fps)")
     _add_common(reenact)
     reenact.add_argument("--absolute", action="store_true",

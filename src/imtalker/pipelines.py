@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from .errors import InputError
+from .errors import InputError, NoFaceError
 from .models.audio import AudioEncoder, normalize_waveform
 from .models.generator import ChunkSampler, MotionGenerator
 from .models.renderer import IMTRenderer, SourceState
@@ -31,9 +31,10 @@ from .models.renderer import IMTRenderer, SourceState
 ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
 
 # Audio features are computed in windows of this many frames with this much context on each side, so a long
-# file never runs wav2vec2's quadratic attention over its whole length. Shorter files run in one piece, exactly
-# as the published code does.
-FEATURE_WINDOW_FRAMES = 500  # 20 s
+# file never holds wav2vec2's convolution activations (512 channels at 3.2 kHz: about 6.5 MB per second of audio
+# and layer) or its attention over the whole length. Files up to window + 2 * context frames run in one piece,
+# exactly as the published code does.
+FEATURE_WINDOW_FRAMES = 250  # 10 s
 FEATURE_CONTEXT_FRAMES = 50  # 2 s
 
 
@@ -178,15 +179,13 @@ class _PipelineBase:
                 square of the whole image.
             face_index: which face when there are several (0 = largest, the default).
         """
+        from . import face
         from .video import load_image
 
         photo = load_image(image)
         if crop:
-            from .face import crop, crop_box_for, select_face
-
-            face = select_face(self._detector().detect(photo), face_index)
-            box = crop_box_for(face)
-            square = crop(photo, box, self.image_size)
+            box = face.crop_box_for(face.select_face(self._detector().detect(photo), face_index))
+            square = face.crop(photo, box, self.image_size)
         else:
             box, square = None, center_square(photo)
         tensor = image_to_tensor(square, self.image_size).to(self.device)
@@ -203,14 +202,19 @@ class _PipelineBase:
                 yield self._paste(source, frame) if paste_back else frame
 
     def _paste(self, source: PreparedSource, frame: np.ndarray) -> np.ndarray:
-        if source.crop_box is None:
-            from PIL import Image
+        if source.crop_box is not None:
+            from .face import paste_back
 
-            square = center_square(source.photo)
-            return np.asarray(Image.fromarray(frame).resize(square.shape[1::-1], Image.Resampling.BICUBIC))
-        from .face import paste_back
+            return paste_back(source.photo, frame, source.crop_box)
+        from PIL import Image  # no face crop: the frame replaces the photo's centre square
 
-        return paste_back(source.photo, frame, source.crop_box)
+        photo = source.photo.copy()
+        h, w = photo.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        photo[top:top + side, left:left + side] = np.asarray(
+            Image.fromarray(frame).resize((side, side), Image.Resampling.BICUBIC))
+        return photo
 
     @staticmethod
     def _write(path, frames: Iterator[np.ndarray], audio: np.ndarray | None, frames_dir=None) -> Path:
@@ -366,19 +370,19 @@ class VideoDrivenPipeline(_PipelineBase):
         if not crop:
             yield from (center_square(frame) for frame in frames)
             return
-        from .face import BoxSmoother, crop, crop_box_for, select_face
+        from . import face
 
-        smoother = BoxSmoother()
+        smoother = face.BoxSmoother()
         detector = self._detector()
         detector.reset_tracking()  # a new video: nothing carries over from the last one
         box = None
         for index, frame in enumerate(frames):
             faces = detector.track(frame)
             if faces:
-                box = smoother.update(crop_box_for(select_face(faces)))
+                box = smoother.update(face.crop_box_for(face.select_face(faces)))
             elif box is None:
-                raise InputError(f"no face found in the driving video's frame {index}")
-            yield crop(frame, box, self.image_size)  # a missed detection keeps the last box
+                raise NoFaceError(f"no face found in the driving video's frame {index}")
+            yield face.crop(frame, box, self.image_size)  # a missed detection keeps the last box
 
     def to_file(self, path, image, driving_video, *, frames_dir=None, **options) -> Path:
         """Write the reenactment as H.264 mp4, with the driving video's audio track when it has one."""

@@ -40,8 +40,8 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-class CrossAttention(nn.Module):
-    """`block_efc`: multi-head attention from driving motion (queries) to the source (keys, values)."""
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/output projections (`q_proj`, `k_proj`, `v_proj`, `proj`)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -50,6 +50,17 @@ class CrossAttention(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Token sequences (B, N, C) -> (B, Nq, C)."""
+        q = split_heads(self.q_proj(q), self.num_heads)
+        k = split_heads(self.k_proj(k), self.num_heads)
+        v = split_heads(self.v_proj(v), self.num_heads)
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class CrossAttention(Attention):
+    """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source."""
 
     def project_source(self, source_motion: torch.Tensor, source_features: torch.Tensor):
         """Per-source keys and values, (B, heads, N, D) each; computed once per source image."""

@@ -7,27 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvResBlock
-from .motion_transfer import from_tokens, merge_heads, split_heads, to_tokens
+from .motion_transfer import Attention, from_tokens, merge_heads, split_heads, to_tokens
 
 FINE_STAGE = 3  # stages from here on (image_size / 4 and / 2) run at high resolution with few channels
-
-
-class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections (`q_proj` ... or `q` ..., as the checkpoint names)."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = split_heads(self.q_proj(q), self.num_heads)
-        k = split_heads(self.k_proj(k), self.num_heads)
-        v = split_heads(self.v_proj(v), self.num_heads)
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
 def feed_forward(dim: int, gap: bool) -> nn.Sequential:
