@@ -98,7 +98,8 @@ def _generate(args: argparse.Namespace) -> None:
     try:
         path = pipe.to_file(args.output, args.image, args.audio, frames_dir=args.frames_dir,
                             max_seconds=args.max_seconds, cfg_scale=args.cfg_scale, nfe=args.nfe, seed=args.seed,
-                            pose=args.pose, gaze=args.gaze, cam=args.cam, crop=not args.no_crop,
+                            pose=args.pose, gaze=args.gaze, cam=args.cam, tracks_from=args.tracks_from,
+                            crop=not args.no_crop,
                             paste_back=args.paste_back, face_index=args.face_index, batch_size=args.batch_size,
                             progress=progress)
     finally:
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--pose", help="head pose track (T, 3): yaw, pitch, roll as .npy or .csv")
     generate.add_argument("--gaze", help="gaze track (T, 2): pitch, yaw as .npy or .csv")
     generate.add_argument("--cam", help="camera track (T, 3) as .npy or .csv")
+    generate.add_argument("--tracks-from", help="take head pose, gaze and camera tracks from this video")
     generate.set_defaults(func=_generate)
 
     reenact = sub.add_parser("reenact", help="portrait + driving video -> the portrait moving like the video",

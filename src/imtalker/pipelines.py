@@ -262,11 +262,19 @@ class AudioDrivenPipeline(_PipelineBase):
         yield from self._frames(waveform, image, **options)
 
     def _frames(self, waveform: np.ndarray, image, *, cfg_scale: float = 3.0, nfe: int = 10, seed: int | None = None,
-                pose=None, gaze=None, cam=None, crop: bool = True, paste_back: bool = False,
+                pose=None, gaze=None, cam=None, tracks_from=None, crop: bool = True, paste_back: bool = False,
                 face_index: int | None = None, batch_size: int = 8, progress: ProgressCallback | None = None,
                 source: PreparedSource | None = None) -> Iterator[np.ndarray]:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if tracks_from is not None:  # head pose, gaze and camera of a driving video; explicit tracks win
+            from .tracks import tracks_from_video
+
+            found = tracks_from_video(tracks_from, fps=FPS, max_seconds=len(waveform) / SAMPLE_RATE + 1,
+                                      detector=self._detector())
+            pose = found["pose"] if pose is None else pose
+            gaze = found["gaze"] if gaze is None else gaze
+            cam = found["cam"] if cam is None else cam
         config = self.generator.config
         tracks = {"pose": load_track(pose, config.pose_dim, "pose"), "gaze": load_track(gaze, config.gaze_dim, "gaze"),
                   "cam": load_track(cam, config.cam_dim, "cam")}
@@ -307,7 +315,7 @@ class AudioDrivenPipeline(_PipelineBase):
             frames_dir: also save every frame as PNG in this folder.
             max_seconds: refuse longer audio (None: no limit).
             **options: cfg_scale (3.0), nfe (10), seed, pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays or
-                .npy/.csv files), crop (True), paste_back (False: the face crop; True: the full photo),
+                .npy/.csv files), tracks_from (a video whose head pose, gaze and camera motion to use), crop (True), paste_back (False: the face crop; True: the full photo),
                 face_index, batch_size (8), progress (callback(done, total)).
         """
         from .audio import load_audio
