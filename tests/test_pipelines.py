@@ -305,3 +305,16 @@ def test_cli_without_weights_says_what_to_do(portrait, speech, tmp_path):
     result = run_cli("generate", "-i", str(portrait), "-a", str(speech), "-o", str(tmp_path / "o.mp4"), env=env)
     assert result.returncode == 2
     assert "--weights" in result.stderr and "IMTALKER_HOME" in result.stderr
+
+
+def test_tracks_from_a_driving_video_condition_the_motion(pipe, portrait, speech, driving_video, monkeypatch):
+    motions = []
+    render = pipe.renderer.render
+    monkeypatch.setattr(pipe.renderer, "render", lambda state, motion, **kw: motions.append(motion) or render(state, motion, **kw))
+    source = pipe.prepare_source(portrait)
+    plain = list(pipe.frames(portrait, speech, seed=0, nfe=2, source=source))
+    without, motions[:] = torch.cat(motions), []
+    tracked = list(pipe.frames(portrait, speech, seed=0, nfe=2, source=source, tracks_from=driving_video))
+    with_tracks = torch.cat(motions)
+    assert len(plain) == len(tracked)
+    assert (with_tracks - without).abs().max() > 1e-4  # the pose/gaze/camera conditions reached the generator
