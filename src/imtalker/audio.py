@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -283,7 +284,7 @@ def _decode(container: Any, stream: Any, path: Path, sample_rate: int, limit: in
     stream.thread_type = "AUTO"
     resampler = av.AudioResampler(format="fltp", layout=None, rate=sample_rate)  # keeps the source channels
     chunks: list[np.ndarray] = []
-    total = packets = bad_packets = 0
+    total = 0
 
     def take(frames: list) -> None:
         nonlocal total
@@ -296,28 +297,40 @@ def _decode(container: Any, stream: Any, path: Path, sample_rate: int, limit: in
             raise InputError(f"audio file '{path}' is longer than the limit of {limit / sample_rate:g} s")
 
     try:
-        for packet in container.demux(stream):
-            packets += 1
-            try:
-                decoded = packet.decode()
-            except av.InvalidDataError:
-                bad_packets += 1
-                continue
-            for frame in decoded:
-                take(resampler.resample(frame))
+        for frame in _decode_packets(container, stream, path, "audio"):
+            take(resampler.resample(frame))
         take(resampler.resample(None))
     except InputError:
         raise
-    except (av.FFmpegError, OSError, ValueError) as error:
+    except ValueError as error:
         raise InputError(f"audio file '{path}' is corrupt or cannot be decoded ({_describe(error)})") from None
-    if bad_packets:
-        if bad_packets * 2 > packets:
-            raise InputError(f"audio file '{path}' is corrupt: {bad_packets} of {packets} packets cannot be decoded")
-        logger.warning("audio file '%s': skipped %d of %d packets that could not be decoded", path, bad_packets,
-                       packets)
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks)
+
+
+def _decode_packets(container: Any, stream: Any, path: Path, kind: str) -> Iterator[Any]:
+    """Decoded frames of one stream; bad packets are skipped the way the ffmpeg tool skips them.
+
+    Raises InputError when decoding fails outright or more than half of the packets cannot be decoded.
+    """
+    packets = bad_packets = 0
+    try:
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                bad_packets += 1
+                continue
+            yield from frames
+    except (av.FFmpegError, OSError) as error:
+        raise InputError(f"{kind} file '{path}' is corrupt or cannot be decoded ({_describe(error)})") from None
+    if bad_packets:
+        if bad_packets * 2 > packets:
+            raise InputError(f"{kind} file '{path}' is corrupt: {bad_packets} of {packets} packets cannot be decoded")
+        logger.warning("%s file '%s': skipped %d of %d packets that could not be decoded", kind, path, bad_packets,
+                       packets)
 
 
 def _resample(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:

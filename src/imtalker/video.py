@@ -28,7 +28,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .audio import _check_file, _check_rate, _describe, _is_number, _open, to_mono_float32
+from .audio import _check_file, _check_rate, _decode_packets, _describe, _is_number, _open, to_mono_float32
 from .constants import FPS, SAMPLE_RATE
 from .errors import InputError
 
@@ -147,7 +147,7 @@ def _iter_frames(path: Path, fps: Fraction, max_seconds: float | None) -> Iterat
                     yield held[2].copy()
                 emitted += 1
 
-        for frame in _decode_video(container, stream, path):
+        for frame in _decode_packets(container, stream, path, "video"):
             if frame.pts is not None and frame.time_base is not None:
                 time = frame.pts * frame.time_base
             elif held is not None:
@@ -172,27 +172,6 @@ def _iter_frames(path: Path, fps: Fraction, max_seconds: float | None) -> Iterat
             yield from emit_until(Fraction(1) / fps)
     finally:
         container.close()
-
-
-def _decode_video(container: Any, stream: Any, path: Path) -> Iterator[Any]:
-    """Decodes a video stream; bad packets are skipped the way the ffmpeg tool skips them."""
-    packets = bad_packets = 0
-    try:
-        for packet in container.demux(stream):
-            packets += 1
-            try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                bad_packets += 1
-                continue
-            yield from frames
-    except (av.FFmpegError, OSError) as error:
-        raise InputError(f"video file '{path}' is corrupt or cannot be decoded ({_describe(error)})") from None
-    if bad_packets:
-        if bad_packets * 2 > packets:
-            raise InputError(f"video file '{path}' is corrupt: {bad_packets} of {packets} packets cannot be decoded")
-        logger.warning("video file '%s': skipped %d of %d packets that could not be decoded", path, bad_packets,
-                       packets)
 
 
 def _frame_step(frame: Any) -> Fraction | None:
