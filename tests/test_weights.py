@@ -266,3 +266,15 @@ def test_audio_folder_without_config(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match="no config.json"):
         load_audio_encoder(tmp_path)
+
+
+def test_mel_audio_encoder_round_trip(tmp_path):
+    from imtalker.models.mel import MelAudioEncoder, MelConfig
+
+    torch.manual_seed(0)
+    encoder = MelAudioEncoder(MelConfig(hidden_dim=32, feature_dim=24, n_mels=40)).eval()
+    loaded = load_audio_encoder(save_model(encoder, tmp_path / "audio_encoder.safetensors"))
+    assert isinstance(loaded, MelAudioEncoder) and loaded.config == encoder.config and loaded.feature_dim == 24
+    waveform = torch.randn(1, 16000)
+    with torch.inference_mode():
+        assert torch.equal(loaded(waveform, 25), encoder(waveform, 25))

@@ -32,6 +32,7 @@ from .config import GeneratorConfig, RendererConfig, config_from_dict, config_to
 if TYPE_CHECKING:
     from .models.audio import AudioEncoder
     from .models.generator import MotionGenerator
+    from .models.mel import MelAudioEncoder
     from .models.renderer import IMTRenderer
 
 logger = logging.getLogger(__name__)
@@ -291,13 +292,14 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
 
 
 def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cpu",
-                       dtype: torch.dtype | None = None) -> "AudioEncoder":
+                       dtype: torch.dtype | None = None) -> "AudioEncoder | MelAudioEncoder":
     """Load the frame-rate audio encoder.
 
     Args:
         path: a Hugging Face wav2vec2 folder (`config.json` + `model.safetensors` or `pytorch_model.bin`), our
-            `.safetensors` file, or the published `generator.ckpt` when it holds the wav2vec2 weights (the config
-            then comes from a `config.json` beside it, else the wav2vec2-base defaults).
+            `.safetensors` file (wav2vec2 or the weight-free log-mel front end), or the published `generator.ckpt`
+            when it holds the wav2vec2 weights (the config then comes from a `config.json` beside it, else the
+            wav2vec2-base defaults).
     """
     from transformers import Wav2Vec2Config
 
@@ -305,19 +307,14 @@ def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cp
 
     path = Path(path)
     if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(f"{path}: not a wav2vec2 folder (no config.json)")
-        config = Wav2Vec2Config.from_dict(json.loads(config_file.read_text()))
-        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
-        if weights is None:
-            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
-        state = read_checkpoint(weights).tensors
-        if any(k.startswith("wav2vec2.") for k in state):  # a Wav2Vec2ForCTC file: drop the CTC head
-            state = strip_prefix(state, "wav2vec2.")
-        state = convert_wav2vec2_state_dict(state)
+        config, state = _wav2vec2_folder(path)
     else:
         raw = read_checkpoint(path)
+        if raw.kind == "mel_audio_encoder":
+            from .models.mel import MelAudioEncoder, MelConfig
+
+            model = load_strict(MelAudioEncoder(config_from_dict(MelConfig, raw.config)), raw.tensors, str(path))
+            return _finish(model, device, dtype)
         _expect_kind(raw, "audio_encoder", path)
         if raw.kind is not None:
             config = Wav2Vec2Config.from_dict(raw.config)
@@ -330,11 +327,28 @@ def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cp
             config = (Wav2Vec2Config.from_dict(json.loads(beside.read_text())) if beside.is_file()
                       else Wav2Vec2Config())
     encoder = AudioEncoder(config)
-    # the wav2vec2 folder may carry keys our encoder has no use for (e.g. masked_spec_embed when unused)
+    # pretraining and CTC heads (lm_head, quantizer, project_*) are not part of the encoder
     own = encoder.wav2vec2.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(("lm_head.", "quantizer.", "project_"))}
     load_strict(encoder.wav2vec2, state, str(path))
     return _finish(encoder, device, dtype)
+
+
+def _wav2vec2_folder(path: Path):
+    """Config and encoder weights of a Hugging Face wav2vec2 folder (Wav2Vec2Model or Wav2Vec2ForCTC layout)."""
+    from transformers import Wav2Vec2Config
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: not a wav2vec2 folder (no config.json)")
+    config = Wav2Vec2Config.from_dict(json.loads(config_file.read_text()))
+    weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
+    state = read_checkpoint(weights).tensors
+    if any(k.startswith("wav2vec2.") for k in state):  # a Wav2Vec2ForCTC file: the encoder sits under wav2vec2.
+        state = strip_prefix(state, "wav2vec2.")
+    return config, convert_wav2vec2_state_dict(state)
 
 
 # -- weight folders -------------------------------------------------------------------------------------------
@@ -372,6 +386,7 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write a network as `.safetensors` with its kind and config in the header. Atomic: temp file + rename."""
     from .models.audio import AudioEncoder
     from .models.generator import MotionGenerator
+    from .models.mel import MelAudioEncoder
     from .models.renderer import IMTRenderer
 
     path = Path(path)
@@ -383,6 +398,8 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
         kind, config = "generator", config_to_dict(model.config)
     elif isinstance(model, AudioEncoder):
         kind, config = "audio_encoder", model.config.to_dict()
+    elif isinstance(model, MelAudioEncoder):
+        kind, config = "mel_audio_encoder", config_to_dict(model.config)
     else:
         raise ValueError(f"cannot save a {type(model).__name__}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
