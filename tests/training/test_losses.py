@@ -1,0 +1,189 @@
+"""Training losses (spec §7): VGG19 trunk and loading, perceptual/region, consistency, GAN and flow-matching losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from imtalker.training.losses import (
+    VGG19Features,
+    discriminator_loss,
+    flow_matching_loss,
+    generator_adversarial_loss,
+    identity_consistency_loss,
+    load_vgg19,
+    perceptual_loss,
+    rectified_flow_pair,
+    renderer_generator_loss,
+)
+
+SMALL_SCALES = (1.0, 0.5)  # 64-pixel images allow levels down to 16 pixels only
+
+
+@pytest.fixture(scope="module")
+def vgg() -> VGG19Features:
+    torch.manual_seed(0)
+    return VGG19Features()
+
+
+def torchvision_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+    """Random weights in torchvision vgg19 layout: `features.*` plus the classifier head (kept small)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=gen) for k, v in VGG19Features().state_dict().items()}
+    state["classifier.0.weight"] = torch.randn(8, 16, generator=gen)
+    state["classifier.0.bias"] = torch.randn(8, generator=gen)
+    return state
+
+
+def images(seed: int, size: int = 64, batch: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_vgg_feature_shapes_and_frozen(vgg):
+    feats = vgg(images(0))
+    expected = [(1, 64, 64, 64), (1, 128, 32, 32), (1, 256, 16, 16), (1, 512, 8, 8), (1, 512, 4, 4)]
+    assert [tuple(f.shape) for f in feats] == expected
+    assert not any(p.requires_grad for p in vgg.parameters())
+    vgg.train()
+    assert not vgg.training
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_load_vgg19_torchvision_layout(tmp_path, suffix):
+    state = torchvision_state_dict()
+    path = tmp_path / f"vgg19{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    model = load_vgg19(path)
+    assert torch.equal(model.features[34].weight, state["features.34.weight"])
+    assert not model.training
+
+
+def test_load_vgg19_without_prefix(tmp_path):
+    state = {k.removeprefix("features."): v for k, v in torchvision_state_dict().items() if k.startswith("features.")}
+    torch.save(state, tmp_path / "vgg.pt")
+    assert torch.equal(load_vgg19(tmp_path / "vgg.pt").features[0].bias, state["0.bias"])
+
+
+def test_load_vgg19_renamed_key_raises(tmp_path):
+    state = torchvision_state_dict()
+    state["features.2.wieght"] = state.pop("features.2.weight")
+    torch.save(state, tmp_path / "vgg.pth")
+    with pytest.raises(ValueError, match=r"features\.2\.weight") as info:
+        load_vgg19(tmp_path / "vgg.pth")
+    assert "features.2.wieght" in str(info.value)
+
+
+def test_perceptual_loss_zero_positive_and_differentiable(vgg):
+    real = images(1)
+    assert perceptual_loss(vgg, real, real.clone(), SMALL_SCALES).item() == 0.0
+    fake = images(2).requires_grad_(True)
+    loss = perceptual_loss(vgg, fake, real, SMALL_SCALES)
+    assert loss.item() > 0
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_perceptual_loss_default_scales(vgg):
+    real = images(1, size=128)
+    assert perceptual_loss(vgg, images(2, size=128), real).item() > 0
+    with pytest.raises(ValueError, match="pyramid level"):
+        perceptual_loss(vgg, images(2), images(1))  # 64 * 0.125 = 8 pixels: too small for relu5_1
+
+
+def box_mask(lo: int, hi: int, size: int = 64) -> torch.Tensor:
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., lo:hi, lo:hi] = 1
+    return mask
+
+
+def test_region_loss_ignores_outside_of_mask(vgg):
+    real, fake = images(1), images(2)
+    mask = box_mask(16, 48)
+    base = perceptual_loss(vgg, fake, real, SMALL_SCALES, mask=mask)
+    assert base.item() > 0
+    changed = torch.where(mask.bool(), fake, images(3))  # same inside the mask, different outside
+    assert perceptual_loss(vgg, changed, real, SMALL_SCALES, mask=mask).item() == pytest.approx(base.item(), rel=1e-5)
+    assert perceptual_loss(vgg, fake, real, SMALL_SCALES, mask=torch.zeros_like(mask)).item() == 0.0
+
+
+def test_region_loss_normalised_by_area(vgg):
+    real = torch.full((1, 3, 64, 64), 0.5)
+    fake = real + 0.1  # the same per-pixel error everywhere
+    small = perceptual_loss(vgg, fake, real, SMALL_SCALES, mask=box_mask(24, 40)).item()  # 16x16
+    large = perceptual_loss(vgg, fake, real, SMALL_SCALES, mask=box_mask(8, 56)).item()  # 48x48: 9x the area
+    # Without normalisation the ratio would be about 9; borders of the box keep it from being exactly 1.
+    assert 0.5 < small / large < 2
+
+
+def test_identity_consistency_loss():
+    adapt = nn.Bilinear(4, 3, 4)
+    motion, own, other = torch.randn(5, 4), torch.randn(5, 3), torch.randn(5, 3)
+    assert identity_consistency_loss(adapt, motion, own, own.clone()).item() == 0.0
+    loss = identity_consistency_loss(adapt, motion, own, other)
+    expected = ((motion - adapt(motion, own)).norm(dim=1) - (motion - adapt(motion, other)).norm(dim=1)).abs().mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_gan_losses_hand_computed():
+    fake = [torch.tensor([[0.0], [2.0]]), torch.tensor([[-1.0], [1.0]])]
+    real = [torch.tensor([[1.0], [3.0]]), torch.tensor([[0.5], [-0.5]])]
+    g = ((softplus(0) + softplus(-2)) / 2 + (softplus(1) + softplus(-1)) / 2) / 2
+    assert generator_adversarial_loss(fake).item() == pytest.approx(g, rel=1e-6)
+    scale1 = (softplus(-1) + softplus(-3)) / 2 + (softplus(0) + softplus(2)) / 2
+    scale2 = (softplus(-0.5) + softplus(0.5)) / 2 + (softplus(-1) + softplus(1)) / 2
+    assert discriminator_loss(real, fake).item() == pytest.approx((scale1 + scale2) / 2, rel=1e-6)
+    with pytest.raises(ValueError):
+        generator_adversarial_loss([])
+
+
+def test_flow_matching_loss():
+    target = torch.randn(2, 6, 3)
+    assert flow_matching_loss(target, target.clone()).item() == 0.0
+    # A constant offset is the same in every frame: only the plain L1 term sees it.
+    assert flow_matching_loss(target + 0.3, target).item() == pytest.approx(0.3, rel=1e-5)
+    # Alternating +-0.3 jitter: L1 0.3 plus frame differences of 0.6.
+    sign = torch.tensor([1.0, -1.0]).repeat(3).view(1, 6, 1)
+    assert flow_matching_loss(target + 0.3 * sign, target).item() == pytest.approx(0.3 + 0.6, rel=1e-5)
+
+
+def test_rectified_flow_pair():
+    x1, noise = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    x_t, target = rectified_flow_pair(x1, noise, torch.tensor([0.0, 1.0]))
+    assert torch.equal(x_t[0], noise[0]) and torch.equal(x_t[1], x1[1])
+    assert torch.equal(target, x1 - noise)
+    x_half, _ = rectified_flow_pair(x1, noise, torch.full((2,), 0.5))
+    assert torch.allclose(x_half, (x1 + noise) / 2)
+
+
+def test_renderer_generator_loss_weights(vgg):
+    torch.manual_seed(0)
+    fake, real = images(2, batch=2).requires_grad_(True), images(1, batch=2)
+    adapt = nn.Bilinear(4, 3, 4)
+    common = dict(
+        adapt=adapt, motion=torch.randn(2, 4), identity_own=torch.randn(2, 3), identity_other=torch.randn(2, 3)
+    )
+    logits = [torch.randn(2, 1), torch.randn(2, 1)]
+
+    total, terms = renderer_generator_loss(fake, real, logits, **common)
+    assert set(terms) == {"l1", "consistency", "adversarial", "total"}
+    assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + terms["adversarial"]).item(), rel=1e-6)
+
+    mask = box_mask(16, 48).expand(2, -1, -1, -1)
+    total, terms = renderer_generator_loss(fake, real, logits, vgg=vgg, region_mask=mask, scales=SMALL_SCALES, **common)
+    weighted = 10 * terms["perceptual"] + 100 * terms["region"]
+    expected = terms["l1"] + weighted + terms["consistency"] + terms["adversarial"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(not v.requires_grad for v in terms.values())
+    total.backward()
+    assert fake.grad.abs().sum() > 0
