@@ -44,6 +44,18 @@ def num_frames_for_samples(num_samples: int) -> int:
     return -(-num_samples * FPS // SAMPLE_RATE)  # exact integer ceil
 
 
+def prepare_waveform(waveform: torch.Tensor, num_frames: int, normalize: bool) -> torch.Tensor:
+    """Checked (B, N) waveform, normalised when asked: the common entry of every audio front end.
+
+    Raises:
+        ValueError: on a bad waveform (see `_check_waveform`) or num_frames that is not an int >= 1.
+    """
+    waveform = _check_waveform(waveform)
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    return normalize_waveform(waveform) if normalize else waveform
+
+
 def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per sample: (x - mean) / sqrt(var + 1e-7), population variance.
 
@@ -138,11 +150,7 @@ class AudioEncoder(nn.Module):
             ValueError: on a waveform that is not 1-D/2-D, not floating point, empty or not finite, or on
                 num_frames < 1.
         """
-        waveform = _check_waveform(waveform)
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
-        if normalize:
-            waveform = normalize_waveform(waveform)
+        waveform = prepare_waveform(waveform, num_frames, normalize)
         waveform = pad_waveform(waveform, num_frames)  # (B, N')
         waveform = waveform.to(next(self.wav2vec2.parameters()).dtype)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imtalker.models.audio import _check_waveform, normalize_waveform
+from imtalker.models.audio import prepare_waveform
 
 LOG_EPS = 1e-6  # floor inside the log, so silence gives a finite value
 MEL_NORM_EPS = 1e-5  # variance floor of the per-utterance log-mel normalisation (a constant input has zero variance)
@@ -209,11 +209,7 @@ class MelAudioEncoder(nn.Module):
             ValueError: on a waveform that is not 1-D/2-D, not floating point, empty or not finite, or on
                 num_frames < 1.
         """
-        waveform = _check_waveform(waveform)
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
-        if normalize:
-            waveform = normalize_waveform(waveform)
+        waveform = prepare_waveform(waveform, num_frames, normalize)
 
         log_mel = self.compute_log_mel(waveform)  # (B, n_mels, M)
         # Per-utterance, per-band normalisation over time removes the recording's gain and channel colouring.
