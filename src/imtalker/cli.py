@@ -1,4 +1,5 @@
-"""Command line: `imtalker generate`, `imtalker reenact`, `imtalker convert`, `imtalker info`.
+"""Command line: `imtalker generate`, `imtalker reenact`, `imtalker convert`, `imtalker info`, `imtalker ui`,
+`imtalker serve`.
 
 Exit codes: 0 ok, 2 bad input (missing or wrong files, bad arguments), 1 anything else.
 """
@@ -19,6 +20,8 @@ examples:
   imtalker reenact -i face.jpg -d driving.mp4 -o reenacted.mp4 --weights weights/
   imtalker convert --renderer renderer.ckpt --generator generator.ckpt --audio-encoder wav2vec2-base-960h -o weights/
   imtalker info weights/renderer.safetensors
+  imtalker ui --weights weights/ --port 7860
+  imtalker serve --weights weights/ --port 8000 --workers 2
 """
 
 
@@ -27,6 +30,11 @@ examples:
   imtalker generate -i face.jpg -a speech.wav -o talking.mp4 --weights weights/ --seed 0
   imtalker generate -i photo.png -a speech.mp3 -o out.mp4 --paste-back --cfg-scale 2.5 --pose pose.npy
   IMTALKER_HOME=weights/ imtalker generate -i face.jpg -a speech.m4a -o out.mp4 --frames-dir frames/ --quiet
+"""
+UI_EXAMPLES = """\
+examples:
+  imtalker ui --weights weights/                      # then open http://127.0.0.1:7860
+  IMTALKER_HOME=weights/ imtalker ui --host 0.0.0.0 --port 8080 --device cuda
 """
 REENACT_EXAMPLES = """\
 examples:
@@ -170,10 +178,261 @@ def _convert(args: argparse.Namespace) -> None:
         print(f"{name}: {source} -> {path}")
 
 
+def _demo_weights_dir() -> Path | None:
+    """The bundled demo model's folder when this install ships one, else None."""
+    try:
+        from .demo import demo_weights_dir
+    except ImportError:
+        return None
+    folder = Path(demo_weights_dir())
+    return folder if folder.is_dir() else None
+
+
+def _ui(args: argparse.Namespace) -> None:
+    try:
+        from .ui import load_pipelines, serve
+    except ModuleNotFoundError as err:
+        if err.name != "gradio":
+            raise
+        raise BadInput('the web UI needs gradio: pip install "imtalker[ui]"') from None
+    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
+    if args.weights is None:
+        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
+                       "converted weights (no bundled demo model is installed)")
+    _weight_paths(args, ("renderer", "generator", "audio_encoder"))  # one-line error before anything loads
+    audio, video = load_pipelines(args.weights, device=args.device, dtype=_dtype(args))
+    serve(audio, video, host=args.host, port=args.port, max_seconds=args.max_seconds)
+
+
+SERVE_EXAMPLES = """\
+examples:
+  imtalker serve --weights weights/                                   # http://127.0.0.1:8000, 2 workers
+  IMTALKER_API_KEY=secret-key imtalker serve --host 0.0.0.0 --workers 4 --max-queue 16
+  curl -F portrait=@face.jpg -F audio=@speech.wav -F seed=0 http://127.0.0.1:8000/v1/videos
+
+API: POST /v1/videos, GET /v1/videos/{id}[/video], DELETE /v1/videos/{id}, POST /v1/portraits,
+WS /v1/stream (live PCM in, frames out), GET /healthz, /metrics. See docs/streaming.md.
+"""
+
+
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise BadInput(f'the server needs {err.name}: pip install "imtalker[serve]"') from None
+    from .pipelines import AudioDrivenPipeline
+    from .server import ServerSettings
+    from .server.runner import serve
+    from .weights import load_audio_encoder, load_generator, load_renderer
+
+    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
+    if args.weights is None:
+        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
+                       "converted weights (no bundled demo model is installed)")
+    settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, max_queue=args.max_queue,
+                              api_key=args.api_key or os.environ.get("IMTALKER_API_KEY") or None,
+                              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                              max_audio_seconds=args.max_seconds, ws_idle_seconds=args.idle_seconds,
+                              batch_size=args.batch_size, allow_origins=tuple(args.allow_origin))
+    paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
+    pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
+                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args))
+    serve(pipe, settings, log_level="warning" if args.quiet else "info")
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser("serve", help="HTTP + WebSocket API: video jobs and live streams (needs the serve extra)",
+                           epilog=SERVE_EXAMPLES, formatter_class=HelpFormatter)
+    serve.add_argument("--weights", help=WEIGHTS_HELP + " or the bundled demo model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network; "
+                                                           "then set an API key)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=2, help="jobs and streams rendered at once (threads)")
+    serve.add_argument("--max-queue", type=int, default=8, help="jobs waiting for a worker; more get 429")
+    serve.add_argument("--api-key", help="require this key in the X-API-Key header (default: $IMTALKER_API_KEY; "
+                                         "none: no key)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body")
+    serve.add_argument("--max-seconds", type=float, default=120.0, help="longest audio per job or stream")
+    serve.add_argument("--idle-seconds", type=float, default=30.0, help="close streams silent for this long")
+    serve.add_argument("--batch-size", type=int, default=8, help="frames rendered at once")
+    serve.add_argument("--allow-origin", action="append", default=[], help="CORS origin for browser clients "
+                                                                           "(repeatable)")
+    serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    precision = serve.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    serve.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    serve.set_defaults(func=_serve)
+
+
 def _info(args: argparse.Namespace) -> None:
     from .weights import describe_checkpoint
 
     print(json.dumps(describe_checkpoint(args.checkpoint), indent=2))
+
+
+SYNTH_DATA_EXAMPLES = """\
+examples:
+  imtalker synth-data corpus/ --clips 100 --workers 2          # 100 clips of 8 s at 256 x 256
+  imtalker synth-data corpus/ --clips 200 --workers 2          # later: adds clips 100-199, keeps the rest
+  imtalker synth-data small/ --clips 4 --seconds 2 --size 128 --seed 1 --quiet
+"""
+
+
+def _synth_data(args: argparse.Namespace) -> None:
+    from .synthetic import write_corpus
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"output folder '{out}' exists and is a file")
+    # write_corpus checks every value (InputError, exit 2) before it creates anything.
+    path = write_corpus(out, args.clips, seed=args.seed, seconds=args.seconds, size=args.size,
+                        workers=args.workers, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {args.clips} clips to {path}", file=sys.stderr)
+
+
+def _add_synth_data(sub) -> None:
+    parser = sub.add_parser("synth-data", help="write a synthetic talking-head corpus (mp4 + ground-truth npz)",
+                            epilog=SYNTH_DATA_EXAMPLES, formatter_class=HelpFormatter)
+    parser.add_argument("out", metavar="OUT", help="output folder (created; existing complete clips are kept)")
+    parser.add_argument("--clips", type=int, required=True, help="number of clips")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each clip")
+    parser.add_argument("--size", type=int, default=256, help="frame side in pixels (even)")
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed; clip i depends only on (seed, i)")
+    parser.add_argument("--workers", type=int, default=1, help="processes making clips in parallel")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_synth_data)
+
+
+TRAIN_EXAMPLES = """\
+examples:
+  imtalker prepare videos/ data/ --size 256 --workers 2
+  imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-256.yaml --max-steps 20000
+  imtalker train generator --data data/ --renderer runs/renderer --out runs/generator --precision bf16-mixed
+  imtalker train renderer --data data/ --out runs/r512 --devices 4 --num-nodes 2 --precision bf16-mixed
+  imtalker export runs/renderer weights/ && imtalker export runs/generator weights/
+"""
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from .training.prepare import PrepareConfig, prepare_dataset
+
+    config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                           max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
+                           audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None)
+    if args.workers < 1:
+        raise BadInput(f"--workers must be at least 1, got {args.workers}")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="video", desc="preparing", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        report = prepare_dataset(args.videos, args.out, config, workers=args.workers, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{len(report.written)} clips written, {len(report.existing)} already there, "
+          f"{len(report.skipped)} videos skipped; manifest: {report.manifest}")
+    for source, reason in sorted(report.skipped.items()):
+        print(f"  skipped {source}: {reason}")
+
+
+def _trainer_overrides(args: argparse.Namespace) -> dict:
+    devices = args.devices
+    if devices is not None and devices.isdigit():
+        devices = int(devices)
+    elif devices is not None and "," in devices:
+        devices = [int(d) for d in devices.split(",") if d]
+    return {"max_steps": args.max_steps, "precision": args.precision, "accelerator": args.accelerator,
+            "devices": devices, "num_nodes": args.num_nodes, "loggers": args.logger, "seed": args.seed,
+            "num_workers": args.num_workers}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .training.run import read_config, train_generator, train_renderer
+
+    config = read_config(args.config)
+    training = dict(config.get("training") or {})
+    if args.batch_size is not None:
+        training["batch_size"] = args.batch_size
+    if args.lr is not None:
+        training["lr"] = args.lr
+    if args.network == "renderer" and args.vgg is not None:
+        training["vgg_path"] = args.vgg
+    config["training"] = training
+    options = dict(resume=not args.restart, overrides=_trainer_overrides(args))
+    if args.network == "renderer":
+        trainer = train_renderer(args.data, args.out, config, **options)
+    else:
+        if args.renderer is None:
+            raise BadInput("train generator needs --renderer: the trained renderer whose motion latents it learns")
+        renderer = Path(args.renderer)
+        renderer = renderer / "checkpoints" / "last.ckpt" if renderer.is_dir() else renderer
+        trainer = train_generator(args.data, renderer, args.out, config, **options)
+    print(f"trained to step {trainer.global_step}; checkpoint: {Path(args.out) / 'checkpoints' / 'last.ckpt'}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .training.run import export_run
+
+    for path in export_run(args.checkpoint, args.out, ema=not args.no_ema):
+        print(f"wrote {path}")
+
+
+def _add_training(sub) -> None:
+    prepare = sub.add_parser("prepare", help="talking-head videos -> training dataset (crops, audio, tracks)",
+                             epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter)
+    prepare.add_argument("videos", metavar="VIDEOS_DIR", help="folder searched recursively for videos")
+    prepare.add_argument("out", metavar="OUT_DIR", help="dataset folder (an existing one is continued)")
+    prepare.add_argument("--size", type=int, default=512, help="face crop side (the renderer's image size)")
+    prepare.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    prepare.add_argument("--audio-encoder", help="also store features of this frozen encoder (e.g. wav2vec2 folder)")
+    prepare.add_argument("--val-fraction", type=float, default=0.05, help="share of videos held out")
+    prepare.add_argument("--min-seconds", type=float, default=2.4, help="skip shorter videos")
+    prepare.add_argument("--max-seconds", type=float, default=600.0, help="skip longer videos")
+    prepare.add_argument("--max-missing-face", type=float, default=0.2,
+                         help="skip videos with a larger share of frames without a face")
+    prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=_prepare)
+
+    train = sub.add_parser("train", help="train the renderer or the motion generator (Lightning; CPU to multi-node)",
+                           epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter)
+    train.add_argument("network", choices=("renderer", "generator"))
+    train.add_argument("--data", required=True, help="dataset folder made by `imtalker prepare`")
+    train.add_argument("--out", required=True, help="run folder: checkpoints/, logs/, samples/")
+    train.add_argument("--config", help="YAML config (sections model, training, audio, trainer)")
+    train.add_argument("--renderer", help="generator only: the trained renderer (file or run folder)")
+    train.add_argument("--max-steps", type=int, help="total training steps")
+    train.add_argument("--batch-size", type=int, help="batch per device")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--vgg", help="renderer only: torchvision VGG19 state dict for the perceptual losses")
+    train.add_argument("--precision", help="32-true (default), bf16-mixed, ...")
+    train.add_argument("--accelerator", help="auto (default), cpu, gpu")
+    train.add_argument("--devices", help="devices per node: a count, 'auto', or GPU indices like 0,1")
+    train.add_argument("--num-nodes", type=int, help="nodes for multi-node DDP (launch one process per node)")
+    train.add_argument("--logger", action="append", choices=("csv", "tensorboard"),
+                       help="loggers (repeatable; default both)")
+    train.add_argument("--num-workers", type=int, help="data loader worker processes")
+    train.add_argument("--seed", type=int, help="seed of weights and data order")
+    train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from last.ckpt")
+    train.set_defaults(func=_train)
+
+    export = sub.add_parser("export", help="training checkpoint -> .safetensors weights the pipelines load",
+                            epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter)
+    export.add_argument("checkpoint", help="run folder or .ckpt file")
+    export.add_argument("out", help="weights folder to write into")
+    export.add_argument("--no-ema", action="store_true", help="generator: the raw weights instead of the EMA")
+    export.set_defaults(func=_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="say what a checkpoint file or wav2vec2 folder holds")
     info.add_argument("checkpoint")
     info.set_defaults(func=_info)
+
+    ui = sub.add_parser("ui", help="web page for generate and reenact (local Gradio app, no share link)",
+                        epilog=UI_EXAMPLES, formatter_class=HelpFormatter)
+    ui.add_argument("--weights", help=WEIGHTS_HELP + " or the bundled demo model")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
+    ui.add_argument("--port", type=int, default=7860, help="port to listen on")
+    ui.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    precision = ui.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    ui.add_argument("--max-seconds", type=float, default=300.0, help="refuse longer speech or driving videos")
+    ui.set_defaults(func=_ui)
+    _add_serve(sub)
+    _add_synth_data(sub)
+    _add_training(sub)
     return parser
 
 

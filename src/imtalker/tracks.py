@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -313,7 +313,7 @@ def estimate_gaze(landmarks: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _pick_face(faces: list[Face], previous: tuple[float, float] | None) -> Face | None:
+def pick_followed_face(faces: list[Face], previous: tuple[float, float] | None) -> Face | None:
     """The face with landmarks nearest the one followed so far (the largest at the start), or None."""
     candidates = [face for face in faces if face.landmarks is not None]
     if not candidates:
@@ -379,21 +379,52 @@ def estimate_tracks(
         with FaceDetector() as own:
             return estimate_tracks(frames, own, smooth)
     detector.reset_tracking()
-    pose, gaze, cam = [], [], []
-    face_found, gaze_found = [], []
+    faces: list[Face | None] = []
+    size = None
     previous = None
     for frame in frames:
-        face = _pick_face(detector.track(frame), previous)
-        result = None
+        face = pick_followed_face(detector.track(frame), previous)
         if face is not None:
-            result = _solve_pose(face.landmarks.astype(np.float64), frame.shape[1], frame.shape[0])
+            previous = face.center
+        faces.append(face)
+        size = (frame.shape[1], frame.shape[0])
+    if size is None:
+        raise InputError("no frames to track")
+    return tracks_from_faces(faces, *size, smooth=smooth)
+
+
+def tracks_from_faces(
+    faces: Sequence[Face | None], width: int, height: int, smooth: bool = True
+) -> dict[str, np.ndarray]:
+    """Head pose, gaze and camera tracks from the face followed in each frame of a video.
+
+    Frames without a usable face (None, or no landmarks) hold the previous frame's values (leading ones take the
+    first face's); gaze is held the same way through blinks.
+
+    Args:
+        faces: The followed face of each frame, in order, or None where there is none.
+        width, height: Frame size in pixels (the landmarks are in that frame's pixels).
+        smooth: Apply a centred moving average of :data:`SMOOTH_WINDOW` frames.
+
+    Returns:
+        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays.
+
+    Raises:
+        InputError: no frames.
+        NoFaceError: no frame has a face.
+    """
+    pose, gaze, cam = [], [], []
+    face_found, gaze_found = [], []
+    for face in faces:
+        result = None
+        if face is not None and face.landmarks is not None:
+            result = _solve_pose(face.landmarks.astype(np.float64), width, height)
         if result is None:
             pose.append(np.zeros(3))
             cam.append(np.zeros(3))
             gaze.append(np.full(2, np.nan))
             face_found.append(False)
         else:
-            previous = face.center
             pose.append(result[0])
             cam.append(result[1])
             gaze.append(estimate_gaze(face.landmarks))

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
+# Entry our Lightning training checkpoints add beside `state_dict`: {"kind", "config", ...} as plain data.
+CHECKPOINT_INFO = "imtalker"
 
 # Metadata classes found in Lightning checkpoints' hyper-parameters; they are read as inert placeholders.
 METADATA_GLOBALS = (
@@ -111,7 +113,8 @@ class RawCheckpoint:
 
     tensors: dict[str, torch.Tensor]
     kind: str | None = None  # "renderer", "generator", "audio_encoder", "discriminator" (our format)
-    config: dict | None = None
+    config: dict | None = None  # our format, or our Lightning training checkpoints
+    info: dict | None = None  # the `imtalker` entry of our Lightning training checkpoints
 
 
 def read_checkpoint(path: str | os.PathLike, ema: bool = False) -> RawCheckpoint:
@@ -144,7 +147,9 @@ def read_checkpoint(path: str | os.PathLike, ema: bool = False) -> RawCheckpoint
             raise CheckpointError(f"{path}: has no '{key}' (keys: {sorted(map(str, obj))})")
         if not isinstance(obj[key], dict):
             raise CheckpointError(f"{path}: '{key}' is not a dict of tensors")
-        return RawCheckpoint(_tensors_only(obj[key], path, key))
+        info = obj.get(CHECKPOINT_INFO)
+        info = info if isinstance(info, dict) else None
+        return RawCheckpoint(_tensors_only(obj[key], path, key), config=info and info.get("config"), info=info)
     if ema:
         raise CheckpointError(f"{path}: a plain state dict has no EMA weights")
     return RawCheckpoint(_tensors_only(obj, path, "the file"))
@@ -283,7 +288,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
         if any(k.startswith("gen.") for k in raw.tensors):
             raise CheckpointError(f"{path}: this is a renderer checkpoint ('gen.*' keys), not a motion generator")
         state, _ = split_generator_state_dict(raw.tensors)
-        config = infer_generator_config(state)
+        config = config_from_dict(GeneratorConfig, raw.config) if raw.config else infer_generator_config(state)
     else:
         state = raw.tensors
         config = config_from_dict(GeneratorConfig, raw.config)
@@ -292,14 +297,15 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
 
 
 def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cpu",
-                       dtype: torch.dtype | None = None) -> "AudioEncoder | MelAudioEncoder":
+                       dtype: torch.dtype | None = None, ema: bool = False) -> "AudioEncoder | MelAudioEncoder":
     """Load the frame-rate audio encoder.
 
     Args:
         path: a Hugging Face wav2vec2 folder (`config.json` + `model.safetensors` or `pytorch_model.bin`), our
-            `.safetensors` file (wav2vec2 or the weight-free log-mel front end), or the published `generator.ckpt`
+            `.safetensors` file (wav2vec2 or the weight-free log-mel front end), the published `generator.ckpt`
             when it holds the wav2vec2 weights (the config then comes from a `config.json` beside it, else the
-            wav2vec2-base defaults).
+            wav2vec2-base defaults), or our generator training checkpoint with its log-mel front end.
+        ema: for Lightning files, read the EMA weights.
     """
     from transformers import Wav2Vec2Config
 
@@ -309,11 +315,14 @@ def load_audio_encoder(path: str | os.PathLike, device: str | torch.device = "cp
     if path.is_dir():
         config, state = _wav2vec2_folder(path)
     else:
-        raw = read_checkpoint(path)
-        if raw.kind == "mel_audio_encoder":
+        raw = read_checkpoint(path, ema=ema)
+        mel_config = raw.info.get("mel_config") if raw.info else None  # a generator trained with the log-mel front end
+        if raw.kind == "mel_audio_encoder" or mel_config:
             from .models.mel import MelAudioEncoder, MelConfig
 
-            model = load_strict(MelAudioEncoder(config_from_dict(MelConfig, raw.config)), raw.tensors, str(path))
+            config, state = ((raw.config, raw.tensors) if raw.kind else
+                             (mel_config, strip_prefix(raw.tensors, "audio_encoder.")))
+            model = load_strict(MelAudioEncoder(config_from_dict(MelConfig, config)), state, str(path))
             return _finish(model, device, dtype)
         _expect_kind(raw, "audio_encoder", path)
         if raw.kind is not None:

@@ -13,8 +13,8 @@ from imtalker.training.generator_module import (
     GeneratorTrainingConfig,
     MotionClipDataset,
     synthetic_clips,
-    train_generator,
 )
+from imtalker.training.trainer import fit as train_generator
 
 TINY = GeneratorConfig(hidden_dim=32, depth=1, num_heads=2, audio_dim=8, clip_frames=10, prev_frames=2)
 WINDOW = TINY.prev_frames + TINY.clip_frames

@@ -2,7 +2,7 @@
 
 Recipe: rectified flow on motion latents, x_t = t x1 + (1 - t) noise with t ~ U(0, 1) and target velocity
 x1 - noise; loss = L1(v, target) + L1 of their frame-to-frame differences; Adam lr 1e-4, betas (0.5, 0.999); EMA 0.9999;
-batch 16 per GPU; gradient norm clipped at 1 (set on the `Trainer`, see `train_generator`). The network only sees
+batch 16 per GPU; gradient norm clipped at 1 (set on the `Trainer`, see `imtalker.training.trainer.fit`). The network only sees
 the last `clip_frames` frames as noisy input; the `prev_frames` context frames before them are given clean, as at
 sampling time.
 
@@ -17,26 +17,26 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.utils.data import Dataset
 
 from ..config import GeneratorConfig, config_from_dict, config_to_dict
+from ..constants import SAMPLES_PER_FRAME
+from ..models.mel import MelAudioEncoder, MelConfig
+from ..weights import CHECKPOINT_INFO
 from ..models.generator import MotionGenerator
 from .losses import flow_matching_loss, rectified_flow_pair
 
 logger = logging.getLogger(__name__)
 
-EMA_PREFIX = "ema."  # where the EMA copy lives inside the LightningModule; written out as `model.*`
-MODEL_PREFIX = "model."
+# where the EMA copies live inside the LightningModule -> the names they are written under in `ema_state_dict`
+EMA_PREFIXES = {"ema.": "model.", "ema_audio_encoder.": "audio_encoder."}
 OPTIONAL_TRACKS = ("pose", "gaze", "cam")
 
 
@@ -47,6 +47,7 @@ class GeneratorTrainingConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs get a usable EMA too
     cond_dropout: float = 0.1  # per sample and per condition (audio, pose, gaze, cam)
     context_dropout: float = 0.5  # per sample, all context tensors together
     batch_size: int = 16  # per device
@@ -60,30 +61,51 @@ def _per_sample_keep(batch: int, p: float, like: torch.Tensor) -> torch.Tensor:
 class GeneratorModule(lightning.LightningModule):
     """Wraps a `MotionGenerator` (`self.model`) with the rectified-flow loss and an EMA copy (`self.ema`).
 
+    With `mel_config`, a log-mel front end (`self.audio_encoder`, a `MelAudioEncoder`) is trained with the generator
+    from `waveform` batches, and has an EMA copy too (`self.ema_audio_encoder`).
+
     Args:
         config: architecture (a `GeneratorConfig` or its dict form, as stored in the checkpoint's hyper-parameters).
         training: optimisation settings (a `GeneratorTrainingConfig` or its dict form).
+        mel_config: a `MelConfig` (or its dict form) to train the weight-free audio front end; None when batches
+            carry features of a frozen encoder.
     """
 
     def __init__(
         self,
         config: GeneratorConfig | Mapping[str, Any] | None = None,
         training: GeneratorTrainingConfig | Mapping[str, Any] | None = None,
+        mel_config: MelConfig | Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(config, Mapping):
             config = config_from_dict(GeneratorConfig, dict(config))
         if isinstance(training, Mapping):
-            values = dict(training)
-            if "betas" in values:
-                values["betas"] = tuple(values["betas"])
-            training = GeneratorTrainingConfig(**values)
+            training = config_from_dict(GeneratorTrainingConfig, dict(training))
+        if isinstance(mel_config, Mapping):
+            mel_config = config_from_dict(MelConfig, dict(mel_config))
         self.config = config = config or GeneratorConfig()
         self.training_config = training = training or GeneratorTrainingConfig()
+        if mel_config is not None and mel_config.feature_dim != config.audio_dim:
+            raise ValueError(f"the log-mel front end gives {mel_config.feature_dim}-d features but the generator "
+                             f"expects audio_dim={config.audio_dim}")
         # Plain dicts only, so the checkpoint loads with `torch.load(weights_only=True)`.
-        self.save_hyperparameters({"config": config_to_dict(config), "training": dataclasses.asdict(training)})
+        self.save_hyperparameters({"config": config_to_dict(config), "training": dataclasses.asdict(training),
+                                   "mel_config": config_to_dict(mel_config) if mel_config is not None else None})
         self.model = MotionGenerator(config)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)  # no dropout: train/eval mode is moot
+        self.audio_encoder = MelAudioEncoder(mel_config) if mel_config is not None else None
+        self.ema_audio_encoder = (copy.deepcopy(self.audio_encoder).requires_grad_(False)
+                                  if self.audio_encoder is not None else None)
+
+    def _audio_features(self, batch: Mapping[str, torch.Tensor], encoder: nn.Module | None) -> torch.Tensor:
+        """(B, W, audio_dim): the batch's stored features, or the front end's features of its waveform."""
+        if "audio" in batch:
+            return batch["audio"]
+        if encoder is None:
+            raise ValueError("the batch holds a waveform but the module has no audio front end (mel_config)")
+        waveform = batch["waveform"]
+        return encoder(waveform, waveform.shape[1] // SAMPLES_PER_FRAME)
 
     # -- loss ---------------------------------------------------------------------------------------------------
 
@@ -106,7 +128,7 @@ class GeneratorModule(lightning.LightningModule):
         if n <= p + 1:
             raise ValueError(f"motion needs more than prev_frames + 1 = {p + 1} frames, got {n}")
 
-        conds = {"audio": model.audio_projection(batch["audio"])}  # (B, N, cond_dim)
+        conds = {"audio": model.audio_projection(self._audio_features(batch, self.audio_encoder))}  # (B, N, cond)
         projections = {"pose": model.pose_projection, "gaze": model.gaze_projection, "cam": model.cam_projection}
         for name, projection in projections.items():
             track = batch.get(name)
@@ -140,46 +162,75 @@ class GeneratorModule(lightning.LightningModule):
         return loss
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Loss without dropout, logged as `val/loss` (epoch mean, synchronised across devices)."""
+        """Loss without dropout (`val/loss`), and `val/motion_l1`: the mean absolute error of motion the EMA model
+        samples for the clip frames (10 steps, no guidance, no context) against the ground-truth latents."""
+        b = batch["motion"].shape[0]
         loss = self._flow_loss(batch, dropout=False)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["motion"].shape[0])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=b)
+        p = self.config.prev_frames
+        with torch.no_grad():
+            audio = self._audio_features(batch, self.ema_audio_encoder)[:, p:]
+            tracks = {name: batch[name][:, p:] for name in OPTIONAL_TRACKS if name in batch}
+            motion = self.ema.sample(audio, batch["ref"], cfg_scale=1.0, nfe=10, seed=batch_idx, **tracks)
+        self.log("val/motion_l1", (motion - batch["motion"][:, p:]).abs().mean(), sync_dist=True, batch_size=b)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam over the generator's parameters. Gradient clipping (norm 1) is a `Trainer` argument."""
+        """Adam over the generator's (and front end's) parameters. Gradient clipping (norm 1) is a `Trainer`
+        argument."""
         tc = self.training_config
-        return torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas))
+        params = list(self.model.parameters())
+        if self.audio_encoder is not None:
+            params += list(self.audio_encoder.parameters())
+        return torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas))
 
     # -- EMA ----------------------------------------------------------------------------------------------------
+
+    def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = [(self.ema, self.model)]
+        if self.audio_encoder is not None:
+            pairs.append((self.ema_audio_encoder, self.audio_encoder))
+        return pairs
 
     @torch.no_grad()
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
-        decay = self.training_config.ema_decay
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.ema.buffers(), self.model.buffers()):
-            ema_b.copy_(b)
+        tc = self.training_config
+        decay = tc.ema_decay
+        if tc.ema_warmup:
+            decay = min(decay, (1 + self.global_step) / (10 + self.global_step))
+        for ema, model in self._ema_pairs():
+            for ema_p, p in zip(ema.parameters(), model.parameters()):
+                ema_p.lerp_(p.detach(), 1.0 - decay)
+            for ema_b, b in zip(ema.buffers(), model.buffers()):
+                ema_b.copy_(b)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Update the EMA after each optimiser step."""
         self.update_ema()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Move the EMA weights out of `state_dict` into `ema_state_dict`, renamed `ema.*` -> `model.*`."""
+        """Move the EMA weights out of `state_dict` into `ema_state_dict` (`ema.*` -> `model.*`,
+        `ema_audio_encoder.*` -> `audio_encoder.*`), and record what the file holds for `imtalker.weights`."""
         state = checkpoint["state_dict"]
-        ema_keys = [k for k in state if k.startswith(EMA_PREFIX)]
-        checkpoint["ema_state_dict"] = {MODEL_PREFIX + k[len(EMA_PREFIX):]: state.pop(k) for k in ema_keys}
+        ema = {}
+        for ema_prefix, prefix in EMA_PREFIXES.items():
+            for key in [k for k in state if k.startswith(ema_prefix)]:
+                ema[prefix + key[len(ema_prefix):]] = state.pop(key)
+        checkpoint["ema_state_dict"] = ema
+        checkpoint[CHECKPOINT_INFO] = {"kind": "generator", "config": config_to_dict(self.config),
+                                       "mel_config": self.hparams["mel_config"]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put `ema_state_dict` back as `ema.*` (or start the EMA from the weights when the file has none)."""
+        """Put `ema_state_dict` back under the EMA prefixes (or start the EMA from the weights when it is absent)."""
         state = checkpoint["state_dict"]
         source = checkpoint.get("ema_state_dict")
         if source is None:
-            source = {k: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+            source = {k: v for k, v in state.items() if k.startswith(tuple(EMA_PREFIXES.values()))}
         for key, value in source.items():
-            if key.startswith(MODEL_PREFIX):
-                state[EMA_PREFIX + key[len(MODEL_PREFIX):]] = value
+            for ema_prefix, prefix in EMA_PREFIXES.items():
+                if key.startswith(prefix):
+                    state[ema_prefix + key[len(prefix):]] = value
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -192,8 +243,9 @@ class MotionClipDataset(Dataset):
     video) are drawn from a generator seeded with (seed, i), so an index always gives the same sample.
 
     Args:
-        videos: one dict per video: `motion` (N, motion_dim), `audio` (N, audio_dim) and optionally `pose` (N, 3),
-            `gaze` (N, 2), `cam` (N, 3); every video has the same set of tracks and N >= window.
+        videos: one dict per video: `motion` (N, motion_dim), `audio` (N, audio_dim) features of a frozen encoder or
+            `waveform` (N * 640,) 16 kHz samples for a front end trained with the generator, and optionally `pose`
+            (N, 3), `gaze` (N, 2), `cam` (N, 3); every video has the same set of tracks and N >= window.
         window: frames per sample, P + L.
         samples_per_epoch: dataset length; defaults to the number of videos.
         seed: base seed of the per-index draws.
@@ -209,13 +261,15 @@ class MotionClipDataset(Dataset):
             raise ValueError("videos is empty")
         keys = None
         for index, video in enumerate(videos):
-            if "motion" not in video or "audio" not in video:
-                raise ValueError(f"video {index} needs 'motion' and 'audio' tracks, got {sorted(video)}")
-            names = {"motion", "audio"} | {k for k in OPTIONAL_TRACKS if k in video}
+            audio = "audio" if "audio" in video else "waveform"
+            if "motion" not in video or audio not in video:
+                raise ValueError(f"video {index} needs 'motion' and 'audio' (or 'waveform') tracks, got {sorted(video)}")
+            names = {"motion", audio} | {k for k in OPTIONAL_TRACKS if k in video}
             if keys is not None and names != keys:
                 raise ValueError(f"video {index} has tracks {sorted(names)}, the first video {sorted(keys)}")
             keys = names
-            lengths = {name: video[name].shape[0] for name in names}
+            lengths = {name: video[name].shape[0] // (SAMPLES_PER_FRAME if name == "waveform" else 1)
+                       for name in names}
             if len(set(lengths.values())) != 1:
                 raise ValueError(f"video {index} has tracks of different lengths: {lengths}")
             if lengths["motion"] < window:
@@ -229,7 +283,8 @@ class MotionClipDataset(Dataset):
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Returns `motion` (W, motion_dim), `audio` (W, audio_dim), `ref` (motion_dim) and optional tracks (W, d)."""
+        """Returns `motion` (W, motion_dim), `audio` (W, audio_dim) or `waveform` (W * 640,), `ref` (motion_dim)
+        and optional tracks (W, d)."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         video = self.videos[index % len(self.videos)]
@@ -237,7 +292,10 @@ class MotionClipDataset(Dataset):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         start = int(torch.randint(frames - self.window + 1, (1,), generator=gen))
         ref_index = int(torch.randint(frames, (1,), generator=gen))
-        item = {name: track[start:start + self.window].float() for name, track in video.items()}
+        item = {}
+        for name, track in video.items():
+            step = SAMPLES_PER_FRAME if name == "waveform" else 1  # the waveform is indexed in samples
+            item[name] = track[start * step:(start + self.window) * step].float()
         item["ref"] = video["motion"][ref_index].float()
         return item
 
@@ -278,98 +336,3 @@ def synthetic_clips(num_videos: int, frames: int, audio_dim: int, seed: int = 0,
             video.update(pose=smooth(3, 0.2), gaze=smooth(2, 0.1), cam=smooth(3, 0.1))
         videos.append(video)
     return videos
-
-
-# -- trainer ----------------------------------------------------------------------------------------------------
-
-
-def _loader(data: Dataset | DataLoader, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    if isinstance(data, DataLoader):
-        return data
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=shuffle,
-                      persistent_workers=num_workers > 0)
-
-
-def train_generator(
-    module: GeneratorModule,
-    train_data: Dataset | DataLoader,
-    val_data: Dataset | DataLoader | None = None,
-    *,
-    max_steps: int,
-    default_root_dir: str | os.PathLike,
-    devices: int | str | Sequence[int] = "auto",
-    num_nodes: int = 1,
-    precision: str = "32-true",
-    accelerator: str = "auto",
-    resume: str | os.PathLike | None = "last",
-    log_every_n_steps: int = 50,
-    checkpoint_every_n_steps: int = 1000,
-    num_workers: int = 0,
-    **trainer_kwargs: Any,
-) -> lightning.Trainer:
-    """Train (or continue training) the generator with the published recipe.
-
-    Checkpoints go to `<default_root_dir>/checkpoints/` (`last.ckpt` always holds the latest step, also written when
-    training stops between two `checkpoint_every_n_steps`), CSV logs to `<default_root_dir>/logs/`. Gradients are
-    clipped to norm 1. Strategy "auto": one device trains plainly; several devices (or nodes) use DDP, each with its
-    own `batch_size` (the recipe's 16 is per GPU).
-
-    Args:
-        module: the module to train.
-        train_data: a dataset (batched with `module.training_config.batch_size`, shuffled) or a ready `DataLoader`.
-        val_data: optional validation dataset or `DataLoader`; `val/loss` is computed every training epoch.
-        max_steps: total optimiser steps, counted from step 0 (a resumed run continues up to it).
-        default_root_dir: run folder.
-        devices, num_nodes, precision, accelerator: as for `lightning.Trainer`.
-        resume: "last" continues from `checkpoints/last.ckpt` when present; a path continues from that file; None
-            starts afresh.
-        log_every_n_steps: logging interval.
-        checkpoint_every_n_steps: checkpoint interval.
-        num_workers: data loader workers (datasets only).
-        **trainer_kwargs: further `lightning.Trainer` arguments (e.g. `enable_progress_bar=False`).
-
-    Returns:
-        The trainer after `fit`.
-
-    Raises:
-        FileNotFoundError: `resume` is a path that does not exist.
-    """
-    root = Path(default_root_dir)
-    ckpt_dir = root / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=checkpoint_every_n_steps)
-    trainer = lightning.Trainer(
-        max_steps=max_steps,
-        default_root_dir=root,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        accelerator=accelerator,
-        strategy="auto",
-        gradient_clip_val=1.0,
-        gradient_clip_algorithm="norm",
-        logger=CSVLogger(save_dir=root, name="logs"),
-        callbacks=[checkpoint, *trainer_kwargs.pop("callbacks", [])],
-        log_every_n_steps=log_every_n_steps,
-        **trainer_kwargs,
-    )
-    if resume == "last":
-        last = ckpt_dir / "last.ckpt"
-        ckpt_path = last if last.is_file() else None
-    elif resume is None:
-        ckpt_path = None
-    else:
-        ckpt_path = Path(resume)
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"checkpoint to resume from not found: {ckpt_path}")
-    if ckpt_path is not None:
-        logger.info("resuming generator training from %s", ckpt_path)
-
-    batch_size = module.training_config.batch_size
-    train_loader = _loader(train_data, batch_size, shuffle=True, num_workers=num_workers)
-    val_loader = _loader(val_data, batch_size, False, num_workers) if val_data is not None else None
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
-    # ModelCheckpoint writes only every n steps; make sure last.ckpt holds the final step.
-    if trainer.global_step > 0 and checkpoint._last_global_step_saved != trainer.global_step:
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
-    return trainer

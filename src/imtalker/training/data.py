@@ -1,0 +1,167 @@
+"""Datasets over a folder made by `imtalker prepare` (layout in `imtalker.training.prepare`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..constants import SAMPLES_PER_FRAME
+from ..errors import InputError
+from .prepare import CLIPS, load_manifest
+
+logger = logging.getLogger(__name__)
+
+TRACK_NAMES = ("pose", "gaze", "cam")
+
+
+def clip_folders(folder: str | os.PathLike, split: str | None) -> list[Path]:
+    """Clip folders of a prepared dataset in one split ("train", "val") or all (None).
+
+    Raises:
+        InputError: not a prepared dataset, or the split has no clips.
+    """
+    manifest = load_manifest(folder)
+    clips = [Path(folder) / CLIPS / c["id"] for c in manifest["clips"] if split is None or c["split"] == split]
+    if not clips:
+        raise InputError(f"{folder} has no {split or ''} clips".replace("  ", " "))
+    return clips
+
+
+def _to_image_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
+    """(S', S', 3) uint8 -> (3, size, size) float in [0, 1], resized with antialiasing when sizes differ."""
+    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255)
+    if image.shape[-1] != size:
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        image = image.clamp_(0, 1)
+    return image
+
+
+class RendererPairDataset(Dataset):
+    """Training items of the renderer recipe: a source and a driving frame of one clip, a frame of another clip.
+
+    Item `i` draws its clip, frames and other clip from a generator seeded with (seed, i), so an index always gives
+    the same sample. Frames are memory-mapped, so the dataset costs no RAM up front.
+
+    Returns per item: `source`, `driving`, `other` (3, S, S) float in [0, 1] and `mask` (1, S, S) float, 1 on the
+    driving frame's eyes and mouth.
+
+    Args:
+        folder: prepared dataset folder.
+        split: "train" or "val".
+        image_size: the renderer's resolution (frames are resized if the dataset was prepared at another size).
+        samples_per_epoch: dataset length (default: 100 per clip).
+        seed: base seed of the per-index draws.
+    """
+
+    def __init__(self, folder: str | os.PathLike, split: str, image_size: int, samples_per_epoch: int | None = None,
+                 seed: int = 0):
+        self.clips = clip_folders(folder, split)
+        self.image_size = image_size
+        self.samples_per_epoch = samples_per_epoch or 100 * len(self.clips)
+        self.seed = seed
+        self._frames: dict[int, np.ndarray] = {}
+        self._masks: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def _clip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index not in self._frames:  # opened lazily, so each data-loader worker maps its own
+            self._frames[index] = np.load(self.clips[index] / "frames.npy", mmap_mode="r")
+            self._masks[index] = np.load(self.clips[index] / "masks.npy", mmap_mode="r")
+        return self._frames[index], self._masks[index]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        rng = np.random.default_rng((self.seed, index))
+        clip = int(rng.integers(len(self.clips)))
+        frames, masks = self._clip(clip)
+        source, driving = (int(i) for i in rng.integers(len(frames), size=2))
+        others = [c for c in range(len(self.clips)) if c != clip] or [clip]  # one clip only: its own frames
+        other_frames, _ = self._clip(others[int(rng.integers(len(others)))])
+        other = int(rng.integers(len(other_frames)))
+        size = self.image_size
+        mask = torch.from_numpy((np.asarray(masks[driving]) > 0).astype(np.float32))[None, None]
+        if mask.shape[-1] != size:
+            mask = F.interpolate(mask, size=(size, size), mode="nearest")
+        return {"source": _to_image_tensor(frames[source], size), "driving": _to_image_tensor(frames[driving], size),
+                "other": _to_image_tensor(other_frames[other], size), "mask": mask[0]}
+
+
+def file_digest(path: str | os.PathLike, length: int = 12) -> str:
+    """Short SHA-256 of a file (or of a folder's files), naming caches derived from it."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+@torch.inference_mode()
+def motion_latents(clip: Path, renderer, cache_tag: str, batch_size: int = 16) -> np.ndarray:
+    """Motion latents (N, motion_dim) of every frame of a clip, cached as `motion-<cache_tag>.npy` beside it."""
+    cache = clip / f"motion-{cache_tag}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    frames = np.load(clip / "frames.npy", mmap_mode="r")
+    size = renderer.config.image_size
+    latents = []
+    for start in range(0, len(frames), batch_size):
+        batch = torch.stack([_to_image_tensor(f, size) for f in frames[start:start + batch_size]])
+        latents.append(renderer.encode_motion(batch.to(next(renderer.parameters()).device)).float().cpu())
+    result = torch.cat(latents).numpy()
+    tmp = cache.with_name(f".{cache.name}.tmp.npy")
+    np.save(tmp, result)
+    os.replace(tmp, cache)
+    return result
+
+
+def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag: str, *,
+                  audio: str = "waveform", tracks: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Per-clip tracks for `MotionClipDataset`: motion latents from `renderer` (extracted once, cached), audio and
+    head tracks.
+
+    Args:
+        folder: prepared dataset folder.
+        split: "train" or "val".
+        renderer: a trained `IMTRenderer` (its motion encoder makes the latents).
+        renderer_tag: names the latent cache (e.g. `file_digest` of the renderer file).
+        audio: "waveform" gives `waveform` (N * 640,) for a front end trained with the generator; "features" gives
+            the stored `audio_features` (N, A) of a frozen encoder.
+        tracks: include pose, gaze and cam.
+
+    Raises:
+        InputError: `audio="features"` but the dataset was prepared without an audio encoder.
+    """
+    videos = []
+    for clip in clip_folders(folder, split):
+        video = {"motion": torch.from_numpy(motion_latents(clip, renderer, renderer_tag))}
+        if audio == "features":
+            path = clip / "audio_features.npy"
+            if not path.is_file():
+                raise InputError(f"{clip} has no audio_features.npy: prepare the dataset with --audio-encoder, or "
+                                 "train with the log-mel front end")
+            video["audio"] = torch.from_numpy(np.load(path))
+        else:
+            video["waveform"] = torch.from_numpy(np.load(clip / "audio.npy"))
+        if tracks:
+            with np.load(clip / "tracks.npz") as stored:
+                video.update({name: torch.from_numpy(stored[name]) for name in TRACK_NAMES})
+        videos.append(video)
+    return videos
+
+
+def waveform_frames(waveform: torch.Tensor) -> int:
+    """Video frames covered by a waveform track."""
+    return waveform.shape[0] // SAMPLES_PER_FRAME

@@ -1,0 +1,213 @@
+"""Lightning training of the renderer with its discriminator (MODEL.md sections 3, 6 and 7).
+
+Recipe: a source and a driving frame of one video plus a frame of another video. The renderer reconstructs the
+driving frame from the source; generator loss = 1 L1 + 10 multi-scale VGG19 perceptual + 100 eye/mouth region
+perceptual + 1 identity consistency + 1 non-saturating GAN; the discriminator has the logistic loss. Adam lr 1e-4,
+betas (0.5, 0.999), gradient norm clipped at 1 for each network; batch 4 per GPU.
+
+Both networks step together on every batch from one Adam with two parameter groups, so `trainer.global_step` counts
+batches (two Lightning optimisers would count every batch twice).
+
+Checkpoints are Lightning files whose `state_dict` holds `gen.*` (the renderer) and `disc.*` (the discriminator), as
+the published `renderer.ckpt`, so `imtalker.load_renderer(path)` reads them; they also carry the configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict
+from ..models.discriminator import MultiScaleDiscriminator
+from ..models.renderer import IMTRenderer
+from ..weights import CHECKPOINT_INFO
+from .losses import RendererLossWeights, discriminator_loss, load_vgg19, renderer_generator_loss
+
+logger = logging.getLogger(__name__)
+
+GRAD_CLIP_NORM = 1.0
+
+
+@dataclass(frozen=True)
+class RendererTrainingConfig:
+    """Optimisation knobs of the renderer recipe (MODEL.md section 7); defaults are the published ones."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    batch_size: int = 4  # per device
+    weights: RendererLossWeights = field(default_factory=RendererLossWeights)
+    vgg_path: str | None = None  # torchvision-format VGG19 state dict; None trains without the perceptual terms
+    sample_frames: int = 4  # validation frames saved as an image grid
+
+
+def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None) -> RendererTrainingConfig:
+    """A `RendererTrainingConfig` from its dict form (as stored in checkpoints and YAML files)."""
+    if data is None or isinstance(data, RendererTrainingConfig):
+        return data or RendererTrainingConfig()
+    values = dict(data)
+    unknown = set(values) - {f.name for f in dataclasses.fields(RendererTrainingConfig)}
+    if unknown:
+        raise ValueError(f"unknown renderer training settings: {sorted(unknown)}")
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    if isinstance(values.get("weights"), Mapping):
+        values["weights"] = RendererLossWeights(**values["weights"])
+    return RendererTrainingConfig(**values)
+
+
+def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], per image (B,)."""
+    mse = (fake - real).square().flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Structural similarity (11x11 Gaussian window, sigma 1.5, on each channel) of images in [0, 1], per image (B,)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    coords = torch.arange(11, dtype=fake.dtype, device=fake.device) - 5
+    g = torch.exp(-coords.square() / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(fake.shape[1], 1, 11, 11)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, kernel, groups=x.shape[1])
+
+    mu_x, mu_y = blur(fake), blur(real)
+    var_x = blur(fake * fake) - mu_x.square()
+    var_y = blur(real * real) - mu_y.square()
+    cov = blur(fake * real) - mu_x * mu_y
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return value.flatten(1).mean(1)
+
+
+class RendererModule(lightning.LightningModule):
+    """The renderer (`self.gen`) and its multi-scale discriminator (`self.disc`) with the published losses.
+
+    Args:
+        config: renderer architecture (or its dict form).
+        training: optimisation settings (or their dict form).
+        discriminator: discriminator architecture (or its dict form); its image size follows the renderer's.
+    """
+
+    def __init__(self, config: RendererConfig | Mapping[str, Any] | None = None,
+                 training: RendererTrainingConfig | Mapping[str, Any] | None = None,
+                 discriminator: DiscriminatorConfig | Mapping[str, Any] | None = None):
+        super().__init__()
+        if isinstance(config, Mapping):
+            config = config_from_dict(RendererConfig, dict(config))
+        if isinstance(discriminator, Mapping):
+            discriminator = config_from_dict(DiscriminatorConfig, dict(discriminator))
+        self.config = config = config or RendererConfig()
+        self.training_config = training = training_config_from(training)
+        disc_config = discriminator or DiscriminatorConfig(image_size=config.image_size)
+        if disc_config.image_size != config.image_size:
+            raise ValueError(f"discriminator image_size {disc_config.image_size} differs from the renderer's "
+                             f"{config.image_size}")
+        # Plain dicts only, so the checkpoint loads with `torch.load(weights_only=True)`.
+        self.save_hyperparameters({"config": config_to_dict(config), "training": dataclasses.asdict(training),
+                                   "discriminator": config_to_dict(disc_config)})
+        self.automatic_optimization = False
+        self.gen = IMTRenderer(config)
+        self.disc = MultiScaleDiscriminator(disc_config)
+        self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
+        if self.vgg is None:
+            logger.warning("no VGG19 weights given: training without the perceptual and eye/mouth region losses")
+
+    def state_dict(self, *args, **kwargs):
+        """Renderer and discriminator only: the fixed VGG19 comes from its own file, not from our checkpoints."""
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith("vgg.")]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.vgg is not None:
+            state_dict = {**state_dict, **{f"vgg.{k}": v for k, v in self.vgg.state_dict().items()}}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # -- one step ----------------------------------------------------------------------------------------------
+
+    def _generator_terms(self, batch: Mapping[str, torch.Tensor]):
+        source, driving, other = batch["source"], batch["driving"], batch["other"]
+        fake, motion = self.gen(driving, source)  # (B, 3, S, S), (B, motion_dim)
+        _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
+        _, identity_other = self.gen.dense_feature_encoder(other)
+        loss, terms = renderer_generator_loss(
+            fake, driving, self.disc(fake), adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
+            identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"),
+            weights=self.training_config.weights)
+        return fake, loss, terms
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One generator and one discriminator update; logs `train/<term>`, `train/disc`.
+
+        One backward pass of (generator loss + discriminator loss): the discriminator is frozen while the generator
+        loss is computed and sees only detached fakes in its own loss, so each network gets exactly its own
+        gradients, and every parameter receives one gradient per step (what DDP expects).
+        """
+        optimizer = self.optimizers()
+        gen_params, disc_params = (group["params"] for group in optimizer.param_groups)
+        optimizer.zero_grad(set_to_none=True)
+
+        self.disc.requires_grad_(False)
+        fake, loss, terms = self._generator_terms(batch)
+        self.disc.requires_grad_(True)
+        disc_loss = discriminator_loss(self.disc(batch["driving"]), self.disc(fake.detach()))
+        self.manual_backward(loss + disc_loss)
+
+        for params in (gen_params, disc_params):  # each network clipped on its own, as published
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
+        optimizer.step()
+
+        b = batch["driving"].shape[0]
+        self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=b)
+        self.log("train/loss", terms["total"], prog_bar=True, batch_size=b)
+        self.log("train/disc", disc_loss.detach(), prog_bar=True, batch_size=b)
+        return loss.detach()
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        """Reconstruction of held-out driving frames: `val/l1`, `val/psnr` and `val/ssim`; saves a sample grid."""
+        fake, _ = self.gen(batch["driving"], batch["source"])
+        fake = fake.clamp(0, 1)
+        real = batch["driving"]
+        b = real.shape[0]
+        self.log("val/l1", F.l1_loss(fake, real), sync_dist=True, batch_size=b)
+        self.log("val/psnr", psnr(fake, real).mean(), prog_bar=True, sync_dist=True, batch_size=b)
+        self.log("val/ssim", ssim(fake, real).mean(), sync_dist=True, batch_size=b)
+        if batch_idx == 0 and self.trainer.is_global_zero:
+            self._save_samples(batch["source"], real, fake)
+
+    def _save_samples(self, source: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """Rows of source | driving | rendered, as `samples/step_XXXXXXX.png` in the run folder (and TensorBoard)."""
+        from PIL import Image
+
+        n = min(self.training_config.sample_frames, real.shape[0])
+        rows = torch.cat([torch.cat([source[i], real[i], fake[i]], dim=2) for i in range(n)], dim=1)  # (3, nS, 3S)
+        grid = (rows.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        folder = Path(self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(grid)).save(folder / f"step_{self.global_step:07d}.png")
+        for log in self.loggers:
+            experiment = getattr(log, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("val/samples", rows.float().clamp(0, 1).cpu(), self.global_step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One Adam, two parameter groups (renderer, discriminator), the recipe's lr and betas for both."""
+        tc = self.training_config
+        return torch.optim.Adam([{"params": list(self.gen.parameters())}, {"params": list(self.disc.parameters())}],
+                                lr=tc.lr, betas=tuple(tc.betas))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what the file holds, so `imtalker.load_renderer` builds the right network from it."""
+        checkpoint[CHECKPOINT_INFO] = {"kind": "renderer", "config": config_to_dict(self.config),
+                                       "discriminator": self.hparams["discriminator"]}

@@ -1,0 +1,95 @@
+"""Renderer training (Lightning, published losses) on a prepared dataset, on CPU with a tiny renderer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning
+import numpy as np
+import torch
+
+import imtalker
+from imtalker.training.data import RendererPairDataset
+from imtalker.training.losses import RendererLossWeights, VGG19Features
+from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig, psnr, ssim
+from imtalker.training.trainer import fit
+
+QUIET = dict(enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+             devices=1, loggers=("csv",))
+
+
+class Terms(lightning.Callback):
+    """Collects the logged training terms of every step."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+
+def reconstruction_l1(module: RendererModule, batch) -> float:
+    with torch.no_grad():
+        fake, _ = module.gen(batch["driving"], batch["source"])
+    return float((fake - batch["driving"]).abs().mean())
+
+
+def test_items_pair_frames_of_one_clip_with_another_clip(prepared, tiny_renderer_config):
+    data = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=10)
+    item = data[3]
+    assert {k: tuple(v.shape) for k, v in item.items()} == {
+        "source": (3, 128, 128), "driving": (3, 128, 128), "other": (3, 128, 128), "mask": (1, 128, 128)}
+    assert 0 < item["mask"].mean() < 0.2 and 0 <= item["driving"].min() and item["driving"].max() <= 1
+    torch.testing.assert_close(data[3]["driving"], item["driving"])  # an index always gives the same sample
+    assert RendererPairDataset(prepared.folder, "train", 256, samples_per_epoch=1)[0]["source"].shape[-1] == 256
+
+
+def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer_config, tmp_path):
+    torch.manual_seed(0)
+    # a dozen steps: the reconstruction term leads, so its progress is not hidden by the young GAN's noise
+    weights = RendererLossWeights(consistency=0.1, adversarial=0.05)
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
+    train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=48)
+    probe = torch.utils.data.default_collate([train[i] for i in range(4)])
+    before = reconstruction_l1(module, probe)
+    terms = Terms()
+    val = RendererPairDataset(prepared.folder, "val", 128, samples_per_epoch=4)
+    trainer = fit(module, train, val, max_steps=12, default_root_dir=tmp_path, callbacks=[terms], **QUIET)
+    after = reconstruction_l1(module, probe)
+    assert trainer.global_step == 12  # one step per batch, generator and discriminator together
+    assert after < 0.9 * before, (before, after)
+    assert {"train/l1", "train/consistency", "train/adversarial", "train/disc"} <= set(terms.steps[-1])
+    assert "train/perceptual" not in terms.steps[-1]  # no VGG19 file given
+    metrics = trainer.callback_metrics
+    assert np.isfinite(float(metrics["val/psnr"])) and 0 < float(metrics["val/ssim"]) <= 1
+    assert list((tmp_path / "samples").glob("step_*.png"))
+
+    renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")  # reads our checkpoint directly
+    assert renderer.config == tiny_renderer_config
+    torch.testing.assert_close(renderer.state_dict(), {k: v for k, v in module.gen.state_dict().items()})
+    source = renderer.encode_source(probe["source"][:1])
+    frames = renderer.render(source, renderer.encode_motion(probe["driving"]))
+    assert frames.shape == (4, 3, 128, 128) and torch.isfinite(frames).all()
+
+
+def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer_config, tmp_path):
+    torch.manual_seed(0)
+    vgg_path = tmp_path / "vgg19.pth"
+    torch.save(VGG19Features().state_dict(), vgg_path)  # torchvision layout (features.N.weight/bias)
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(batch_size=2, vgg_path=str(vgg_path)))
+    terms = Terms()
+    train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)
+    fit(module, train, max_steps=1, default_root_dir=tmp_path / "run", callbacks=[terms], **QUIET)
+    assert {"train/perceptual", "train/region"} <= set(terms.steps[-1])
+    assert all(np.isfinite(v) for v in terms.steps[-1].values())
+    # the fixed VGG19 is not part of the checkpoint: it comes from its own file
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert not any(k.startswith("vgg.") for k in state) and any(k.startswith("disc.") for k in state)
+
+
+def test_psnr_and_ssim_of_known_images():
+    a = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(a, a), torch.ones(2)) and (psnr(a, a) > 90).all()
+    noisy = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    assert 15 < float(psnr(noisy, a).mean()) < 25 and float(ssim(noisy, a).mean()) < 0.95
+    assert dataclasses.asdict(RendererTrainingConfig())["weights"]["region"] == 100.0  # the published weights
