@@ -353,9 +353,9 @@ def _trainer_overrides(args: argparse.Namespace) -> dict:
         devices = int(devices)
     elif devices is not None and "," in devices:
         devices = [int(d) for d in devices.split(",") if d]
-    return {"max_steps": args.max_steps, "precision": args.precision, "accelerator": args.accelerator,
-            "devices": devices, "num_nodes": args.num_nodes, "loggers": args.logger, "seed": args.seed,
-            "num_workers": args.num_workers}
+    return {"max_steps": args.max_steps, "max_time": args.max_time, "precision": args.precision,
+            "accelerator": args.accelerator, "devices": devices, "num_nodes": args.num_nodes, "loggers": args.logger,
+            "seed": args.seed, "num_workers": args.num_workers}
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -413,6 +413,7 @@ def _add_training(sub) -> None:
     train.add_argument("--config", help="YAML config (sections model, training, audio, trainer)")
     train.add_argument("--renderer", help="generator only: the trained renderer (file or run folder)")
     train.add_argument("--max-steps", type=int, help="total training steps")
+    train.add_argument("--max-time", help="wall-clock budget DD:HH:MM:SS; stops with a checkpoint when spent")
     train.add_argument("--batch-size", type=int, help="batch per device")
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--vgg", help="renderer only: torchvision VGG19 state dict for the perceptual losses")

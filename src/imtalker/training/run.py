@@ -35,6 +35,7 @@ class TrainerSettings:
     """How long and where to train; each field is also an `imtalker train` flag."""
 
     max_steps: int = 100_000
+    max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS"; the run stops (and checkpoints) when it is spent
     precision: str = "32-true"  # "bf16-mixed" for bfloat16 autocast
     accelerator: str = "auto"
     devices: Any = "auto"  # a count, a list of GPU indices, or "auto"
@@ -116,7 +117,7 @@ def _fit(module, train, val, run_dir: Path, settings: TrainerSettings, resume: b
                checkpoint_every_n_steps=settings.checkpoint_every_n_steps,
                val_check_interval=(min(settings.val_check_interval, steps_per_epoch)
                                    if settings.val_check_interval and val is not None else None),
-               num_workers=settings.num_workers, **kwargs)
+               num_workers=settings.num_workers, max_time=settings.max_time, **kwargs)
 
 
 def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,
