@@ -16,6 +16,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
      ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
     ("bench_generator.py", ["--repeats", "1"], ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"]),
     ("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"]),
+    ("bench_streaming.py", [], ["| wav2vec2 | 50 (2 s) | 5 (0.2 s) |", "| mel | 0 (0 s) | 0 (0 s) |",
+                                "| mel | whole file, audio shifted 10 ms"]),
+    ("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |", "| 50 | 2 | 4 |"]),
 ])
 def test_benchmark_quick_run(script, args, expect, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--no-write", *args],

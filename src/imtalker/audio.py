@@ -333,13 +333,40 @@ def _decode_packets(container: Any, stream: Any, path: Path, kind: str) -> Itera
                        packets)
 
 
+class StreamResampler:
+    """Resamples mono float32 audio that arrives in pieces of any size, with libswresample.
+
+    The filter keeps its state between pieces, so the output does not depend on how the input was cut: feeding a
+    waveform whole or in pieces gives the same samples. Output lags the input by the filter's half length (a few
+    dozen samples); `flush()` returns that tail at the end.
+
+    Args:
+        rate: the input rate in Hz.
+        sample_rate: the output rate in Hz.
+    """
+
+    def __init__(self, rate: int, sample_rate: int = SAMPLE_RATE):
+        self.rate = _check_rate(rate, "audio sample rate")
+        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Resamples the next piece (n,) float32; returns the output samples that are ready (possibly none)."""
+        out = []
+        for start in range(0, samples.size, CHUNK_SAMPLES):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, start:start + CHUNK_SAMPLES],
+                                                                    dtype=np.float32), format="flt", layout="mono")
+            frame.sample_rate = self.rate
+            out.extend(piece.to_ndarray()[0] for piece in self._resampler.resample(frame))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        """The samples still inside the filter; call once, after the last piece."""
+        out = [piece.to_ndarray()[0] for piece in self._resampler.resample(None)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
 def _resample(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     """Resamples a mono float32 waveform from `rate` to `sample_rate` Hz with libswresample."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    chunks = []
-    for start in range(0, waveform.size, CHUNK_SAMPLES):
-        frame = av.AudioFrame.from_ndarray(waveform[None, start:start + CHUNK_SAMPLES], format="flt", layout="mono")
-        frame.sample_rate = rate
-        chunks.extend(out.to_ndarray()[0] for out in resampler.resample(frame))
-    chunks.extend(out.to_ndarray()[0] for out in resampler.resample(None))
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    resampler = StreamResampler(rate, sample_rate)
+    return np.concatenate([resampler.push(waveform), resampler.flush()])

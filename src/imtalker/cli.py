@@ -216,12 +216,14 @@ WS /v1/stream (live PCM in, frames out), GET /healthz, /metrics. See docs/stream
 
 
 def _serve(args: argparse.Namespace) -> None:
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ModuleNotFoundError as err:
-        raise BadInput(f'the server needs {err.name}: pip install "imtalker[serve]"') from None
+    from importlib.util import find_spec
+
+    missing = [name for name, modules in (("fastapi", ("fastapi",)), ("uvicorn", ("uvicorn",)),
+                                          ("python-multipart", ("python_multipart", "multipart")),
+                                          ("websockets", ("websockets",)))
+               if not any(find_spec(module) for module in modules)]
+    if missing:
+        raise BadInput(f'the server needs {", ".join(missing)}: pip install "imtalker[serve]"')
     from .pipelines import AudioDrivenPipeline
     from .server import ServerSettings
     from .server.runner import serve

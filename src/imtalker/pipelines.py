@@ -47,6 +47,15 @@ class PreparedSource:
     state: SourceState
 
 
+@dataclass
+class SourceCrop:
+    """A portrait before encoding: the photo, where the face crop sits in it (None: centre square) and the square."""
+
+    photo: np.ndarray  # (H, W, 3) uint8
+    box: Any | None  # imtalker.face.CropBox
+    square: np.ndarray  # (S, S, 3) uint8, any S; resized to the renderer's size when encoded
+
+
 # -- inputs -------------------------------------------------------------------------------------------------------
 
 
@@ -108,20 +117,32 @@ def iter_audio_features(encoder: AudioEncoder, waveform: torch.Tensor, num_frame
     """
     waveform = normalize_waveform(waveform.reshape(1, -1).float())
     if num_frames <= window + 2 * context:
-        with torch.inference_mode():
-            features = encoder(waveform, num_frames, normalize=False)
-        yield features
+        yield encode_window(encoder, waveform, 0, num_frames, slice(0, num_frames))
         return
-    total = waveform.shape[1]
     for start in range(0, num_frames, window):
         stop = min(start + window, num_frames)
         lo, hi = max(0, start - context), min(num_frames, stop + context)
-        piece = waveform[:, lo * SAMPLES_PER_FRAME:min(total, hi * SAMPLES_PER_FRAME)]
-        if piece.shape[1] == 0:  # the last frame may start past the final sample: repeat it
-            piece = waveform[:, -1:]
-        with torch.inference_mode():
-            features = encoder(piece, hi - lo, normalize=False)[:, start - lo:stop - lo]
-        yield features
+        yield encode_window(encoder, waveform, lo, hi, slice(start, stop))
+
+
+def encode_window(encoder: AudioEncoder, waveform: torch.Tensor, lo: int, hi: int, keep: slice,
+                  offset: int = 0) -> torch.Tensor:
+    """Features (1, n, feature_dim) of frames `keep` (absolute indices), encoded from the audio of frames [lo, hi).
+
+    Args:
+        encoder: the frame-rate audio encoder.
+        waveform: (1, N) normalised 16 kHz audio whose first sample is absolute sample `offset`; it must hold the
+            audio of frames [lo, hi) (the last frames may run past its end: the encoder pads by repeating the
+            final sample, exactly as for a whole file).
+        lo, hi: the window, in frames; `keep` lies inside it.
+        offset: absolute index of `waveform`'s first sample (streaming callers keep only a recent tail).
+    """
+    total = offset + waveform.shape[1]
+    piece = waveform[:, lo * SAMPLES_PER_FRAME - offset:min(total, hi * SAMPLES_PER_FRAME) - offset]
+    if piece.shape[1] == 0:  # the last frame may start past the final sample: repeat it
+        piece = waveform[:, -1:]
+    with torch.inference_mode():
+        return encoder(piece, hi - lo, normalize=False)[:, keep.start - lo:keep.stop - lo]
 
 
 class _Rechunker:
@@ -179,22 +200,33 @@ class _PipelineBase:
                 square of the whole image.
             face_index: which face when there are several (0 = largest, the default).
         """
+        return self.encode_crop(self.crop_source(image, crop=crop, face_index=face_index))
+
+    def crop_source(self, image, crop: bool = True, face_index: int | None = None) -> SourceCrop:
+        """The first half of `prepare_source`: load the portrait and find the square to animate (no network runs).
+
+        Raises:
+            InputError: the image cannot be read; NoFaceError when `crop` is set and no face is found.
+        """
         from . import face
         from .video import load_image
 
         photo = load_image(image)
         if crop:
             box = face.crop_box_for(face.select_face(self._detector().detect(photo), face_index))
-            square = face.crop(photo, box, self.image_size)
-        else:
-            box, square = None, center_square(photo)
-        tensor = image_to_tensor(square, self.image_size).to(self.device)
+            return SourceCrop(photo, box, face.crop(photo, box, self.image_size))
+        return SourceCrop(photo, None, center_square(photo))
+
+    def encode_crop(self, crop: SourceCrop) -> PreparedSource:
+        """The second half of `prepare_source`: run the renderer's source encoder on the square once."""
+        tensor = image_to_tensor(crop.square, self.image_size).to(self.device)
         with torch.inference_mode(), self._autocast():
             state = self.renderer.encode_source(tensor)
-        return PreparedSource(photo, box, state)
+        return PreparedSource(crop.photo, crop.box, state)
 
-    def _render(self, source: PreparedSource, motion: torch.Tensor, batch_size: int, paste_back: bool
-                ) -> Iterator[np.ndarray]:
+    def render_frames(self, source: PreparedSource, motion: torch.Tensor, batch_size: int = 8,
+                      paste_back: bool = False) -> Iterator[np.ndarray]:
+        """Frames (H, W, 3) uint8 for motion latents (N, motion_dim), rendered `batch_size` at a time."""
         for chunk in motion.split(batch_size):
             with torch.inference_mode(), self._autocast():
                 frames = frames_to_uint8(self.renderer.render(source.state, chunk.to(self.device)))
@@ -288,7 +320,7 @@ class AudioDrivenPipeline(_PipelineBase):
             window = slice(done, done + piece.shape[1])
             conditions = {name: self._track_slice(track, window) for name, track in tracks.items()}
             motion = sampler.step(piece, **conditions)[0]  # (n, motion_dim)
-            for frame in self._render(source, motion, batch_size, paste_back):
+            for frame in self.render_frames(source, motion, batch_size, paste_back):
                 done += 1
                 if progress is not None:
                     progress(done, num_frames)
@@ -368,7 +400,7 @@ class VideoDrivenPipeline(_PipelineBase):
             if relative:
                 anchor = motion[:1] if anchor is None else anchor
                 motion = source.state.motion.float() + (motion - anchor)
-            for frame in self._render(source, motion, batch_size, paste_back):
+            for frame in self.render_frames(source, motion, batch_size, paste_back):
                 done += 1
                 if progress is not None:
                     progress(done, max(total, done))

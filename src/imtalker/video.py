@@ -233,7 +233,177 @@ def _info(container: Any, stream: Any) -> VideoInfo:
                      has_audio=bool(container.streams.audio))
 
 
-class VideoWriter:
+class _MediaEncoder:
+    """H.264 (yuv420p) video with an optional AAC audio track, encoded frame by frame into a PyAV container.
+
+    The shared half of `VideoWriter` (a file, moved into place at the end) and `FragmentedMp4Writer` (a byte
+    stream a browser can play as it arrives): frame conversion, the audio kept in step with the frames, flushing.
+    Subclasses say where the container goes (`_open_container`) and what finishing and aborting mean.
+    """
+
+    def __init__(self, label: str, fps: float, audio: np.ndarray | None, sample_rate: int, crf: int, preset: str):
+        self._label = label  # how errors name the output, e.g. "output video 'out.mp4'"
+        if not _is_number(fps) or not 0 < fps <= 1000:
+            raise InputError(f"fps must be a positive number of frames per second, got {fps!r}")
+        if not _is_number(crf) or not 0 <= crf <= 51:
+            raise InputError(f"crf must be between 0 and 51, got {crf!r}")
+        self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.crf = int(crf)
+        self.preset = preset
+        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self._audio = None
+        if audio is not None:
+            if self.sample_rate not in AAC_SAMPLE_RATES:
+                raise InputError(f"sample_rate {self.sample_rate} Hz cannot be stored as AAC; use one of "
+                                 f"{', '.join(map(str, AAC_SAMPLE_RATES))}")
+            self._audio = to_mono_float32(audio, "audio for the video")
+            if not np.isfinite(self._audio).all():
+                raise InputError("audio for the video contains NaN or infinite samples")
+            np.clip(self._audio, -1.0, 1.0, out=self._audio)
+        self._container = None
+        self._video = None
+        self._audio_stream = None
+        self._size = None  # (height, width) of the frames written
+        self._audio_done = 0  # audio samples encoded so far
+        self.num_frames = 0
+        self._closed = False
+
+    # -- what subclasses decide ----------------------------------------------------------------------------------
+
+    def _open_container(self) -> Any:
+        raise NotImplementedError
+
+    def _codec_options(self) -> dict[str, str]:
+        return {"crf": str(self.crf), "preset": self.preset}
+
+    def _complete(self) -> None:
+        """Called after the container is closed successfully."""
+
+    def _discard(self) -> None:
+        """Called when writing is aborted, after the container is closed."""
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def write(self, frames: Any) -> None:
+        """Encodes one frame or a batch of frames.
+
+        Args:
+            frames: one frame (H, W, 3) or a batch (N, H, W, 3), uint8 RGB or float in [0, 1]; or a torch
+                tensor (N, 3, H, W) or (3, H, W), float in [0, 1] or uint8. All frames must have the same size.
+
+        Raises:
+            InputError: the frames have a wrong shape, type or size, or the writer is closed.
+        """
+        if self._closed:
+            raise InputError(f"{self._label} is already closed")
+        batch = to_uint8_frames(frames, "video frames")
+        if batch.shape[0] == 0:
+            return
+        if self._container is None:
+            self._open(batch.shape[1], batch.shape[2])
+        elif batch.shape[1:3] != self._size:
+            raise InputError(f"video frames are {batch.shape[2]}x{batch.shape[1]}, but the video is "
+                             f"{self._size[1]}x{self._size[0]}")
+        batch = _even_size(batch)
+        try:
+            for image in batch:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = self.num_frames
+                frame.time_base = 1 / self.fps
+                for packet in self._video.encode(frame):
+                    self._container.mux(packet)
+                self.num_frames += 1
+            if self._audio_stream is not None:
+                self._encode_audio(self._audio_samples(self.num_frames))
+        except (av.FFmpegError, OSError) as error:
+            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+
+    def close(self) -> None:
+        """Finishes the video (flushes the encoders, completes the audio).
+
+        Raises:
+            InputError: no frame was written, or the output cannot be written.
+        """
+        if self._closed:
+            return
+        if self._container is None:
+            self.abort()
+            raise InputError(f"{self._label}: no frames were written")
+        try:
+            for packet in self._video.encode(None):
+                self._container.mux(packet)
+            if self._audio_stream is not None:
+                self._encode_audio(self._audio_samples(self.num_frames))
+                for packet in self._audio_stream.encode(None):
+                    self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            self._complete()
+        except (av.FFmpegError, OSError) as error:
+            self.abort()
+            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        logger.info("wrote %s: %d frames at %s fps", self._label, self.num_frames, self.fps)
+
+    def abort(self) -> None:
+        """Stops writing and discards the output. Safe to call more than once."""
+        self._closed = True
+        if self._container is not None:
+            container, self._container = self._container, None
+            try:
+                container.close()
+            except (av.FFmpegError, OSError, ValueError) as error:
+                logger.debug("closing aborted %s: %s", self._label, error)
+        self._discard()
+
+    def _open(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        try:
+            self._container = self._open_container()
+            video = self._container.add_stream("libx264", rate=self.fps, options=self._codec_options())
+            video.width, video.height = width + width % 2, height + height % 2
+            video.pix_fmt = "yuv420p"
+            video.codec_context.time_base = 1 / self.fps
+            self._video = video
+            if self._audio is not None:
+                self._audio_stream = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
+        except (av.FFmpegError, OSError) as error:
+            self.abort()
+            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+
+    def _audio_samples(self, num_frames: int) -> int:
+        """Audio samples that go with the first `num_frames` frames."""
+        return round(Fraction(num_frames) * self.sample_rate / self.fps)
+
+    def _encode_audio(self, until: int) -> None:
+        """Encodes the audio up to sample `until`, padding with silence past the end of the waveform."""
+        if until <= self._audio_done:
+            return
+        chunk = self._audio[self._audio_done:until]
+        if chunk.size < until - self._audio_done:
+            chunk = np.concatenate([chunk, np.zeros(until - self._audio_done - chunk.size, np.float32)])
+        frame = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self._audio_done
+        frame.time_base = Fraction(1, self.sample_rate)
+        for packet in self._audio_stream.encode(frame):
+            self._container.mux(packet)
+        self._audio_done = until
+
+
+class VideoWriter(_MediaEncoder):
     """Writes an H.264 video (yuv420p) with an optional AAC audio track, frame by frame.
 
     Frames are encoded as they are written. On `close()` the audio, cut or padded with silence to exactly
@@ -268,32 +438,9 @@ class VideoWriter:
         self._format = CONTAINER_FORMATS.get(self.path.suffix.lower())
         if self._format is None:
             raise InputError(f"output video '{path}' must end in one of {', '.join(CONTAINER_FORMATS)}")
-        if not _is_number(fps) or not 0 < fps <= 1000:
-            raise InputError(f"fps must be a positive number of frames per second, got {fps!r}")
-        if not _is_number(crf) or not 0 <= crf <= 51:
-            raise InputError(f"crf must be between 0 and 51, got {crf!r}")
-        self.fps = Fraction(fps).limit_denominator(1_000_000)
-        self.crf = int(crf)
-        self.preset = preset
-        self.sample_rate = _check_rate(sample_rate, "sample_rate")
-        self._audio = None
-        if audio is not None:
-            if self.sample_rate not in AAC_SAMPLE_RATES:
-                raise InputError(f"sample_rate {self.sample_rate} Hz cannot be stored as AAC; use one of "
-                                 f"{', '.join(map(str, AAC_SAMPLE_RATES))}")
-            self._audio = to_mono_float32(audio, "audio for the video")
-            if not np.isfinite(self._audio).all():
-                raise InputError("audio for the video contains NaN or infinite samples")
-            np.clip(self._audio, -1.0, 1.0, out=self._audio)
+        super().__init__(f"output video '{self.path}'", fps, audio, sample_rate, crf, preset)
         self._prepare_folder()
         self._temp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:12]}.tmp{self.path.suffix}")
-        self._container = None
-        self._video = None
-        self._audio_stream = None
-        self._size = None  # (height, width) of the frames written
-        self._audio_done = 0  # audio samples encoded so far
-        self.num_frames = 0
-        self._closed = False
 
     def _prepare_folder(self) -> None:
         folder = self.path.parent
@@ -306,128 +453,77 @@ class VideoWriter:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"output folder '{folder}' is not writable")
 
-    def __enter__(self) -> "VideoWriter":
-        return self
+    def _open_container(self) -> Any:
+        options = {"movflags": "+faststart"} if self._format in ("mp4", "mov") else {}
+        return av.open(str(self._temp), mode="w", format=self._format, options=options)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
+    def _complete(self) -> None:
+        os.replace(self._temp, self.path)
 
-    def write(self, frames: Any) -> None:
-        """Encodes one frame or a batch of frames.
-
-        Args:
-            frames: one frame (H, W, 3) or a batch (N, H, W, 3), uint8 RGB or float in [0, 1]; or a torch
-                tensor (N, 3, H, W) or (3, H, W), float in [0, 1] or uint8. All frames must have the same size.
-
-        Raises:
-            InputError: the frames have a wrong shape, type or size, or the writer is closed.
-        """
-        if self._closed:
-            raise InputError(f"output video '{self.path}' is already closed")
-        batch = to_uint8_frames(frames, "video frames")
-        if batch.shape[0] == 0:
-            return
-        if self._container is None:
-            self._open(batch.shape[1], batch.shape[2])
-        elif batch.shape[1:3] != self._size:
-            raise InputError(f"video frames are {batch.shape[2]}x{batch.shape[1]}, but the video is "
-                             f"{self._size[1]}x{self._size[0]}")
-        batch = _even_size(batch)
-        try:
-            for image in batch:
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = self.num_frames
-                frame.time_base = 1 / self.fps
-                for packet in self._video.encode(frame):
-                    self._container.mux(packet)
-                self.num_frames += 1
-            if self._audio_stream is not None:
-                self._encode_audio(self._audio_samples(self.num_frames))
-        except (av.FFmpegError, OSError) as error:
-            raise InputError(f"output video '{self.path}' cannot be written ({_describe(error)})") from None
-
-    def close(self) -> None:
-        """Finishes the file (flushes the encoders, completes the audio) and moves it into place.
-
-        Raises:
-            InputError: no frame was written, or the file cannot be written.
-        """
-        if self._closed:
-            return
-        if self._container is None:
-            self.abort()
-            raise InputError(f"output video '{self.path}': no frames were written")
-        try:
-            for packet in self._video.encode(None):
-                self._container.mux(packet)
-            if self._audio_stream is not None:
-                self._encode_audio(self._audio_samples(self.num_frames))
-                for packet in self._audio_stream.encode(None):
-                    self._container.mux(packet)
-            self._container.close()
-            self._container = None
-            os.replace(self._temp, self.path)
-        except (av.FFmpegError, OSError) as error:
-            self.abort()
-            raise InputError(f"output video '{self.path}' cannot be written ({_describe(error)})") from None
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        logger.info("wrote %s: %d frames at %s fps", self.path, self.num_frames, self.fps)
-
-    def abort(self) -> None:
-        """Stops writing and removes the temporary file; no output is left. Safe to call more than once."""
-        self._closed = True
-        if self._container is not None:
-            container, self._container = self._container, None
-            try:
-                container.close()
-            except (av.FFmpegError, OSError, ValueError) as error:
-                logger.debug("closing aborted video %s: %s", self._temp, error)
+    def _discard(self) -> None:
         try:
             self._temp.unlink()
         except FileNotFoundError:
             pass
 
-    def _open(self, height: int, width: int) -> None:
-        self._size = (height, width)
-        try:
-            options = {"movflags": "+faststart"} if self._format in ("mp4", "mov") else {}
-            self._container = av.open(str(self._temp), mode="w", format=self._format, options=options)
-            video = self._container.add_stream("libx264", rate=self.fps,
-                                               options={"crf": str(self.crf), "preset": self.preset})
-            video.width, video.height = width + width % 2, height + height % 2
-            video.pix_fmt = "yuv420p"
-            video.codec_context.time_base = 1 / self.fps
-            self._video = video
-            if self._audio is not None:
-                self._audio_stream = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
-        except (av.FFmpegError, OSError) as error:
-            self.abort()
-            raise InputError(f"output video '{self.path}' cannot be written ({_describe(error)})") from None
 
-    def _audio_samples(self, num_frames: int) -> int:
-        """Audio samples that go with the first `num_frames` frames."""
-        return round(Fraction(num_frames) * self.sample_rate / self.fps)
+class FragmentedMp4Writer(_MediaEncoder):
+    """Writes H.264 + AAC as fragmented MP4 into a binary stream, playable while it is still being written.
 
-    def _encode_audio(self, until: int) -> None:
-        """Encodes the audio up to sample `until`, padding with silence past the end of the waveform."""
-        if until <= self._audio_done:
-            return
-        chunk = self._audio[self._audio_done:until]
-        if chunk.size < until - self._audio_done:
-            chunk = np.concatenate([chunk, np.zeros(until - self._audio_done - chunk.size, np.float32)])
-        frame = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
-        frame.sample_rate = self.sample_rate
-        frame.pts = self._audio_done
-        frame.time_base = Fraction(1, self.sample_rate)
-        for packet in self._audio_stream.encode(frame):
-            self._container.mux(packet)
-        self._audio_done = until
+    The header (an empty `moov`) comes first and every `keyframe_interval` frames a self-contained fragment
+    (`moof` + `mdat`) follows, so a browser's <video> element, or any player reading a pipe, can start as soon as
+    the first fragment arrives. x264 runs with `tune=zerolatency` so no frames are held back for look-ahead.
+
+    Args:
+        sink: a writable binary object with `write(bytes)` (a file, a pipe, a queue adapter); it is flushed after
+            each write when it has `flush()` and is never closed here.
+        fps, audio, sample_rate, crf, preset: as for `VideoWriter`.
+        keyframe_interval: frames per fragment (25: a fragment per second at 25 fps).
+
+    Raises:
+        InputError: bad audio, fps or crf; later, when the sink cannot be written.
+    """
+
+    MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+    def __init__(self, sink: Any, fps: float = FPS, audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE,
+                 crf: int = 23, *, preset: str = "veryfast", keyframe_interval: int = 25):
+        if not isinstance(keyframe_interval, int) or keyframe_interval < 1:
+            raise InputError(f"keyframe_interval must be a positive integer, got {keyframe_interval!r}")
+        super().__init__("video stream", fps, audio, sample_rate, crf, preset)
+        self._sink = _UnseekableSink(sink)
+        self.keyframe_interval = keyframe_interval
+
+    def _open_container(self) -> Any:
+        return av.open(self._sink, mode="w", format="mp4", options={"movflags": self.MOVFLAGS})
+
+    def _codec_options(self) -> dict[str, str]:
+        interval = str(self.keyframe_interval)
+        return {**super()._codec_options(), "tune": "zerolatency", "g": interval, "keyint_min": interval,
+                "sc_threshold": "0"}
+
+
+class _UnseekableSink:
+    """Presents a write-only object to PyAV as an unseekable stream (the fragmented layout never seeks back)."""
+
+    def __init__(self, target: Any):
+        self._target = target
+
+    def write(self, data) -> int:
+        self._target.write(bytes(data))
+        flush = getattr(self._target, "flush", None)
+        if flush is not None:
+            flush()
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
 
 
 def _even_size(batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,69 @@
+"""Counters behind GET /metrics: frames rendered, the recent frame rate, streams, and the process's memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+RATE_WINDOW_SECONDS = 10.0  # frames/s is averaged over this much recent time
+
+
+class Metrics:
+    """Thread-safe counters; workers call `add_frames`, the API reads `snapshot`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self.frames_rendered = 0
+        self.streams_active = 0
+        self.streams_total = 0
+        self.requests_refused = 0  # 429s: jobs and streams turned away because every worker and queue place was taken
+        self._recent: deque[tuple[float, int]] = deque()  # (time, frames) of recent renders
+
+    def add_frames(self, count: int = 1) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.frames_rendered += count
+            self._recent.append((now, count))
+            self._trim(now)
+
+    def stream_started(self) -> None:
+        with self._lock:
+            self.streams_active += 1
+            self.streams_total += 1
+
+    def refused(self) -> None:
+        with self._lock:
+            self.requests_refused += 1
+
+    def stream_ended(self) -> None:
+        with self._lock:
+            self.streams_active -= 1
+
+    def _trim(self, now: float) -> None:
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_SECONDS:
+            self._recent.popleft()
+
+    def snapshot(self) -> dict[str, float | int]:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            window = min(RATE_WINDOW_SECONDS, max(1e-6, now - self._started))
+            recent = sum(count for _, count in self._recent)
+            return {"frames_rendered": self.frames_rendered, "frames_per_second": round(recent / window, 3),
+                    "streams_active": self.streams_active, "streams_total": self.streams_total,
+                    "requests_refused": self.requests_refused,
+                    "uptime_seconds": round(now - self._started, 1), "rss_mb": round(rss_mb(), 1)}
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (not the peak), from /proc; 0 where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0

@@ -1,0 +1,303 @@
+"""WS /v1/stream: live talking video from audio sent in pieces (the protocol is in docs/streaming.md).
+
+    client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
+                              "format": "s16le", "options": {...}, "image_format": "jpeg", "jpeg_quality": 85}
+    server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
+    client -> server  binary PCM, any number of bytes per message, as often as it likes
+    server -> client  binary [4-byte big-endian n][n bytes JSON {"type": "frame", "index", "timestamp"}][image]
+    client -> server  text   {"type": "end"}
+    server -> client  text   {"type": "done", "frames": N, "duration": N / 25, ...}, then close 1000
+    on any error      text   {"type": "error", "status": 4xx/5xx, "error": code, "message": ...}, then close
+
+Three parties: this coroutine's receiver (audio into a thread-safe inbox), a worker thread running a
+`StreamingSession` (frames into a bounded outbox, so a slow client slows the render instead of filling memory),
+and the sender (outbox to the socket). A client that disconnects, goes quiet for `ws_idle_seconds` before "end",
+stops reading frames for as long, or breaks the protocol cancels the job, and the worker is free again within one
+render batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import json
+import logging
+import queue
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
+
+from ..constants import FPS
+from ..errors import InputError
+from ..streaming import SAMPLE_FORMATS, StreamingSession
+from .errors import ApiError
+from .inputs import parse_int, parse_options
+from .jobs import Job, JobCancelled, QueueFull
+from .render import IMAGE_FORMATS, encode_image, pack_frame
+from .sources import Portrait, resolve_portrait
+from .state import ServerState, busy
+
+logger = logging.getLogger(__name__)
+
+END = object()  # the inbox item that says the client sent {"type": "end"}
+OUTBOX_FRAMES = 16  # frames rendered ahead of a slow client at most
+POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
+START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
+                "jpeg_quality", "api_key")
+
+
+async def serve_stream(websocket: WebSocket, state: ServerState) -> None:
+    await websocket.accept()
+    await _Stream(websocket, state).run()
+
+
+class _Stream:
+    def __init__(self, websocket: WebSocket, state: ServerState):
+        self.ws, self.state, self.settings = websocket, state, state.settings
+        self.loop = asyncio.get_running_loop()
+        self.inbox: queue.Queue = queue.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue(maxsize=OUTBOX_FRAMES)
+        self.job: Job | None = None
+        self.audio_bytes = 0
+
+    async def run(self) -> None:
+        self.state.metrics.stream_started()
+        try:
+            start = await self._start()
+            await self._exchange(start)
+        except ApiError as err:
+            await self._fail(err)
+        except InputError as err:
+            await self._fail(ApiError.from_input(err))
+        except _ClientGone:
+            pass
+        except Exception as err:  # never leave the socket open on a bug; the message says what happened
+            logger.exception("stream failed")
+            await self._fail(ApiError(500, "internal", f"{type(err).__name__}: {err}"))
+        finally:
+            if self.job is not None:
+                self.job.cancel()
+                self.inbox.put(END)  # wake a worker waiting for audio
+                self.state.jobs.forget(self.job.id)
+            self.state.metrics.stream_ended()
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    async def _start(self) -> dict[str, Any]:
+        self.state.check_origin(self.ws.headers)
+        message = await self._receive(self.settings.ws_idle_seconds)
+        if message.get("text") is None:
+            raise ApiError(400, "bad_request", "the first message must be the JSON start message")
+        start = _json(message["text"])
+        if start.get("type") != "start":
+            raise ApiError(400, "bad_request", 'the first message must have "type": "start"')
+        unknown = sorted(set(start) - set(START_FIELDS))
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown start fields {unknown}; known: {list(START_FIELDS)}")
+        self.state.authorize(self.ws.headers, start.get("api_key"))
+        if not self.state.jobs.has_room():
+            raise busy(self.state)
+        if not isinstance(start.get("options", {}), dict):
+            raise ApiError(400, "bad_request", "options must be a JSON object")
+        options, _ = parse_options(start.get("options", {}))
+        sample_rate = parse_int(start.get("sample_rate"), "sample_rate", 16000, 1000, 768000)
+        sample_format = start.get("format", "s16le")
+        if sample_format not in SAMPLE_FORMATS:
+            raise InputError(f"format must be one of {', '.join(SAMPLE_FORMATS)}, got {sample_format!r}")
+        image_format = start.get("image_format", "jpeg")
+        if image_format not in IMAGE_FORMATS:
+            raise InputError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+        quality = parse_int(start.get("jpeg_quality"), "jpeg_quality", self.settings.jpeg_quality, 1, 100)
+        data = _base64(start["portrait"]) if start.get("portrait") is not None else None
+        portrait_id = start.get("portrait_id")
+        if portrait_id is not None and not isinstance(portrait_id, str):
+            raise InputError("portrait_id must be a string")
+        portrait = await run_in_threadpool(resolve_portrait, self.state.sources, options,
+                                           self.settings.max_image_pixels, data, portrait_id)
+        stream = dict(options=options, sample_rate=sample_rate, sample_format=sample_format,
+                      image_format=image_format, quality=quality, portrait=portrait)
+        self.job = Job("stream", lambda job: self._work(job, **stream))
+        try:
+            self.state.jobs.submit(self.job)
+        except QueueFull:
+            self.job = None
+            raise busy(self.state) from None
+        size = self.state.pipeline.image_size
+        width, height = portrait.size if options.paste_back else (size, size)
+        await self.ws.send_json({
+            "type": "ready", "id": self.job.id, "fps": FPS, "width": width, "height": height,
+            "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
+            "context_frames": self.settings.context_frames, "lookahead_frames": self.settings.lookahead_frames,
+            "chunk_frames": self.state.pipeline.generator.config.clip_frames,
+            "max_seconds": self.settings.max_audio_seconds})
+        return stream
+
+    # -- audio in, frames out -------------------------------------------------------------------------------
+
+    async def _exchange(self, stream: dict[str, Any]) -> None:
+        bytes_per_second = SAMPLE_FORMATS[stream["sample_format"]].itemsize * stream["sample_rate"]
+        receiver = asyncio.create_task(self._receive_audio(bytes_per_second))
+        sender = asyncio.create_task(self._send_frames())
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done and receiver.exception() is not None:
+                raise receiver.exception()
+            await sender  # the receiver only ends early on a disconnect or an error, both raised above
+        finally:
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+
+    async def _receive_audio(self, bytes_per_second: int) -> None:
+        ended = False
+        while True:
+            message = await self._receive(None if ended else self.settings.ws_idle_seconds)
+            if ended:
+                continue  # after "end" only a disconnect matters (raised by _receive)
+            if message.get("bytes") is not None:
+                self.audio_bytes += len(message["bytes"])
+                if self.audio_bytes / bytes_per_second > self.settings.max_audio_seconds:
+                    raise ApiError(413, "too_large", f"the audio is longer than the limit of "
+                                                     f"{self.settings.max_audio_seconds:g} s")
+                self.inbox.put(message["bytes"])
+                continue
+            control = _json(message.get("text") or "")
+            if control.get("type") != "end":
+                raise ApiError(400, "bad_request", 'after "start" send binary PCM and finally {"type": "end"}')
+            self.inbox.put(END)
+            ended = True
+
+    async def _send_frames(self) -> None:
+        while True:
+            try:
+                item = await asyncio.wait_for(self.outbox.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                if self.job.finished and self.outbox.empty():  # ended without a last word: shutdown
+                    raise ApiError(503, "unavailable", "the server is shutting down") from None
+                continue
+            if isinstance(item, bytes):
+                await self._send(self.ws.send_bytes(item))
+            elif item.get("type") == "error":
+                raise ApiError(item["status"], item["error"], item["message"])
+            else:
+                await self.ws.send_json(item)
+                await self.ws.close(1000)
+                return
+
+    async def _send(self, sending) -> None:
+        """Send, but give up on a client that stops reading (its worker would otherwise wait on it for ever)."""
+        try:
+            await asyncio.wait_for(sending, self.settings.ws_idle_seconds)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "slow_client", f"the client read nothing for {self.settings.ws_idle_seconds:g} s"
+                           ) from None
+
+    async def _receive(self, timeout: float | None) -> dict[str, Any]:
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "idle", f"nothing received for {timeout:g} s") from None
+        if message["type"] == "websocket.disconnect":
+            raise _ClientGone()
+        size = len(message.get("bytes") or b"") + len(message.get("text") or "")
+        if size > self.settings.ws_max_message_bytes:
+            raise ApiError(413, "too_large", f"a message is larger than the limit of "
+                                             f"{self.settings.ws_max_message_bytes} bytes")
+        return message
+
+    async def _fail(self, err: ApiError) -> None:
+        if self.ws.client_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await self.ws.send_json({"type": "error", "status": err.status, **err.body()})
+            await self.ws.close(err.close_code, err.message[:120])
+        except Exception:  # the client may be gone already; nothing else to tell it
+            pass
+
+    # -- the worker's side --------------------------------------------------------------------------------------
+
+    def _work(self, job: Job, options, sample_rate, sample_format, image_format, quality, portrait: Portrait):
+        """Runs on a worker thread: audio from the inbox through a StreamingSession, frames to the outbox."""
+        settings = self.settings
+        try:
+            session = StreamingSession(
+                self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=sample_rate,
+                sample_format=sample_format, paste_back=options.paste_back, batch_size=settings.batch_size,
+                context_frames=settings.context_frames, lookahead_frames=settings.lookahead_frames,
+                max_seconds=settings.max_audio_seconds, **options.sampler_options())
+            while True:
+                try:
+                    item = self.inbox.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    job.check()
+                    continue
+                job.check()
+                for frame in session.finish() if item is END else session.push(item):
+                    header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
+                    self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
+                    job.frames_done += 1
+                    self.state.metrics.add_frames(1)
+                    job.check()
+                if item is END:
+                    break
+            self._emit(job, {"type": "done", "frames": session.frames_done, "duration": session.frames_done / FPS,
+                             "audio_seconds": round(session.seconds_received, 6)})
+        except JobCancelled:
+            raise
+        except InputError as err:
+            self._emit_error(job, ApiError.from_input(err))
+            raise
+        except Exception as err:
+            self._emit_error(job, ApiError(500, "internal", f"{type(err).__name__}: {err}"))
+            raise
+
+    def _emit(self, job: Job, item) -> None:
+        """Hand an item to the sender, waiting while the outbox is full (backpressure) unless cancelled."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.outbox.put(item), self.loop)
+        except RuntimeError:  # the event loop is gone: the server is stopping
+            raise JobCancelled(job.id) from None
+        while True:
+            try:
+                future.result(timeout=POLL_SECONDS)
+                return
+            except concurrent.futures.TimeoutError:
+                if job.cancelled:
+                    future.cancel()
+                    raise JobCancelled(job.id) from None
+
+    def _emit_error(self, job: Job, err: ApiError) -> None:
+        try:
+            self._emit(job, {"type": "error", "status": err.status, **err.body()})
+        except JobCancelled:
+            pass
+
+
+class _ClientGone(Exception):
+    """The client closed the connection."""
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "text messages must be JSON objects") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", "text messages must be JSON objects")
+    return value
+
+
+def _base64(text: Any) -> bytes:
+    """Portrait bytes from base64 (a data: URL is accepted too)."""
+    if not isinstance(text, str):
+        raise InputError("portrait must be a base64 string")
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("portrait is not valid base64") from None
