@@ -101,3 +101,16 @@ def audio_reference() -> Reference:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_heldout(tmp_path_factory) -> Path:
+    """Two 3-second synthetic clips (faces and voices the demo model never saw), prepared at 128 px; the corpus
+    with its ground truth lies in `corpus/` beside the prepared `data/`."""
+    from imtalker.synthetic import write_corpus
+    from imtalker.training.prepare import PrepareConfig, prepare_dataset
+
+    root = tmp_path_factory.mktemp("heldout")
+    write_corpus(root / "corpus", clips=2, seed=11, seconds=3.0, size=256, progress=False)
+    prepare_dataset(root / "corpus", root / "data", PrepareConfig(size=128, min_seconds=2.0))
+    return root

@@ -17,6 +17,7 @@ import torch
 
 from imtalker.audio import audio_duration, load_audio, num_video_frames
 from imtalker.errors import InputError
+from io_checks import check_input_error, need
 
 SR = 16000
 
@@ -65,21 +66,6 @@ def write_wav(path, samples: np.ndarray, rate: int) -> None:
 def peak_frequency(waveform: np.ndarray, rate: int = SR) -> float:
     spectrum = np.abs(np.fft.rfft(waveform * np.hanning(waveform.size)))
     return float(np.argmax(spectrum) * rate / waveform.size)
-
-
-def need(*codecs: str) -> None:
-    missing = [c for c in codecs if c not in av.codecs_available]
-    if missing:
-        pytest.skip(f"this PyAV build has no {', '.join(missing)} encoder")
-
-
-def check_input_error(excinfo, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    error = excinfo.value
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
 
 # (suffix, codec, container format, sample rate, length tolerance in output samples)

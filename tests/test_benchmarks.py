@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import save_tiny_weights
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -25,4 +27,13 @@ def test_benchmark_quick_run(script, args, expect, tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for text in expect:
+        assert text in result.stdout
+
+
+def test_demo_benchmark_quick_run(tmp_path):
+    weights = save_tiny_weights(tmp_path / "weights", front_end="mel")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_demo.py"), "--quick", "--no-write", "--weights",
+                             str(weights)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in ("| self-reenactment PSNR (dB) |", "`imtalker demo` (fresh interpreter", "100 frames"):
         assert text in result.stdout

@@ -13,31 +13,18 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skdata
-from transformers import Wav2Vec2Config
 
-from imtalker import CheckpointError, GeneratorConfig, RendererConfig, save_model
+from imtalker import CheckpointError
 from imtalker.cli import main
 from imtalker.errors import InputError, NoFaceError
-from imtalker.models.audio import AudioEncoder
-from imtalker.models.generator import MotionGenerator
-from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline, iter_audio_features
+from tiny_models import save_tiny_weights
 
-RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
-                          motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
-GENERATOR = GeneratorConfig(hidden_dim=64, depth=2, num_heads=4, audio_dim=32)
-AUDIO = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    save_model(IMTRenderer(RENDERER), folder / "renderer.safetensors")
-    save_model(MotionGenerator(GENERATOR), folder / "generator.safetensors")
-    save_model(AudioEncoder(AUDIO), folder / "audio_encoder.safetensors")
-    return folder
+    return save_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

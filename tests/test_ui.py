@@ -17,17 +17,13 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data as skdata
-from transformers import Wav2Vec2Config
 
 gr = pytest.importorskip("gradio", reason="the web UI needs the `ui` extra (gradio)")
 
-from imtalker import GeneratorConfig, RendererConfig, save_model  # noqa: E402
 from imtalker.cli import main  # noqa: E402
-from imtalker.models.audio import AudioEncoder  # noqa: E402
-from imtalker.models.generator import MotionGenerator  # noqa: E402
-from imtalker.models.renderer import IMTRenderer  # noqa: E402
 from imtalker.ui import Handlers, build_ui, load_pipelines  # noqa: E402
 from imtalker.video import VideoWriter  # noqa: E402
+from tiny_models import save_tiny_weights  # noqa: E402
 
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
@@ -36,12 +32,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 
-# tiny untrained networks, as in examples/quickstart.py: the page and the data flow are under test, not the pictures
-RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
-                          motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
-GENERATOR = GeneratorConfig(hidden_dim=64, depth=2, num_heads=4, audio_dim=32)
-AUDIO = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,12 +45,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    save_model(IMTRenderer(RENDERER), folder / "renderer.safetensors")
-    save_model(MotionGenerator(GENERATOR), folder / "generator.safetensors")
-    save_model(AudioEncoder(AUDIO), folder / "audio_encoder.safetensors")
-    return folder
+    return save_tiny_weights(tmp_path_factory.mktemp("weights"))  # the page and the data flow are under test
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from imtalker.errors import InputError
 from imtalker.video import VideoInfo, VideoWriter, load_image, probe_video, read_frames, save_frames_png
+from io_checks import check_input_error, need
 
 SIZE = 64
 STRIPES = 8
@@ -79,21 +80,6 @@ def make_video(path, fps: int = 25, num_frames: int = 50, codec: str = "libx264"
                 container.mux(packet)
             for packet in audio.encode(None):
                 container.mux(packet)
-
-
-def need(*codecs: str) -> None:
-    missing = [c for c in codecs if c not in av.codecs_available]
-    if missing:
-        pytest.skip(f"this PyAV build has no {', '.join(missing)} encoder")
-
-
-def check_input_error(excinfo, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    error = excinfo.value
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
 
 def listing(folder) -> list[str]:

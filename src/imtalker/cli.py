@@ -1,5 +1,6 @@
-"""Command line: `imtalker generate`, `imtalker reenact`, `imtalker convert`, `imtalker info`, `imtalker ui`,
-`imtalker serve`.
+"""Command line: `imtalker demo`, `imtalker generate`, `imtalker reenact`, `imtalker convert`, `imtalker info`,
+`imtalker ui`, `imtalker serve`, `imtalker synth-data`, `imtalker prepare`, `imtalker train`, `imtalker export`,
+`imtalker eval`.
 
 Exit codes: 0 ok, 2 bad input (missing or wrong files, bad arguments), 1 anything else.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
+  imtalker demo                                  # bundled portrait + speech -> demo.mp4 (bundled demo model)
+  imtalker demo --source me.jpg --audio hello.wav --out me.mp4
   imtalker generate -i face.jpg -a speech.wav -o talking.mp4 --weights weights/ --seed 0
   imtalker generate -i photo.png -a speech.mp3 -o out.mp4 --paste-back --cfg-scale 2.5 --nfe 10
   imtalker reenact -i face.jpg -d driving.mp4 -o reenacted.mp4 --weights weights/
@@ -64,8 +67,7 @@ def _weight_paths(args: argparse.Namespace, need: tuple[str, ...]) -> dict[str, 
     folder = args.weights or os.environ.get("IMTALKER_HOME")
     if missing and not folder:
         raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
-                       "converted weights, or name each file (--renderer ...); a bundled demo model is not part "
-                       "of this release yet")
+                       "converted weights, or name each file (--renderer ...)")
     paths = find_weights(folder, need=missing) if missing else {}
     paths.update({name: Path(path) for name, path in given.items() if path is not None})
     return paths
@@ -134,6 +136,46 @@ def _reenact(args: argparse.Namespace) -> None:
         close()
     if not args.quiet:
         print(f"wrote {path}", file=sys.stderr)
+
+
+DEMO_EXAMPLES = """\
+examples:
+  imtalker demo                                            # bundled portrait and speech -> demo.mp4
+  imtalker demo --out talking.mp4 --seed 3 --paste-back    # into the whole 512 px portrait
+  imtalker demo --source face.jpg --audio speech.wav --out mine.mp4   # your files, the demo model
+
+The demo model is small (128 px) and trained only on synthetic faces: see imtalker/assets/demo_model/MODEL_CARD.md.
+"""
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import demo_weights_dir, has_demo_model
+    from .synthetic import demo_asset
+
+    if not has_demo_model():
+        raise BadInput(f"this install has no bundled demo model (looked in {demo_weights_dir()})")
+    args.image = args.image or str(demo_asset("demo_portrait.png"))
+    args.audio = args.audio or str(demo_asset("demo_speech.wav"))
+    args.weights = str(demo_weights_dir())
+    _generate(args)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate
+
+    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
+    if args.weights is None:
+        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME")
+    _weight_paths(args, ("renderer", "generator", "audio_encoder"))
+    result = evaluate(args.weights, args.data, args.corpus, seed=args.seed, cfg_scale=args.cfg_scale, nfe=args.nfe,
+                      max_clips=args.max_clips, device=args.device, progress=not args.quiet)
+    text = json.dumps(result, indent=1)
+    if args.out:  # written whole or not at all
+        out = Path(args.out)
+        temp = out.with_name(f".{out.name}.tmp")
+        temp.write_text(text + "\n")
+        os.replace(temp, out)
+    print(json.dumps(result["summary"], indent=1))
 
 
 def _check_inputs(*paths: str) -> None:
@@ -437,12 +479,43 @@ def _add_training(sub) -> None:
     export.add_argument("--no-ema", action="store_true", help="generator: the raw weights instead of the EMA")
     export.set_defaults(func=_export)
 
+    evaluation = sub.add_parser("eval", help="self-reenactment PSNR/SSIM and lip-sync correlation on prepared clips",
+                                formatter_class=HelpFormatter)
+    evaluation.add_argument("data", help="dataset folder made by `imtalker prepare` (held-out videos)")
+    evaluation.add_argument("--weights", help=WEIGHTS_HELP + " or the bundled demo model")
+    evaluation.add_argument("--corpus", help="synthetic corpus with the ground-truth .npz files, if moved since "
+                                             "`prepare` (default: beside the videos the manifest names)")
+    evaluation.add_argument("--out", help="write the full result (per clip) as JSON here")
+    evaluation.add_argument("--max-clips", type=int, help="only the first clips")
+    evaluation.add_argument("--seed", type=int, default=0, help="audio-driven sampling seed")
+    evaluation.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance")
+    evaluation.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
+    evaluation.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    evaluation.add_argument("-q", "--quiet", action="store_true", help="no line per clip")
+    evaluation.set_defaults(func=_eval)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imtalker", description="Talking-face video with implicit motion transfer.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="a talking video from the bundled demo model, offline",
+                          epilog=DEMO_EXAMPLES, formatter_class=HelpFormatter)
+    demo.add_argument("-o", "--out", dest="output", default="demo.mp4", help="output .mp4")
+    demo.add_argument("-i", "--source", dest="image", help="portrait; when not given, the bundled synthetic portrait")
+    demo.add_argument("-a", "--audio", help="speech; when not given, the bundled synthetic speech")
+    demo.add_argument("--seed", type=int, default=0, help="makes the motion reproducible")
+    demo.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance")
+    demo.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
+    demo.add_argument("--paste-back", action="store_true", help="render into the full original photo")
+    demo.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
+    demo.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer speech")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo, renderer=None, generator=None, audio_encoder=None, no_crop=False, face_index=None,
+                      batch_size=8, device="cpu", bf16=False, fp16=False, pose=None, gaze=None, cam=None,
+                      tracks_from=None)
 
     generate = sub.add_parser("generate", help="portrait + speech -> talking video", epilog=GENERATE_EXAMPLES,
                               formatter_class=HelpFormatter)

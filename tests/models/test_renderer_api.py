@@ -135,6 +135,22 @@ def test_training_forward_has_gradients(model, image):
         model.eval()
 
 
+def test_training_normalises_over_the_whole_batch_on_cpu(image):
+    """The one-frame passes of CPU inference must not reach training, whose BatchNorm uses batch statistics."""
+    torch.manual_seed(0)
+    model = IMTRenderer(SMALL).train()
+    driving, source = torch.rand(4, 3, 128, 128), image.expand(4, -1, -1, -1)
+    with torch.no_grad():
+        frames, _ = model(driving, source)
+        state = model._encode_source(source)
+        motion = model.latent_token_encoder(driving.contiguous(memory_format=torch.channels_last))
+        aligned = model.transfer(state, model.decode_motion(model.adapt_motion(motion, state.identity)))
+        whole = model.frame_decoder(aligned, fine_batch=None)
+        per_frame = model.frame_decoder(aligned, fine_batch=1)
+    torch.testing.assert_close(frames, whole)
+    assert (per_frame - whole).abs().max() > 1e-5  # per-frame statistics differ (float noise is ~1e-7)
+
+
 def test_bf16_autocast_runs_close_to_fp32(model, image):
     source = model.encode_source(image)
     motion = torch.randn(2, 32, generator=torch.Generator().manual_seed(6))

@@ -6,15 +6,11 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 import pytest
-import torch
 from skimage import data as skdata
 
-from imtalker import save_model
-from imtalker.models.generator import MotionGenerator
-from imtalker.models.mel import MelAudioEncoder
-from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
-from server_helpers import GENERATOR, MEL, RENDERER, drawn_portrait, png_bytes, running_server
+from server_helpers import drawn_portrait, png_bytes, running_server
+from tiny_models import save_tiny_weights
 
 # The server tests need the serve extra (in dev) and its test clients; without them only test_streaming.py runs.
 SERVER_MODULES = ("fastapi", "uvicorn", "websockets", "httpx")
@@ -24,12 +20,7 @@ collect_ignore = [] if all(find_spec(name) for name in SERVER_MODULES) else [
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server-weights")
-    torch.manual_seed(0)
-    save_model(IMTRenderer(RENDERER), folder / "renderer.safetensors")
-    save_model(MotionGenerator(GENERATOR), folder / "generator.safetensors")
-    save_model(MelAudioEncoder(MEL), folder / "audio_encoder.safetensors")
-    return folder
+    return save_tiny_weights(tmp_path_factory.mktemp("server-weights"), front_end="mel")
 
 
 @pytest.fixture(scope="session")

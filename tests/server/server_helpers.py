@@ -14,14 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from imtalker import GeneratorConfig, RendererConfig
-from imtalker.models.mel import MelConfig
 from imtalker.pipelines import AudioDrivenPipeline
 
-RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
-                          motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
-GENERATOR = GeneratorConfig(hidden_dim=64, depth=2, num_heads=4, audio_dim=32)
-MEL = MelConfig(hidden_dim=32, feature_dim=32)
 FAST = {"nfe": 2, "cfg_scale": 1.5, "seed": 7}  # cheap sampling for every test
 
 

@@ -13,9 +13,8 @@ from skimage import data as skdata
 from imtalker.config import RendererConfig
 from imtalker.training.prepare import PrepareConfig, PrepareReport, prepare_dataset
 from imtalker.video import VideoWriter
+from tiny_models import RENDERER
 
-TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
-                               motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
 SIZE = 128
 CLIP_FRAMES = 75  # 3 s
 
@@ -61,4 +60,4 @@ def prepared(talking_videos, tmp_path_factory) -> Prepared:
 
 @pytest.fixture(scope="session")
 def tiny_renderer_config() -> RendererConfig:
-    return TINY_RENDERER
+    return RENDERER

@@ -11,7 +11,7 @@ import torch
 import imtalker
 from imtalker.training.data import RendererPairDataset
 from imtalker.training.losses import RendererLossWeights, VGG19Features
-from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig, psnr, ssim
+from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig
 from imtalker.training.trainer import fit
 
 QUIET = dict(enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
@@ -55,6 +55,7 @@ def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer
     terms = Terms()
     val = RendererPairDataset(prepared.folder, "val", 128, samples_per_epoch=4)
     trainer = fit(module, train, val, max_steps=12, default_root_dir=tmp_path, callbacks=[terms], **QUIET)
+    trained = {k: v.clone() for k, v in module.gen.state_dict().items()}  # before a probe moves BatchNorm counters
     after = reconstruction_l1(module, probe)
     assert trainer.global_step == 12  # one step per batch, generator and discriminator together
     assert after < 0.9 * before, (before, after)
@@ -66,10 +67,29 @@ def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer
 
     renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")  # reads our checkpoint directly
     assert renderer.config == tiny_renderer_config
-    torch.testing.assert_close(renderer.state_dict(), {k: v for k, v in module.gen.state_dict().items()})
+    torch.testing.assert_close(renderer.state_dict(), trained)
     source = renderer.encode_source(probe["source"][:1])
     frames = renderer.render(source, renderer.encode_motion(probe["driving"]))
     assert frames.shape == (4, 3, 128, 128) and torch.isfinite(frames).all()
+
+
+def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_renderer_config, tmp_path):
+    torch.manual_seed(0)
+    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=RendererLossWeights(adversarial=0.0))
+    module = RendererModule(tiny_renderer_config, training)
+    assert module.disc is None and len(module.configure_optimizers().param_groups) == 1
+    train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=40)
+    probe = torch.utils.data.default_collate([train[i] for i in range(4)])
+    before = reconstruction_l1(module, probe)
+    terms = Terms()
+    fit(module, train, max_steps=10, default_root_dir=tmp_path, callbacks=[terms], **QUIET)
+    trained = {k: v.clone() for k, v in module.gen.state_dict().items()}
+    assert reconstruction_l1(module, probe) < 0.9 * before
+    assert "train/adversarial" not in terms.steps[-1] and "train/disc" not in terms.steps[-1]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("disc.") for k in state)
+    renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(renderer.state_dict(), trained)
 
 
 def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer_config, tmp_path):
@@ -87,9 +107,5 @@ def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer
     assert not any(k.startswith("vgg.") for k in state) and any(k.startswith("disc.") for k in state)
 
 
-def test_psnr_and_ssim_of_known_images():
-    a = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(ssim(a, a), torch.ones(2)) and (psnr(a, a) > 90).all()
-    noisy = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
-    assert 15 < float(psnr(noisy, a).mean()) < 25 and float(ssim(noisy, a).mean()) < 0.95
+def test_defaults_are_the_published_recipe():
     assert dataclasses.asdict(RendererTrainingConfig())["weights"]["region"] == 100.0  # the published weights

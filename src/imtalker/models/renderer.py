@@ -20,14 +20,17 @@ from .synthesis import FrameDecoder
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining two use the guided resampler
 
 
-def cpu_micro_batch(device: torch.device) -> int | None:
-    """Frames per pass through the high-resolution layers: 1 on CPU, the whole batch elsewhere.
+def cpu_micro_batch(device: torch.device, training: bool = False) -> int | None:
+    """Frames per pass through the high-resolution layers: 1 on CPU at inference, the whole batch elsewhere.
+
+    Training always passes the whole batch: its BatchNorm layers normalise with the batch's statistics, which
+    one-frame passes would turn into per-frame statistics that inference (running statistics) never sees.
 
     On CPU the large layers are compute-bound already at one frame, and one frame's activations (16-64 MiB at
     512 px) get reused by the allocator instead of page-faulted in anew: measured 10% faster and 40% less peak
     memory than passes of 8 frames on a 2-core CPU. GPUs want the whole batch.
     """
-    return 1 if device.type == "cpu" else None
+    return 1 if device.type == "cpu" and not training else None
 
 
 class IdentityEncoder(nn.Module):
@@ -229,7 +232,7 @@ class IMTRenderer(nn.Module):
         """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
         self._check_images(images, "images")
         images = images.contiguous(memory_format=torch.channels_last)
-        step = cpu_micro_batch(images.device) or images.shape[0]
+        step = cpu_micro_batch(images.device, self.training) or images.shape[0]
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -252,7 +255,8 @@ class IMTRenderer(nn.Module):
         if source.batch_size not in (1, motion.shape[0]):
             raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
-        return self.frame_decoder(self.transfer(source, motion_maps), fine_batch=cpu_micro_batch(motion.device))
+        aligned = self.transfer(source, motion_maps)
+        return self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training))
 
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

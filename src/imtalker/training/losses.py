@@ -310,7 +310,7 @@ class RendererLossWeights:
 def renderer_generator_loss(
     fake: torch.Tensor,
     real: torch.Tensor,
-    fake_logits_list: Sequence[torch.Tensor],
+    fake_logits_list: Sequence[torch.Tensor] | None,
     *,
     adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     motion: torch.Tensor,
@@ -326,7 +326,8 @@ def renderer_generator_loss(
     Args:
         fake: (B, 3, H, W) rendered driving frames in [0, 1].
         real: (B, 3, H, W) ground-truth driving frames in [0, 1].
-        fake_logits_list: discriminator logits of `fake`, one (B, 1) tensor per scale.
+        fake_logits_list: discriminator logits of `fake`, one (B, 1) tensor per scale; None skips the GAN term
+            (training without a discriminator).
         adapt: the identity-adaptive module.
         motion: (B, D_m) driving motion latents.
         identity_own: (B, D_i) identity of the driving frame.
@@ -345,7 +346,8 @@ def renderer_generator_loss(
         if region_mask is not None:
             terms["region"] = perceptual_loss(vgg, fake, real, scales, mask=region_mask)
     terms["consistency"] = identity_consistency_loss(adapt, motion, identity_own, identity_other)
-    terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
+    if fake_logits_list is not None:
+        terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()

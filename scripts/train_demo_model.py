@@ -1,0 +1,167 @@
+"""Train the bundled demo model from nothing, on this machine's CPU, in one resumable command.
+
+    python scripts/train_demo_model.py --work runs/demo            # ~80 min on 2 CPU cores
+    python scripts/train_demo_model.py --work runs/demo --install  # then copy it into the package
+
+Stages (each one skips what an earlier, interrupted run finished; run the same command again to continue):
+
+1. a synthetic talking-head corpus (`imtalker synth-data`): training clips (seed 0) and held-out clips (seed 1,
+   other faces and voices) for the evaluation;
+2. `imtalker prepare` of both at the demo resolution (128 px);
+3. renderer training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
+4. motion-generator training with the log-mel front end (configs/demo-generator.yaml) on the exported renderer's
+   motion latents, for a wall-clock budget, then export;
+5. evaluation on the held-out clips (`imtalker eval`): self-reenactment PSNR/SSIM and lip-sync correlation;
+6. with --install: the weights, configs, evaluation and a model card go to src/imtalker/assets/demo_model/.
+
+The wall-clock budgets are Lightning's `max_time`, whose elapsed time is kept in the checkpoints, so a killed run
+that resumes does not train longer than the budget in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+INSTALL_DIR = REPO / "src" / "imtalker" / "assets" / "demo_model"
+DEMO_SIZE = 128
+
+
+def _minutes(value: float) -> str:
+    """Minutes -> Lightning's "DD:HH:MM:SS"."""
+    seconds = int(value * 60)
+    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _stage(name: str):
+    print(f"\n== {name} ({time.strftime('%H:%M:%S')})", flush=True)
+
+
+def make_data(work: Path, clips: int, seconds: float, heldout: int, workers: int) -> None:
+    from imtalker.synthetic import write_corpus
+    from imtalker.training.prepare import PrepareConfig, prepare_dataset
+
+    _stage(f"synthetic corpus: {clips} training clips of {seconds:g} s, {heldout} held-out clips of 8 s")
+    write_corpus(work / "corpus", clips=clips, seed=0, seconds=seconds, workers=workers)
+    write_corpus(work / "heldout-corpus", clips=heldout, seed=1, seconds=8.0, workers=workers)
+    _stage("prepare (face crops, audio, tracks)")
+    for corpus, out in (("corpus", "data"), ("heldout-corpus", "heldout")):
+        report = prepare_dataset(work / corpus, work / out, PrepareConfig(size=DEMO_SIZE), workers=workers)
+        print(f"{out}: {len(report.written)} clips prepared, {len(report.existing)} already there, "
+              f"{len(report.skipped)} skipped {report.skipped or ''}", flush=True)
+
+
+def train_renderer_stage(work: Path, minutes: float) -> Path:
+    from imtalker.training.run import export_run, read_config, train_renderer
+
+    _stage(f"renderer training ({minutes:g} min budget)")
+    run = work / "renderer"
+    train_renderer(work / "data", run, read_config(CONFIGS / "demo-renderer.yaml"),
+                   overrides={"max_time": _minutes(minutes)}, enable_progress_bar=False)
+    export_run(run, work / "weights")
+    return work / "weights" / "renderer.safetensors"
+
+
+def train_generator_stage(work: Path, renderer: Path, minutes: float) -> None:
+    from imtalker.training.run import export_run, read_config, train_generator
+
+    _stage(f"motion generator training ({minutes:g} min budget)")
+    run = work / "generator"
+    train_generator(work / "data", renderer, run, read_config(CONFIGS / "demo-generator.yaml"),
+                    overrides={"max_time": _minutes(minutes)}, enable_progress_bar=False)
+    export_run(run, work / "weights")
+
+
+def evaluate_stage(work: Path) -> dict:
+    from imtalker.evaluation import evaluate
+
+    _stage("evaluation on the held-out clips")
+    result = evaluate(work / "weights", work / "heldout", work / "heldout-corpus", seed=0)
+    (work / "eval.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["summary"], indent=1), flush=True)
+    return result
+
+
+def _last_step(run: Path) -> int:
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+    return int(state["global_step"])
+
+
+def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -> None:
+    from imtalker.demo import write_model_card
+    from imtalker.training.run import read_config
+
+    _stage(f"install into {INSTALL_DIR.relative_to(REPO)}")
+    INSTALL_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("renderer.safetensors", "generator.safetensors", "audio_encoder.safetensors"):
+        shutil.copy2(work / "weights" / name, INSTALL_DIR / name)
+    for name in ("demo-renderer.yaml", "demo-generator.yaml"):
+        shutil.copy2(CONFIGS / name, INSTALL_DIR / name)
+    (INSTALL_DIR / "eval.json").write_text(json.dumps(result, indent=1))
+    def recipe(name: str) -> str:
+        section = read_config(CONFIGS / name)["training"]
+        return ", ".join(f"{key} {value}" for key, value in section.items() if key != "weights")
+
+    training = {
+        "renderer_recipe": recipe("demo-renderer.yaml"), "generator_recipe": recipe("demo-generator.yaml"),
+        "renderer_steps": _last_step(work / "renderer"), "generator_steps": _last_step(work / "generator"),
+        "training_clips": args.clips, "clip_seconds": args.seconds, "heldout_clips": args.heldout, "renderer_minutes": args.renderer_minutes,
+        "generator_minutes": args.generator_minutes, "minutes": timings, "machine": f"{platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "date": date.today().isoformat(),
+        "command": "python scripts/train_demo_model.py --work runs/demo --install",
+    }
+    (INSTALL_DIR / "training.json").write_text(json.dumps(training, indent=1))
+    write_model_card(INSTALL_DIR, training, result)
+    print(f"installed: {sorted(p.name for p in INSTALL_DIR.iterdir())}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "demo", help="working folder (resumable)")
+    parser.add_argument("--clips", type=int, default=400, help="training clips (many short clips: many identities)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each training clip")
+    parser.add_argument("--heldout", type=int, default=6, help="held-out clips for the evaluation")
+    parser.add_argument("--renderer-minutes", type=float, default=50.0, help="wall-clock cap of the renderer run")
+    parser.add_argument("--generator-minutes", type=float, default=12.0)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the corpus and prepare stages")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    start = time.monotonic()
+    timings = {}
+
+    def lap(name: str, t0: float) -> None:
+        timings[name] = round((time.monotonic() - t0) / 60, 1)
+
+    t0 = time.monotonic()
+    make_data(args.work, args.clips, args.seconds, args.heldout, args.workers)
+    lap("data", t0)
+    t0 = time.monotonic()
+    renderer = train_renderer_stage(args.work, args.renderer_minutes)
+    lap("renderer", t0)
+    t0 = time.monotonic()
+    train_generator_stage(args.work, renderer, args.generator_minutes)
+    lap("generator", t0)
+    t0 = time.monotonic()
+    result = evaluate_stage(args.work)
+    lap("evaluation", t0)
+    timings["total"] = round((time.monotonic() - start) / 60, 1)
+    print(f"\nminutes this run: {timings}", flush=True)
+    if args.install:
+        install(args.work, result, timings, args)
+
+
+if __name__ == "__main__":
+    main()
