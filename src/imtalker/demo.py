@@ -1,8 +1,9 @@
 """The bundled demo model: a small IMTalker trained by `scripts/train_demo_model.py` on the synthetic corpus.
 
-It ships inside the package (`imtalker/assets/demo_model/`: three `.safetensors` files, the configs, the evaluation
-and a model card), so `imtalker demo`, `imtalker ui` and `imtalker serve` work offline with no other download. It
-knows only the synthetic faces and voices it was trained on: real photos come out as cartoon-like approximations.
+Once installed (`scripts/train_demo_model.py --install` writes `imtalker/assets/demo_model/`: three `.safetensors`
+files, the configs, the evaluation and a model card) it ships inside the package, so `imtalker demo`, `imtalker ui`
+and `imtalker serve` work offline with no other download. No model meets the quality bar yet, so none is installed
+(see BENCHMARKS.md); `has_demo_model()` tells. It knows only synthetic faces and voices.
 """
 
 from __future__ import annotations

@@ -151,6 +151,14 @@ def test_training_normalises_over_the_whole_batch_on_cpu(image):
     assert (per_frame - whole).abs().max() > 1e-5  # per-frame statistics differ (float noise is ~1e-7)
 
 
+def test_self_attention_logits_score_every_source_position_against_every_other(model, image):
+    state = model._encode_source(image.expand(2, -1, -1, -1))
+    logits = model.self_attention_logits(state)
+    n = (SMALL.image_size // 8) ** 2  # the finest cross-attention grid
+    assert logits.shape == (2, SMALL.num_heads, n, n) and torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[0], logits[1])
+
+
 def test_bf16_autocast_runs_close_to_fp32(model, image):
     source = model.encode_source(image)
     motion = torch.randn(2, 32, generator=torch.Generator().manual_seed(6))

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from imtalker.training.losses import (
+    attention_alignment_loss,
     VGG19Features,
     discriminator_loss,
     flow_matching_loss,
@@ -187,3 +188,13 @@ def test_renderer_generator_loss_weights(vgg):
     assert all(not v.requires_grad for v in terms.values())
     total.backward()
     assert fake.grad.abs().sum() > 0
+
+
+def test_attention_alignment_loss_is_the_cross_entropy_to_the_identity_map():
+    n = 16
+    uniform = torch.zeros(2, 4, n, n)
+    assert attention_alignment_loss(uniform).item() == pytest.approx(math.log(n), rel=1e-6)
+    sharp = 20 * torch.eye(n).expand(2, 4, n, n)
+    assert attention_alignment_loss(sharp).item() < 1e-6
+    shifted = 20 * torch.eye(n).roll(1, dims=1).expand(2, 4, n, n)  # every query looks at its neighbour
+    assert attention_alignment_loss(shifted).item() > 19

@@ -75,7 +75,8 @@ def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer
 
 def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_renderer_config, tmp_path):
     torch.manual_seed(0)
-    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=RendererLossWeights(adversarial=0.0))
+    weights = RendererLossWeights(adversarial=0.0, alignment=0.1)  # the demo recipe's terms
+    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights)
     module = RendererModule(tiny_renderer_config, training)
     assert module.disc is None and len(module.configure_optimizers().param_groups) == 1
     train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=40)
@@ -86,6 +87,7 @@ def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_re
     trained = {k: v.clone() for k, v in module.gen.state_dict().items()}
     assert reconstruction_l1(module, probe) < 0.9 * before
     assert "train/adversarial" not in terms.steps[-1] and "train/disc" not in terms.steps[-1]
+    assert terms.steps[-1]["train/alignment"] < terms.steps[0]["train/alignment"]
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not any(k.startswith("disc.") for k in state)
     renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")

@@ -6,6 +6,8 @@ is computed once by `encode_source`; `render` does only the per-frame work, in b
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from ..config import RendererConfig
 from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack)
-from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks
+from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks, split_heads, to_tokens
 from .synthesis import FrameDecoder
 
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining two use the guided resampler
@@ -207,6 +209,18 @@ class IMTRenderer(nn.Module):
 
     def decode_motion(self, adapted: torch.Tensor) -> list[torch.Tensor]:
         return self.latent_token_decoder(adapted)
+
+    def self_attention_logits(self, source: SourceState) -> torch.Tensor:
+        """Scores of the finest cross-attention level with a source attending to itself, (B, heads, N, N).
+
+        With driving = source the ideal alignment is the identity map; training can ask for it directly
+        (`attention_alignment_loss`), which teaches the motion maps to tell positions apart much sooner than the
+        reconstruction loss alone does.
+        """
+        level = self.imt[NUM_COARSE_LEVELS - 1].block_efc
+        q = split_heads(level.q_proj(to_tokens(source.motion_maps[NUM_COARSE_LEVELS - 1])), level.num_heads)
+        k = source.keys[NUM_COARSE_LEVELS - 1]  # (B, heads, N, D), projected once per source
+        return q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
 
     @torch.inference_mode()
     def encode_source(self, image: torch.Tensor) -> SourceState:

@@ -305,6 +305,16 @@ class RendererLossWeights:
     region: float = 100.0  # perceptual loss inside the eye and mouth masks
     consistency: float = 1.0
     adversarial: float = 1.0
+    # not in the published recipe (0 keeps it out): cross-entropy of the finest attention of a source attending to
+    # itself against the identity map; speeds up learning the alignment for short runs such as the demo model's
+    alignment: float = 0.0
+
+
+def attention_alignment_loss(self_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every query's scores (B, heads, N, N) against its own position: the identity alignment."""
+    n = self_logits.shape[-1]
+    target = torch.arange(n, device=self_logits.device).repeat(self_logits.shape[0] * self_logits.shape[1])
+    return F.cross_entropy(self_logits.reshape(-1, n), target)
 
 
 def renderer_generator_loss(
@@ -318,6 +328,7 @@ def renderer_generator_loss(
     identity_other: torch.Tensor,
     vgg: VGG19Features | None = None,
     region_mask: torch.Tensor | None = None,
+    self_logits: torch.Tensor | None = None,
     scales: Sequence[float] = PERCEPTUAL_SCALES,
     weights: RendererLossWeights = RendererLossWeights(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -334,6 +345,8 @@ def renderer_generator_loss(
         identity_other: (B, D_i) identity of a frame from another video.
         vgg: perceptual network; None skips the perceptual and region terms (e.g. no VGG weights available).
         region_mask: (B, 1, H, W) eye and mouth mask in {0, 1}; None skips the region term.
+        self_logits: finest-level attention scores of the sources attending to themselves
+            (`IMTRenderer.self_attention_logits`); None skips the alignment term.
         scales: perceptual pyramid factors.
         weights: term weights.
 
@@ -348,6 +361,8 @@ def renderer_generator_loss(
     terms["consistency"] = identity_consistency_loss(adapt, motion, identity_own, identity_other)
     if fake_logits_list is not None:
         terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
+    if self_logits is not None:
+        terms["alignment"] = attention_alignment_loss(self_logits)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()

@@ -139,9 +139,12 @@ class RendererModule(lightning.LightningModule):
         _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
         _, identity_other = self.gen.dense_feature_encoder(other)
         fake_logits = self.disc(fake) if self.disc is not None else None
+        self_logits = None
+        if self.training_config.weights.alignment:  # the forward's source state is not returned: encode it again
+            self_logits = self.gen.self_attention_logits(self.gen._encode_source(source))
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
-            identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"),
+            identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
             weights=self.training_config.weights)
         return fake, loss, terms
 
