@@ -177,3 +177,15 @@ def test_chunked_top1_equals_full_attention(chunk):
     probs = torch.softmax(q @ k.transpose(-2, -1) / 8**0.5, dim=-1)
     torch.testing.assert_close(out, probs @ v, atol=1e-4, rtol=1e-4)
     assert torch.equal(top1, attention_head_mean(q, k).argmax(dim=-1))
+
+
+def test_reconstruct_returns_the_forward_outputs_and_the_source_state(model, image):
+    driving = torch.rand(2, 3, SMALL.image_size, SMALL.image_size, generator=torch.Generator().manual_seed(3))
+    source = image.expand(2, -1, -1, -1)
+    with torch.no_grad():
+        frame, motion, state = model.reconstruct(driving, source)
+        expected_frame, expected_motion = model(driving, source)
+        expected_state = model._encode_source(source)
+    torch.testing.assert_close(frame, expected_frame)
+    torch.testing.assert_close(motion, expected_motion)
+    torch.testing.assert_close(model.self_attention_logits(state), model.self_attention_logits(expected_state))

@@ -17,7 +17,9 @@ from imtalker.training.losses import (
     generator_adversarial_loss,
     identity_consistency_loss,
     load_vgg19,
+    masked_l1_loss,
     perceptual_loss,
+    RendererLossWeights,
     rectified_flow_pair,
     renderer_generator_loss,
 )
@@ -198,3 +200,30 @@ def test_attention_alignment_loss_is_the_cross_entropy_to_the_identity_map():
     assert attention_alignment_loss(sharp).item() < 1e-6
     shifted = 20 * torch.eye(n).roll(1, dims=1).expand(2, 4, n, n)  # every query looks at its neighbour
     assert attention_alignment_loss(shifted).item() > 19
+
+
+def test_masked_l1_loss_averages_over_the_masked_pixels_only():
+    real = torch.zeros(2, 3, 8, 8)
+    fake = real.clone()
+    fake[:, :, :4] = 1.0  # wrong in the top half
+    top, bottom = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    top[:, :, :2], bottom[:, :, 6:] = 1.0, 1.0
+    assert masked_l1_loss(fake, real, top).item() == pytest.approx(1.0)
+    assert masked_l1_loss(fake, real, bottom).item() == 0.0
+    assert masked_l1_loss(fake, real, torch.zeros(2, 1, 8, 8)).item() == 0.0  # empty mask: no NaN
+
+
+def test_region_l1_term_joins_the_total_when_weighted(vgg):
+    torch.manual_seed(0)
+    fake, real = torch.rand(2, 3, 64, 64, requires_grad=True), torch.rand(2, 3, 64, 64)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 40:50, 20:44] = 1.0
+    adapt = lambda motion, identity: motion  # noqa: E731
+    common = dict(adapt=adapt, motion=torch.zeros(2, 4), identity_own=torch.zeros(2, 4),
+                  identity_other=torch.zeros(2, 4), region_mask=mask)
+    weights = RendererLossWeights(adversarial=0.0, region_l1=2.0)
+    total, terms = renderer_generator_loss(fake, real, None, weights=weights, **common)
+    assert terms["region_l1"].item() == pytest.approx(masked_l1_loss(fake, real, mask).item())
+    assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + 2 * terms["region_l1"]).item(), rel=1e-6)
+    _, off = renderer_generator_loss(fake, real, None, weights=RendererLossWeights(adversarial=0.0), **common)
+    assert "region_l1" not in off

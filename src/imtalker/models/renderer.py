@@ -282,8 +282,14 @@ class IMTRenderer(nn.Module):
             return self._render(source, motion)
         return torch.cat([self._render(source, chunk) for chunk in motion.split(batch_size)])
 
-    def forward(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training forward: driving frame + source frame -> (reconstructed driving frame, driving latent)."""
+    def reconstruct(self, x_current: torch.Tensor, x_reference: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, SourceState]:
+        """Like `forward`, also returning the source state, which training losses on the attention reuse."""
         source = self._encode_source(x_reference)
         motion = self.latent_token_encoder(x_current.contiguous(memory_format=torch.channels_last))
-        return self._render(source, motion), motion
+        return self._render(source, motion), motion, source
+
+    def forward(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: driving frame + source frame -> (reconstructed driving frame, driving latent)."""
+        frame, motion, _ = self.reconstruct(x_current, x_reference)
+        return frame, motion

@@ -135,13 +135,13 @@ class RendererModule(lightning.LightningModule):
 
     def _generator_terms(self, batch: Mapping[str, torch.Tensor]):
         source, driving, other = batch["source"], batch["driving"], batch["other"]
-        fake, motion = self.gen(driving, source)  # (B, 3, S, S), (B, motion_dim)
+        fake, motion, source_state = self.gen.reconstruct(driving, source)  # (B, 3, S, S), (B, motion_dim)
         _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
         _, identity_other = self.gen.dense_feature_encoder(other)
         fake_logits = self.disc(fake) if self.disc is not None else None
         self_logits = None
-        if self.training_config.weights.alignment:  # the forward's source state is not returned: encode it again
-            self_logits = self.gen.self_attention_logits(self.gen._encode_source(source))
+        if self.training_config.weights.alignment:
+            self_logits = self.gen.self_attention_logits(source_state)
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
