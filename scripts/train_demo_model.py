@@ -139,11 +139,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    start = time.monotonic()
-    timings = {}
+    # Minutes per stage, summed over the runs of this work folder: a resumed run adds its own time, and a stage an
+    # earlier run finished adds next to nothing, so the model card reports what the whole training really took.
+    timings_file = args.work / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     def lap(name: str, t0: float) -> None:
-        timings[name] = round((time.monotonic() - t0) / 60, 1)
+        timings[name] = round(timings.get(name, 0.0) + (time.monotonic() - t0) / 60, 1)
+        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
+        timings_file.write_text(json.dumps(timings, indent=1))
 
     t0 = time.monotonic()
     make_data(args.work, args.clips, args.seconds, args.heldout, args.workers)
@@ -157,8 +161,7 @@ def main() -> None:
     t0 = time.monotonic()
     result = evaluate_stage(args.work)
     lap("evaluation", t0)
-    timings["total"] = round((time.monotonic() - start) / 60, 1)
-    print(f"\nminutes this run: {timings}", flush=True)
+    print(f"\nminutes, all runs of {args.work}: {timings}", flush=True)
     if args.install:
         install(args.work, result, timings, args)
 

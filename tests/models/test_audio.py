@@ -7,6 +7,7 @@ import torch
 import transformers
 
 from imtalker.models.audio import AudioEncoder, normalize_waveform, num_frames_for_samples, pad_waveform
+from io_checks import BAD_WAVEFORMS
 
 NUM_SAMPLES = 52923
 NUM_FRAMES = 83
@@ -83,20 +84,7 @@ def test_stays_in_eval_mode(encoder):
         encoder.eval()
 
 
-@pytest.mark.parametrize(
-    ("waveform", "num_frames", "message"),
-    [
-        (torch.zeros(1, 1, 640), 1, "shape"),
-        (torch.zeros(640, dtype=torch.int16), 1, "floating-point"),
-        (torch.zeros(1, 0), 1, "at least one sample"),
-        (torch.zeros(0, 640), 1, "at least one sample"),
-        (torch.tensor([0.0, float("nan"), 1.0]), 1, "finite"),
-        (torch.tensor([0.0, float("inf"), 1.0]), 1, "finite"),
-        (torch.zeros(640), 0, "num_frames"),
-        (torch.zeros(640), 2.5, "num_frames"),
-        ([0.0] * 640, 1, "torch.Tensor"),
-    ],
-)
+@pytest.mark.parametrize(("waveform", "num_frames", "message"), BAD_WAVEFORMS)
 def test_invalid_inputs_raise(encoder, waveform, num_frames, message):
     with pytest.raises(ValueError, match=message):
         encoder(waveform, num_frames)

@@ -10,6 +10,7 @@ import torch
 from imtalker.constants import SAMPLE_RATE
 from imtalker.models.audio import num_frames_for_samples
 from imtalker.models.mel import MelAudioEncoder, MelConfig, mel_center_frequencies, mel_filterbank
+from io_checks import BAD_WAVEFORMS
 
 TINY = MelConfig(hidden_dim=16, feature_dim=12, num_layers=2)
 
@@ -143,20 +144,7 @@ def test_normalisation_makes_features_scale_invariant(encoder):
         assert not torch.allclose(encoder(waveform, 25, normalize=False), encoder(waveform, 25), atol=1e-3)
 
 
-@pytest.mark.parametrize(
-    ("waveform", "num_frames", "message"),
-    [
-        (torch.zeros(1, 1, 640), 1, "shape"),
-        (torch.zeros(640, dtype=torch.int16), 1, "floating-point"),
-        (torch.zeros(1, 0), 1, "at least one sample"),
-        (torch.zeros(0, 640), 1, "at least one sample"),
-        (torch.tensor([0.0, float("nan"), 1.0]), 1, "finite"),
-        (torch.tensor([0.0, float("inf"), 1.0]), 1, "finite"),
-        (torch.zeros(640), 0, "num_frames"),
-        (torch.zeros(640), 2.5, "num_frames"),
-        ([0.0] * 640, 1, "torch.Tensor"),
-    ],
-)
+@pytest.mark.parametrize(("waveform", "num_frames", "message"), BAD_WAVEFORMS)
 def test_invalid_inputs_raise(encoder, waveform, num_frames, message):
     with pytest.raises(ValueError, match=message):
         encoder(waveform, num_frames)
