@@ -98,10 +98,12 @@ def test_demo_runs_offline_in_a_fresh_interpreter(tiny_demo_model, tmp_path):
 def test_model_card_reports_the_evaluation(tiny_demo_model, tmp_path):
     for name in WEIGHT_FILES:
         (tmp_path / name).write_bytes((tiny_demo_model / name).read_bytes())
-    clip = {"clip": "c0", "frames": 200, "psnr": 29.5, "ssim": 0.91, "lipsync": 0.71, "lipsync_ceiling": 0.97,
-            "lipsync_chance": None, "detected": 1.0, "ground_truth": "synthetic"}
-    evaluation = {"summary": {"clips": 1, "frames": 200, "psnr": 29.5, "ssim": 0.91, "lipsync": 0.71,
-                              "lipsync_ceiling": 0.97, "lipsync_chance": None, "detected": 1.0},
+    region = {"lipsync_region": 0.65, "lipsync_region_ceiling": 0.9, "lipsync_region_chance": 0.05}
+    clip = {"clip": "c0", "frames": 200, "psnr": 29.5, "psnr_copy": 21.0, "ssim": 0.91, "lipsync": 0.71,
+            "lipsync_ceiling": 0.97, "lipsync_chance": None, "detected": 1.0, "ground_truth": "synthetic", **region}
+    evaluation = {"summary": {"clips": 1, "frames": 200, "psnr": 29.5, "psnr_copy": 21.0, "ssim": 0.91,
+                              "lipsync": 0.71, "lipsync_ceiling": 0.97, "lipsync_chance": None, "detected": 1.0,
+                              **region},
                   "clips": [clip], "settings": {"seed": 0, "cfg_scale": 3.0, "nfe": 10}}
     training = {"renderer_recipe": "lr 0.002", "generator_recipe": "lr 0.0005", "renderer_steps": 3800,
                 "generator_steps": 3000, "training_clips": 400, "clip_seconds": 4.0, "heldout_clips": 6,
@@ -109,5 +111,7 @@ def test_model_card_reports_the_evaluation(tiny_demo_model, tmp_path):
                 "date": "2026-11-29", "command": "python scripts/train_demo_model.py"}
     card = write_model_card(tmp_path, training, evaluation).read_text()
     assert "**PSNR 29.50 dB**" in card and "**r = 0.710**" in card
-    assert "| c0 | 29.50 | 0.910 | 0.710 | 0.970 | n/a |" in card  # undefined correlations read n/a
+    assert "**r = 0.650**" in card
+    # undefined correlations read n/a
+    assert "| c0 | 29.50 | 21.00 | 0.910 | 0.710 | 0.970 | n/a | 0.650 | 0.900 | 0.050 |" in card
     assert "3,800 steps" in card and "400 clips of 4 s" in card

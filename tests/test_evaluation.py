@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imtalker.cli import main
-from imtalker.evaluation import evaluate, pearson, psnr, ssim
+from imtalker.evaluation import evaluate, mouth_box, mouth_contrast, pearson, psnr, ssim
 from tiny_models import save_tiny_weights
 
 
@@ -31,6 +31,19 @@ def test_psnr_and_ssim_of_known_images():
     assert 15 < float(psnr(noisy, a).mean()) < 25 and float(ssim(noisy, a).mean()) < 0.95
 
 
+def test_mouth_contrast_grows_as_a_dark_mouth_opens_inside_the_box():
+    landmarks = np.zeros((478, 2))
+    landmarks[[78, 308, 13, 14]] = [[40, 60], [60, 60], [50, 58], [50, 62]]  # inner lips 20 px wide at (50, 60)
+    top, bottom, left, right = box = mouth_box(landmarks)
+    assert top < 58 and bottom > 62 and left < 45 and right > 55 and (bottom - top) < (right - left)
+    frames = np.full((5, 100, 100, 3), 200, np.uint8)  # skin
+    for i, gap in enumerate(range(0, 10, 2)):  # a dark opening, 0 to 8 px high
+        frames[i, 60 - gap // 2:60 + gap // 2, 44:56] = 30
+    contrast = mouth_contrast(frames, box)
+    assert contrast[0] == 0 and (np.diff(contrast) > 0).all()
+    assert np.isnan(mouth_contrast(frames, None)).all()
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     return save_tiny_weights(tmp_path_factory.mktemp("weights"), front_end="mel")
@@ -42,6 +55,7 @@ def test_evaluation_of_untrained_networks(tiny_weights, synthetic_heldout):
     assert summary["clips"] == 2 and summary["frames"] == 2 * 75
     assert [c["ground_truth"] for c in result["clips"]] == ["synthetic", "synthetic"]  # the corpus's .npz found
     assert summary["lipsync_ceiling"] > 0.8  # the face mesh measures the real synthetic mouths well
+    assert summary["lipsync_region_ceiling"] > 0.7  # so does the mouth-region contrast
     assert summary["psnr"] < 20  # random networks reconstruct nothing
     assert 0 <= summary["ssim"] <= 1 and 0 <= summary["detected"] <= 1
     json.dumps(result, allow_nan=False)  # strict JSON: undefined correlations are null

@@ -45,9 +45,10 @@ def write_model_card(folder: str | Path, training: dict, evaluation: dict) -> Pa
     summary = evaluation["summary"]
     sizes = {name: (folder / name).stat().st_size for name in WEIGHT_FILES}
     params = {name: _parameters(folder / name) for name in WEIGHT_FILES}
-    columns = (("psnr", ".2f"), ("ssim", ".3f"), ("lipsync", ".3f"), ("lipsync_ceiling", ".3f"),
-               ("lipsync_chance", ".3f"))
-    rows = "\n".join(f"| {c['clip']} | " + " | ".join(_f(c[name], spec) for name, spec in columns) + " |"
+    columns = (("psnr", ".2f"), ("psnr_copy", ".2f"), ("ssim", ".3f"), ("lipsync", ".3f"), ("lipsync_ceiling", ".3f"),
+               ("lipsync_chance", ".3f"), ("lipsync_region", ".3f"), ("lipsync_region_ceiling", ".3f"),
+               ("lipsync_region_chance", ".3f"))
+    rows = "\n".join(f"| {c['clip']} | " + " | ".join(_f(c.get(name), spec) for name, spec in columns) + " |"
                       for c in evaluation["clips"])
     card = """# imtalker demo model
 
@@ -95,9 +96,12 @@ with syllable rhythm, prepared with `imtalker prepare --size 128` (mediapipe fac
   frames gives {_f(summary['lipsync_ceiling'], '.3f')} (the landmarker's ceiling); frames generated from another
   clip's audio give {_f(summary['lipsync_chance'], '.3f')} (chance). The mesh found the mouth in
   {_f(summary['detected'], '.1%')} of the generated frames.
+- Lip sync by the mouth-region contrast (luminance spread in a box around the source's mouth; needs no landmarks on
+  the generated frames): **r = {_f(summary.get('lipsync_region'), '.3f')}**; real frames
+  {_f(summary.get('lipsync_region_ceiling'), '.3f')}, another clip's audio {_f(summary.get('lipsync_region_chance'), '.3f')}.
 
-| clip | PSNR | SSIM | lip sync r | ceiling | other audio |
-|---|---|---|---|---|---|
+| clip | PSNR | PSNR copy | SSIM | lip sync r (mesh) | ceiling | other audio | r (region) | ceiling | other audio |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 ## Limits
