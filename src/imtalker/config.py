@@ -11,13 +11,17 @@ from typing import Any
 class RendererConfig:
     """Sizes of the renderer (MODEL.md section 3).
 
-    The six appearance levels sit at image_size / 2 ... image_size / 64. The coarse levels (image_size / 64 ...
-    image_size / 8) use cross-attention, the two finest the guided resampler, so image_size must be a multiple
+    The published six appearance levels sit at image_size / 2 ... image_size / 64. The four coarsest (image_size / 64
+    ... image_size / 8) use cross-attention, the two finest the guided resampler, so image_size must be a multiple
     of 128 (the motion decoder starts from a constant of image_size / 128 pixels).
+
+    Five widths drop the coarsest level (not a published layout): levels image_size / 2 ... / 32, cross-attention
+    down to image_size / 4 and one resampled level. Appearance then reaches the decoder on a grid of image_size / 4
+    instead of / 8, which small images need (at 128 px a / 8 grid is 16 x 16: an eye or a mouth opening is one cell).
     """
 
     image_size: int = 512
-    # identity-encoder widths from the finest level (image_size / 2) to the coarsest (image_size / 64)
+    # identity-encoder widths from the finest level (image_size / 2) to the coarsest (image_size / 64; 5 or 6 levels)
     feature_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 512)
     # motion-encoder widths: the first convolution, then each of the five downsampling residual blocks
     motion_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
@@ -28,10 +32,11 @@ class RendererConfig:
     window_size: int = 8  # window of the fine-level Swin blocks
 
     def __post_init__(self):
-        if self.image_size < 128 or self.image_size % 128:
-            raise ValueError(f"image_size must be a positive multiple of 128, got {self.image_size}")
-        if len(self.feature_channels) != 6:
-            raise ValueError(f"feature_channels needs 6 widths, got {len(self.feature_channels)}")
+        if len(self.feature_channels) not in (5, 6):
+            raise ValueError(f"feature_channels needs 6 widths (or 5), got {len(self.feature_channels)}")
+        multiple = 2 ** (len(self.feature_channels) + 1)
+        if self.image_size < multiple or self.image_size % multiple:
+            raise ValueError(f"image_size must be a positive multiple of {multiple}, got {self.image_size}")
         if len(self.motion_channels) != 6:
             raise ValueError(f"motion_channels needs 6 widths, got {len(self.motion_channels)}")
         for width in self.feature_channels:
@@ -45,9 +50,14 @@ class RendererConfig:
         return self.feature_channels[-1]
 
     @property
+    def num_levels(self) -> int:
+        """Appearance levels: 6 published (4 cross-attention + 2 resampled), or 5 (4 + 1)."""
+        return len(self.feature_channels)
+
+    @property
     def coarse_grid(self) -> int:
         """Side of the finest cross-attention grid, whose attention guides the resampler."""
-        return self.image_size // 8
+        return self.image_size // 2 ** (self.num_levels - 3)
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,35 @@ def test_shapes_for_smaller_configs(config):
     assert frames.min() >= 0 and frames.max() <= 1
 
 
+def test_five_levels_give_appearance_on_a_grid_twice_as_fine():
+    """The layout without the coarsest level: cross-attention down to size / 4 and one resampled level."""
+    torch.manual_seed(0)
+    config = RendererConfig(image_size=64, feature_channels=(8, 8, 16, 16, 32), motion_channels=(8, 8, 16, 16, 32, 32),
+                            adapt_dim=16, const_channels=8, num_heads=4)
+    model = IMTRenderer(config).eval()
+    assert config.coarse_grid == 16 == 64 // 4 and [m.ratio for m in model.imt[4:]] == [2]
+    source = model.encode_source(torch.rand(1, 3, 64, 64))
+    assert [f.shape[-1] for f in source.features] == [2, 4, 8, 16, 32]
+    assert len(model.frame_decoder.upconv_blocks) == 4 and model.frame_decoder.fine_stage == 2
+    frames = model.render(source, torch.randn(3, config.motion_dim))
+    assert frames.shape == (3, 3, 64, 64) and torch.isfinite(frames).all()
+    with torch.no_grad():
+        logits = model.self_attention_logits(model._encode_source(torch.rand(2, 3, 64, 64)))
+    assert logits.shape == (2, 4, 16 * 16, 16 * 16)
+
+
 @pytest.mark.parametrize("size", [100, 64, 200])
 def test_config_rejects_sizes_that_do_not_divide(size):
     with pytest.raises(ValueError, match="multiple of 128"):
         RendererConfig(image_size=size)
+
+
+def test_config_takes_five_or_six_levels_only():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        RendererConfig(image_size=96, feature_channels=(8, 8, 16, 16, 32))
+    for widths in [(8, 8, 16, 16), (8, 8, 8, 16, 16, 32, 32)]:
+        with pytest.raises(ValueError, match="feature_channels needs 6 widths"):
+            RendererConfig(image_size=128, feature_channels=widths)
 
 
 def test_config_rejects_widths_not_divisible_by_heads():

@@ -87,6 +87,7 @@ def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_re
     trained = {k: v.clone() for k, v in module.gen.state_dict().items()}
     assert reconstruction_l1(module, probe) < 0.9 * before
     assert "train/adversarial" not in terms.steps[-1] and "train/disc" not in terms.steps[-1]
+    assert terms.steps[-1]["train/motion_std"] > 0  # logged to catch a collapsed motion encoder
     assert terms.steps[-1]["train/alignment"] < terms.steps[0]["train/alignment"]
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not any(k.startswith("disc.") for k in state)

@@ -112,7 +112,7 @@ class MotionDecoder(nn.Module):
 
     def __init__(self, config: RendererConfig):
         super().__init__()
-        size = config.image_size // 128
+        size = config.image_size // 2 ** (config.num_levels + 1)  # half the coarsest level
         self.const = nn.Parameter(torch.randn(1, config.const_channels, size, size))
         widths = config.feature_channels[::-1][:NUM_COARSE_LEVELS]  # 512, 512, 256, 128: the coarse levels
         layers = [StyledConv(config.const_channels, widths[0], 3, config.motion_dim)]
@@ -175,7 +175,12 @@ class IMTRenderer(nn.Module):
         self.adapt = IdentityAdapter(config)
         widths = config.feature_channels[::-1]
         self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads) for level in range(NUM_COARSE_LEVELS)]
-                                 + [GuidedResampler(2), GuidedResampler(4)])
+                                 + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
+
+    @property
+    def fine_levels(self) -> range:
+        """Indices (coarse to fine) of the guided-resampler levels: 4 and 5 in the published layout."""
+        return range(NUM_COARSE_LEVELS, self.config.num_levels)
 
     # -- checks ----------------------------------------------------------------------------------------------
 
@@ -238,7 +243,7 @@ class IMTRenderer(nn.Module):
             k, v = self.imt[level].block_efc.project_source(motion_maps[level], features[level])
             keys.append(k)
             values.append(v)
-        pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in (4, 5)]
+        pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in self.fine_levels]
         return SourceState(features, identity, motion, motion_maps, keys, values, pooled)
 
     @torch.inference_mode()
@@ -250,7 +255,7 @@ class IMTRenderer(nn.Module):
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Implicit motion transfer: source appearance aligned to driving motion maps, six levels coarse to fine."""
+        """Implicit motion transfer: source appearance aligned to driving motion maps, every level coarse to fine."""
         aligned = []
         top1 = None
         for level in range(NUM_COARSE_LEVELS):
@@ -261,7 +266,7 @@ class IMTRenderer(nn.Module):
                 out, top1 = out
             aligned.append(out)
         grid = self.config.coarse_grid
-        for pooled, level in zip(source.pooled, (4, 5)):
+        for pooled, level in zip(source.pooled, self.fine_levels):
             aligned.append(self.imt[level](pooled, top1, grid))
         return aligned
 

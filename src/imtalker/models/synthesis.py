@@ -9,7 +9,6 @@ from torch import nn
 from .layers import ConvResBlock
 from .motion_transfer import Attention, from_tokens, merge_heads, split_heads, to_tokens
 
-FINE_STAGE = 3  # stages from here on (image_size / 4 and / 2) run at high resolution with few channels
 
 
 def feed_forward(dim: int, gap: bool) -> nn.Sequential:
@@ -180,22 +179,25 @@ class FrameDecoder(nn.Module):
     def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int):
         super().__init__()
         widths = feature_channels[::-1]  # coarse to fine: 512, 512, 256, 128, 64, 32
+        stages = len(widths) - 1
+        # the last two stages (image_size / 4 and / 2) run at high resolution with few channels: window attention
+        self.fine_stage = stages - 2
         self.upconv_blocks = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         self.transformer_blocks = nn.ModuleList()
-        for i in range(5):
-            resolution = image_size // 2 ** (5 - i)  # 16 ... 256 for 512 px
+        for i in range(stages):
+            resolution = image_size // 2 ** (stages - i)  # 16 ... 256 for 512 px
             self.upconv_blocks.append(ConvResBlock(widths[i], widths[i + 1], resample="up"))
             self.resblocks.append(ConvResBlock(2 * widths[i + 1], widths[i + 1]))
             self.transformer_blocks.append(
-                TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= 3))
+                TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= self.fine_stage))
         self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
 
     def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None) -> torch.Tensor:
         """Synthesise frames from the aligned pyramid.
 
         Args:
-            aligned: six maps coarse to fine, (B, C_i, H_i, W_i).
+            aligned: one map per level (six published), coarse to fine, (B, C_i, H_i, W_i).
             fine_batch: frames per pass through the two finest stages (None: all at once). The results do not
                 depend on it; small passes keep their large activations in cache and out of fresh pages.
 
@@ -203,10 +205,10 @@ class FrameDecoder(nn.Module):
             (B, 3, image_size, image_size) in [0, 1].
         """
         x = aligned[0]
-        for i in range(FINE_STAGE):
+        for i in range(self.fine_stage):
             x = self._stage(i, x, aligned[i + 1])
         step = fine_batch or x.shape[0]
-        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[FINE_STAGE + 1:]])
+        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]])
                           for j in range(0, x.shape[0], step)])
 
     def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -215,6 +217,6 @@ class FrameDecoder(nn.Module):
         return self.transformer_blocks[i](x)
 
     def _finish(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        for i, skip in enumerate(skips, start=FINE_STAGE):
+        for i, skip in enumerate(skips, start=self.fine_stage):
             x = self._stage(i, x, skip)
         return torch.sigmoid(F.pixel_shuffle(self.final_conv(x), 2))

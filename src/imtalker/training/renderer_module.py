@@ -146,6 +146,10 @@ class RendererModule(lightning.LightningModule):
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
             weights=self.training_config.weights)
+        # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
+        # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
+        if motion.shape[0] > 1:
+            terms["motion_std"] = motion.detach().std(dim=0).mean()
         return fake, loss, terms
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
