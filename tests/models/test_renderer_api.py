@@ -214,3 +214,26 @@ def test_reconstruct_returns_the_forward_outputs_and_the_source_state(model, ima
     torch.testing.assert_close(frame, expected_frame)
     torch.testing.assert_close(motion, expected_motion)
     torch.testing.assert_close(model.self_attention_logits(state), model.self_attention_logits(expected_state))
+
+
+def test_top1_gradient_leaves_frames_alone_and_lets_the_fine_levels_train_the_motion(image):
+    torch.manual_seed(0)
+    model = IMTRenderer(SMALL).eval()
+    with torch.no_grad():
+        source = model._encode_source(image)
+
+    def fine_levels(switch: bool):
+        model.top1_gradient = switch
+        motion = torch.randn(2, SMALL.motion_dim, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        maps = model.decode_motion(model.adapt_motion(motion, source.identity))
+        aligned = model.transfer(source, maps)[len(model.imt) - len(model.fine_levels):]
+        return motion, aligned, model._render(source, motion)
+
+    motion_off, fine_off, frames_off = fine_levels(False)
+    motion_on, fine_on, frames_on = fine_levels(True)
+    for a, b in zip(fine_off, fine_on):
+        torch.testing.assert_close(a, b)  # the arg-max blocks, as published
+    torch.testing.assert_close(frames_off, frames_on)
+    assert not any(f.requires_grad for f in fine_off)  # the arg-max passes nothing back to the motion
+    sum(f.square().sum() for f in fine_on).backward()
+    assert motion_on.grad is not None and motion_on.grad.abs().sum() > 0

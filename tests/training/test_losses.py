@@ -11,6 +11,8 @@ from torch import nn
 
 from imtalker.training.losses import (
     attention_alignment_loss,
+    correspondence_loss,
+    landmark_cells,
     VGG19Features,
     discriminator_loss,
     flow_matching_loss,
@@ -227,3 +229,32 @@ def test_region_l1_term_joins_the_total_when_weighted(vgg):
     assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + 2 * terms["region_l1"]).item(), rel=1e-6)
     _, off = renderer_generator_loss(fake, real, None, weights=RendererLossWeights(adversarial=0.0), **common)
     assert "region_l1" not in off
+
+
+def test_landmark_cells_are_row_major_grid_cells():
+    points = torch.tensor([[[0.0, 0.0], [127.9, 0.0], [0.0, 127.9], [70.0, 20.0], [200.0, -5.0]]])
+    assert landmark_cells(points, 128, 16).tolist() == [[0, 15, 15 * 16, 2 * 16 + 8, 15]]  # clamped at the border
+
+
+def test_correspondence_loss_rewards_attending_to_the_landmarks_source_cell():
+    n = 16  # a 4 x 4 grid
+    source = torch.tensor([[[8.0, 8.0], [40.0, 56.0]]])  # cells 0 and 3 * 4 + 2 = 14 at 64 px
+    driving = torch.tensor([[[24.0, 8.0], [40.0, 40.0]]])  # cells 1 and 2 * 4 + 2 = 10
+    right = torch.full((1, 2, n, n), -30.0)
+    right[:, :, 1, 0] = right[:, :, 10, 14] = 30.0
+    assert correspondence_loss(right, source, driving, 64).item() < 1e-6
+    wrong = torch.full((1, 2, n, n), -30.0)
+    wrong[:, :, 1, 5] = wrong[:, :, 10, 3] = 30.0
+    assert correspondence_loss(wrong, source, driving, 64).item() > 50
+    uniform = torch.zeros(1, 2, n, n)
+    assert correspondence_loss(uniform, source, driving, 64).item() == pytest.approx(math.log(n), rel=1e-6)
+
+    lost = driving.clone()
+    lost[0, 1] = float("nan")  # a landmark missing in one frame is left out, not counted as wrong
+    mixed = right.clone()
+    mixed[:, :, 10] = wrong[:, :, 10]
+    assert correspondence_loss(mixed, source, lost, 64).item() < 1e-6
+    logits = torch.zeros(1, 2, n, n, requires_grad=True)
+    none = correspondence_loss(logits, source, torch.full_like(driving, float("nan")), 64)
+    assert none.item() == 0.0
+    none.backward()  # still part of the graph

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import lightning
 import numpy as np
+import pytest
 import torch
 
 import imtalker
@@ -110,5 +112,38 @@ def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer
     assert not any(k.startswith("vgg.") for k in state) and any(k.startswith("disc.") for k in state)
 
 
-def test_defaults_are_the_published_recipe():
-    assert dataclasses.asdict(RendererTrainingConfig())["weights"]["region"] == 100.0  # the published weights
+def test_defaults_are_the_published_recipe(tiny_renderer_config):
+    defaults = dataclasses.asdict(RendererTrainingConfig())
+    assert defaults["weights"]["region"] == 100.0  # the published weights
+    # the terms and the gradient that short CPU runs add are off
+    assert defaults["weights"]["alignment"] == defaults["weights"]["correspondence"] == 0.0
+    assert defaults["weights"]["region_l1"] == 0.0 and defaults["top1_gradient"] is False
+    assert RendererModule(tiny_renderer_config).gen.top1_gradient is False
+    switched = RendererTrainingConfig(weights=RendererLossWeights(adversarial=0.0), top1_gradient=True)
+    assert RendererModule(tiny_renderer_config, switched).gen.top1_gradient is True
+
+
+def test_landmarks_come_with_the_frames_at_the_training_size(prepared):
+    data = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=10, with_landmarks=True)
+    item = data[2]
+    assert item["source_landmarks"].shape == item["driving_landmarks"].shape == (478, 2)
+    big = RendererPairDataset(prepared.folder, "train", 256, samples_per_epoch=10, with_landmarks=True)[2]
+    torch.testing.assert_close(big["driving_landmarks"], 2 * item["driving_landmarks"], equal_nan=True)
+    known = torch.isfinite(item["driving_landmarks"]).all(-1)
+    assert known.any() and (item["driving_landmarks"][known] >= -5).all()
+    assert (item["driving_landmarks"][known] <= 133).all()  # pixels of the 128 px frame, give or take the border
+
+
+def test_correspondence_term_trains_the_attention_towards_the_landmarks(prepared, tiny_renderer_config, tmp_path):
+    torch.manual_seed(0)
+    weights = RendererLossWeights(adversarial=0.0, correspondence=1.0)
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
+    steps = Terms()  # the same four pairs every step
+    fit(module, RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=4, with_landmarks=True),
+        max_steps=10, default_root_dir=tmp_path, callbacks=[steps], **QUIET)
+    first, last = steps.steps[0]["train/correspondence"], steps.steps[-1]["train/correspondence"]
+    assert first == pytest.approx(math.log(16 * 16), rel=0.05)  # untrained: about uniform over the 16 x 16 grid
+    assert last < first - 0.1
+    with pytest.raises(ValueError, match="landmarks"):
+        module._generator_terms(torch.utils.data.default_collate(
+            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))

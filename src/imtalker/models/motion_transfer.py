@@ -95,6 +95,11 @@ class CrossAttention(Attention):
         out = from_tokens(self.proj(merge_heads(out)), h, w)  # (B, C, H, W)
         return (out, top1) if with_top1 else out
 
+    def head_mean_probs(self, driving_motion: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The head-mean attention probabilities (B, N, N) from the driving motion map to projected source keys."""
+        q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)
+        return attention_head_mean(q, k.expand(q.shape[0], -1, -1, -1))
+
 
 def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         chunk_elements: int = ATTENTION_CHUNK_ELEMENTS):
@@ -147,19 +152,27 @@ def pool_blocks(features: torch.Tensor, ratio: int) -> torch.Tensor:
     return to_tokens(F.avg_pool2d(features, ratio)).contiguous()
 
 
-def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: int) -> torch.Tensor:
+def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: int,
+                    probs: torch.Tensor | None = None) -> torch.Tensor:
     """Fill each ratio x ratio output block with the pooled source block its coarse cell attends to most.
 
     Args:
         pooled: (B or 1, grid * grid, C) pooled source blocks from `pool_blocks`.
         top1: (B, grid * grid) arg-max key index per low-resolution cell.
+        probs: (B, grid * grid, grid * grid) head-mean attention probabilities of the top-1 level, or None. With
+            them the output is unchanged but its gradient also reaches the attention, as if the blocks had been
+            mixed by `probs` (a straight-through estimate): the arg-max alone passes no gradient to the motion.
 
     Returns:
         (B, C, grid * ratio, grid * ratio), channels-last.
     """
     b, c = top1.shape[0], pooled.shape[2]
     pooled = pooled.expand(b, -1, -1)
-    picked = torch.gather(pooled, 1, top1[:, :, None].expand(-1, -1, c)).view(b, grid, 1, grid, 1, c)
+    picked = torch.gather(pooled, 1, top1[:, :, None].expand(-1, -1, c))  # (B, N, C)
+    if probs is not None:
+        soft = probs @ pooled
+        picked = picked + (soft - soft.detach())
+    picked = picked.view(b, grid, 1, grid, 1, c)
     picked = picked.expand(-1, -1, ratio, -1, ratio, -1).reshape(b, grid * ratio, grid * ratio, c)
     return picked.permute(0, 3, 1, 2)
 
@@ -171,8 +184,9 @@ class GuidedResampler(nn.Module):
         super().__init__()
         self.ratio = ratio
 
-    def forward(self, pooled: torch.Tensor, top1: torch.Tensor, grid: int) -> torch.Tensor:
-        return guided_resample(pooled, top1, grid, self.ratio)
+    def forward(self, pooled: torch.Tensor, top1: torch.Tensor, grid: int,
+                probs: torch.Tensor | None = None) -> torch.Tensor:
+        return guided_resample(pooled, top1, grid, self.ratio, probs)
 
 
 class CoarseLevel(nn.Module):

@@ -176,6 +176,10 @@ class IMTRenderer(nn.Module):
         widths = config.feature_channels[::-1]
         self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads) for level in range(NUM_COARSE_LEVELS)]
                                  + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
+        # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
+        # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
+        # whose arg-max passes no gradient, and the motion latent never gets a training signal.
+        self.top1_gradient = False
 
     @property
     def fine_levels(self) -> range:
@@ -222,8 +226,13 @@ class IMTRenderer(nn.Module):
         (`attention_alignment_loss`), which teaches the motion maps to tell positions apart much sooner than the
         reconstruction loss alone does.
         """
+        return self.attention_logits(source, source.motion_maps)
+
+    def attention_logits(self, source: SourceState, motion_maps: list[torch.Tensor]) -> torch.Tensor:
+        """Scores (B, heads, N, N) of the finest cross-attention level, driving motion maps against the source's keys;
+        its arg-max also picks the fine levels' blocks (`transfer`)."""
         level = self.imt[NUM_COARSE_LEVELS - 1].block_efc
-        q = split_heads(level.q_proj(to_tokens(source.motion_maps[NUM_COARSE_LEVELS - 1])), level.num_heads)
+        q = split_heads(level.q_proj(to_tokens(motion_maps[NUM_COARSE_LEVELS - 1])), level.num_heads)
         k = source.keys[NUM_COARSE_LEVELS - 1]  # (B, heads, N, D), projected once per source
         return q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
 
@@ -266,8 +275,12 @@ class IMTRenderer(nn.Module):
                 out, top1 = out
             aligned.append(out)
         grid = self.config.coarse_grid
+        probs = None
+        if self.top1_gradient and torch.is_grad_enabled():
+            last = NUM_COARSE_LEVELS - 1
+            probs = self.imt[last].block_efc.head_mean_probs(motion_maps[last], source.keys[last])
         for pooled, level in zip(source.pooled, self.fine_levels):
-            aligned.append(self.imt[level](pooled, top1, grid))
+            aligned.append(self.imt[level](pooled, top1, grid, probs))
         return aligned
 
     def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:

@@ -58,16 +58,20 @@ class RendererPairDataset(Dataset):
         image_size: the renderer's resolution (frames are resized if the dataset was prepared at another size).
         samples_per_epoch: dataset length (default: 100 per clip).
         seed: base seed of the per-index draws.
+        with_landmarks: also return `source_landmarks` and `driving_landmarks` (478, 2), face-mesh pixels (x, y) at
+            `image_size`, NaN without a face (for the renderer's correspondence term).
     """
 
     def __init__(self, folder: str | os.PathLike, split: str, image_size: int, samples_per_epoch: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, with_landmarks: bool = False):
         self.clips = clip_folders(folder, split)
         self.image_size = image_size
         self.samples_per_epoch = samples_per_epoch or 100 * len(self.clips)
         self.seed = seed
         self._frames: dict[int, np.ndarray] = {}
         self._masks: dict[int, np.ndarray] = {}
+        self.with_landmarks = with_landmarks
+        self._landmarks: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -92,8 +96,15 @@ class RendererPairDataset(Dataset):
         mask = torch.from_numpy((np.asarray(masks[driving]) > 0).astype(np.float32))[None, None]
         if mask.shape[-1] != size:
             mask = F.interpolate(mask, size=(size, size), mode="nearest")
-        return {"source": _to_image_tensor(frames[source], size), "driving": _to_image_tensor(frames[driving], size),
-                "other": _to_image_tensor(other_frames[other], size), "mask": mask[0]}
+        item = {"source": _to_image_tensor(frames[source], size), "driving": _to_image_tensor(frames[driving], size),
+                 "other": _to_image_tensor(other_frames[other], size), "mask": mask[0]}
+        if self.with_landmarks:
+            if clip not in self._landmarks:
+                self._landmarks[clip] = np.load(self.clips[clip] / "landmarks.npy", mmap_mode="r")
+            scale = size / frames.shape[1]
+            for name, index in (("source_landmarks", source), ("driving_landmarks", driving)):
+                item[name] = torch.from_numpy(np.asarray(self._landmarks[clip][index], np.float32) * scale)
+        return item
 
 
 def file_digest(path: str | os.PathLike, length: int = 12) -> str:

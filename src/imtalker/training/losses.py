@@ -7,6 +7,8 @@ velocity loss that also matches frame-to-frame differences.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +313,12 @@ class RendererLossWeights:
     # not in the published recipe (0 keeps it out): L1 inside the eye and mouth masks, per masked pixel; a stand-in
     # for the region term when no VGG19 is available, so the small regions that carry lip sync are not drowned out
     region_l1: float = 0.0
+    # not in the published recipe (0 keeps it out): cross-entropy of the finest attention from driving to source
+    # against the correspondences of the face-mesh landmarks (the cell holding a landmark in the driving frame should
+    # attend to the cell holding it in the source). The alignment term asks this of a source and itself only; the
+    # arg-max that moves the fine levels passes no gradient, so without such a signal a short run never learns to
+    # move them.
+    correspondence: float = 0.0
 
 
 def attention_alignment_loss(self_logits: torch.Tensor) -> torch.Tensor:
@@ -318,6 +326,39 @@ def attention_alignment_loss(self_logits: torch.Tensor) -> torch.Tensor:
     n = self_logits.shape[-1]
     target = torch.arange(n, device=self_logits.device).repeat(self_logits.shape[0] * self_logits.shape[1])
     return F.cross_entropy(self_logits.reshape(-1, n), target)
+
+
+def landmark_cells(points: torch.Tensor, image_size: int, grid: int) -> torch.Tensor:
+    """Row-major cell index (B, P) on a grid x grid map of landmark points (B, P, 2) in pixels (x, y)."""
+    cells = (points * (grid / image_size)).floor().long().clamp(0, grid - 1)
+    return cells[..., 1] * grid + cells[..., 0]
+
+
+def correspondence_loss(logits: torch.Tensor, source_points: torch.Tensor, driving_points: torch.Tensor,
+                        image_size: int) -> torch.Tensor:
+    """Cross-entropy of the attention rows of the driving cells that hold a landmark against the source cell holding
+    the same landmark.
+
+    Args:
+        logits: (B, heads, N, N) scores, driving cells (rows) against source cells, on a square grid.
+        source_points, driving_points: (B, P, 2) landmark pixels (x, y); NaN where a frame has no face.
+        image_size: the frames' size in pixels.
+
+    Returns:
+        The mean over heads and over landmarks known in both frames; 0 when there are none.
+    """
+    b, heads, n, _ = logits.shape
+    grid = math.isqrt(n)
+    known = torch.isfinite(source_points).all(-1) & torch.isfinite(driving_points).all(-1)  # (B, P)
+    if not known.any():
+        return logits.sum() * 0.0
+    rows = landmark_cells(torch.nan_to_num(driving_points), image_size, grid)  # (B, P)
+    targets = landmark_cells(torch.nan_to_num(source_points), image_size, grid)
+    picked = torch.gather(logits, 2, rows[:, None, :, None].expand(-1, heads, -1, n))  # (B, heads, P, N)
+    losses = F.cross_entropy(picked.permute(0, 3, 1, 2), targets[:, None, :].expand(-1, heads, -1),
+                             reduction="none")  # (B, heads, P)
+    weights = known[:, None, :].float().expand_as(losses)
+    return (losses * weights).sum() / weights.sum()
 
 
 def masked_l1_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -338,6 +379,7 @@ def renderer_generator_loss(
     vgg: VGG19Features | None = None,
     region_mask: torch.Tensor | None = None,
     self_logits: torch.Tensor | None = None,
+    correspondence: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
     scales: Sequence[float] = PERCEPTUAL_SCALES,
     weights: RendererLossWeights = RendererLossWeights(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -356,6 +398,8 @@ def renderer_generator_loss(
         region_mask: (B, 1, H, W) eye and mouth mask in {0, 1}; None skips the region term.
         self_logits: finest-level attention scores of the sources attending to themselves
             (`IMTRenderer.self_attention_logits`); None skips the alignment term.
+        correspondence: (logits, source landmarks, driving landmarks, image size) for `correspondence_loss`; None
+            skips the correspondence term.
         scales: perceptual pyramid factors.
         weights: term weights.
 
@@ -374,6 +418,8 @@ def renderer_generator_loss(
         terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
     if self_logits is not None:
         terms["alignment"] = attention_alignment_loss(self_logits)
+    if correspondence is not None:
+        terms["correspondence"] = correspondence_loss(*correspondence)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()

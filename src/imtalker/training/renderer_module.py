@@ -58,6 +58,9 @@ class RendererTrainingConfig:
     cosine_steps: int | None = None
     warmup_steps: int = 0
     final_lr_fraction: float = 0.05
+    # not in the published recipe: a straight-through gradient for the fine levels' arg-max selection
+    # (`IMTRenderer.top1_gradient`); rendered frames are the same, only training sees the difference
+    top1_gradient: bool = False
 
 
 def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None) -> RendererTrainingConfig:
@@ -113,6 +116,7 @@ class RendererModule(lightning.LightningModule):
                                    "discriminator": config_to_dict(disc_config)})
         self.automatic_optimization = False
         self.gen = IMTRenderer(config)
+        self.gen.top1_gradient = training.top1_gradient
         # The discriminator costs more than a small renderer; without a GAN term it is not built at all.
         self.disc = MultiScaleDiscriminator(disc_config) if training.weights.adversarial else None
         self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
@@ -142,10 +146,18 @@ class RendererModule(lightning.LightningModule):
         self_logits = None
         if self.training_config.weights.alignment:
             self_logits = self.gen.self_attention_logits(source_state)
+        correspondence = None
+        if self.training_config.weights.correspondence:
+            if "driving_landmarks" not in batch:
+                raise ValueError("the correspondence term needs batches with landmarks "
+                                 "(RendererPairDataset(..., with_landmarks=True))")
+            maps = self.gen.decode_motion(self.gen.adapt_motion(motion, source_state.identity))
+            correspondence = (self.gen.attention_logits(source_state, maps), batch["source_landmarks"],
+                              batch["driving_landmarks"], self.config.image_size)
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
-            weights=self.training_config.weights)
+            correspondence=correspondence, weights=self.training_config.weights)
         # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
         # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
         if motion.shape[0] > 1:
