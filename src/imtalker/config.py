@@ -30,6 +30,10 @@ class RendererConfig:
     const_channels: int = 32  # channels of the motion decoder's learned constant
     num_heads: int = 8  # heads of every attention in the renderer
     window_size: int = 8  # window of the fine-level Swin blocks
+    # BatchNorm after the motion encoder's first convolution and after each of its residual blocks (not published,
+    # whose encoder has no normalisation): the un-normalised encoder needs far more steps than a short CPU run has
+    # to make its latent follow a face's motion (BENCHMARKS.md, demo model)
+    motion_norm: bool = False
 
     def __post_init__(self):
         if len(self.feature_channels) not in (5, 6):

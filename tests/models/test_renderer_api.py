@@ -60,6 +60,27 @@ def test_five_levels_give_appearance_on_a_grid_twice_as_fine():
     assert logits.shape == (2, 4, 16 * 16, 16 * 16)
 
 
+def test_motion_norm_adds_batchnorm_to_the_motion_encoder_only_when_asked(tmp_path):
+    import dataclasses
+
+    import imtalker
+    from imtalker.weights import save_model
+
+    assert not any("norms" in k for k in IMTRenderer(SMALL).state_dict())  # the published layout
+    config = dataclasses.replace(SMALL, motion_norm=True)
+    torch.manual_seed(0)
+    model = IMTRenderer(config)
+    norms = {k for k in model.state_dict() if k.startswith("latent_token_encoder.norms.")}
+    assert len(norms) == 5 * len(SMALL.motion_channels)  # weight, bias, running mean/var, batch count per width
+    model.train()
+    model.latent_token_encoder(torch.rand(4, 3, 128, 128))  # moves the running statistics
+    model.eval()
+    images = torch.rand(2, 3, 128, 128)
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.motion_norm
+    torch.testing.assert_close(loaded.encode_motion(images), model.encode_motion(images))
+
+
 @pytest.mark.parametrize("size", [100, 64, 200])
 def test_config_rejects_sizes_that_do_not_divide(size):
     with pytest.raises(ValueError, match="multiple of 128"):
@@ -237,3 +258,4 @@ def test_top1_gradient_leaves_frames_alone_and_lets_the_fine_levels_train_the_mo
     assert not any(f.requires_grad for f in fine_off)  # the arg-max passes nothing back to the motion
     sum(f.square().sum() for f in fine_on).backward()
     assert motion_on.grad is not None and motion_on.grad.abs().sum() > 0
+

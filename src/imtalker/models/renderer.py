@@ -84,11 +84,16 @@ class MotionEncoder(nn.Module):
         self.equalconv = EqualConv2d(widths[-1], widths[-1], 3, padding=1)
         self.linear_layers = mlp_stack(widths[-1], 4)
         self.final_linear = EqualLinear(widths[-1], config.motion_dim)
+        self.norms = nn.ModuleList([nn.BatchNorm2d(width) for width in widths]) if config.motion_norm else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(self.conv1(image), 0.2)
-        for block in self.res_blocks:
+        if self.norms is not None:
+            x = self.norms[0](x)
+        for i, block in enumerate(self.res_blocks):
             x = block(x)
+            if self.norms is not None:
+                x = self.norms[i + 1](x)
         x = self.equalconv(x).mean(dim=(2, 3))
         return self.final_linear(run_mlp_stack(self.linear_layers, x))
 
