@@ -225,16 +225,19 @@ def test_chunked_top1_equals_full_attention(chunk):
     assert torch.equal(top1, attention_head_mean(q, k).argmax(dim=-1))
 
 
-def test_reconstruct_returns_the_forward_outputs_and_the_source_state(model, image):
+def test_reconstruct_returns_the_forward_outputs_the_source_state_and_the_motion_maps(model, image):
     driving = torch.rand(2, 3, SMALL.image_size, SMALL.image_size, generator=torch.Generator().manual_seed(3))
     source = image.expand(2, -1, -1, -1)
     with torch.no_grad():
-        frame, motion, state = model.reconstruct(driving, source)
+        result = model.reconstruct(driving, source)
         expected_frame, expected_motion = model(driving, source)
         expected_state = model._encode_source(source)
-    torch.testing.assert_close(frame, expected_frame)
-    torch.testing.assert_close(motion, expected_motion)
-    torch.testing.assert_close(model.self_attention_logits(state), model.self_attention_logits(expected_state))
+        expected_maps = model.decode_motion(model.adapt_motion(expected_motion, expected_state.identity))
+    torch.testing.assert_close(result.frame, expected_frame)
+    torch.testing.assert_close(result.motion, expected_motion)
+    torch.testing.assert_close(model.self_attention_logits(result.source),
+                               model.self_attention_logits(expected_state))
+    torch.testing.assert_close(result.motion_maps, expected_maps)
 
 
 def test_top1_gradient_leaves_frames_alone_and_lets_the_fine_levels_train_the_motion(image):

@@ -166,6 +166,16 @@ class SourceState:
         return SourceState(**{name: move(value) for name, value in vars(self).items()})
 
 
+@dataclass
+class Reconstruction:
+    """What `IMTRenderer.reconstruct` computed for a batch of driving frames and their sources."""
+
+    frame: torch.Tensor  # (B, 3, S, S) rendered driving frames
+    motion: torch.Tensor  # (B, motion_dim) driving motion latents
+    motion_maps: list[torch.Tensor]  # the driving frames' motion maps at the coarse levels
+    source: SourceState
+
+
 class IMTRenderer(nn.Module):
     """Identity encoder + motion encoder + identity-adaptive module + motion decoder + IMT + synthesis."""
 
@@ -289,11 +299,14 @@ class IMTRenderer(nn.Module):
         return aligned
 
     def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:
+        return self._render_with_maps(source, motion)[0]
+
+    def _render_with_maps(self, source: SourceState, motion: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if source.batch_size not in (1, motion.shape[0]):
             raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
         aligned = self.transfer(source, motion_maps)
-        return self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training))
+        return self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training)), motion_maps
 
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -305,14 +318,15 @@ class IMTRenderer(nn.Module):
             return self._render(source, motion)
         return torch.cat([self._render(source, chunk) for chunk in motion.split(batch_size)])
 
-    def reconstruct(self, x_current: torch.Tensor, x_reference: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, SourceState]:
-        """Like `forward`, also returning the source state, which training losses on the attention reuse."""
+    def reconstruct(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> Reconstruction:
+        """Like `forward`, also keeping the source state and the driving motion maps for training losses on the
+        attention."""
         source = self._encode_source(x_reference)
         motion = self.latent_token_encoder(x_current.contiguous(memory_format=torch.channels_last))
-        return self._render(source, motion), motion, source
+        frame, motion_maps = self._render_with_maps(source, motion)
+        return Reconstruction(frame, motion, motion_maps, source)
 
     def forward(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: driving frame + source frame -> (reconstructed driving frame, driving latent)."""
-        frame, motion, _ = self.reconstruct(x_current, x_reference)
-        return frame, motion
+        result = self.reconstruct(x_current, x_reference)
+        return result.frame, result.motion

@@ -139,7 +139,8 @@ class RendererModule(lightning.LightningModule):
 
     def _generator_terms(self, batch: Mapping[str, torch.Tensor]):
         source, driving, other = batch["source"], batch["driving"], batch["other"]
-        fake, motion, source_state = self.gen.reconstruct(driving, source)  # (B, 3, S, S), (B, motion_dim)
+        result = self.gen.reconstruct(driving, source)
+        fake, motion, source_state = result.frame, result.motion, result.source  # (B, 3, S, S), (B, motion_dim)
         _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
         _, identity_other = self.gen.dense_feature_encoder(other)
         fake_logits = self.disc(fake) if self.disc is not None else None
@@ -151,8 +152,7 @@ class RendererModule(lightning.LightningModule):
             if "driving_landmarks" not in batch:
                 raise ValueError("the correspondence term needs batches with landmarks "
                                  "(RendererPairDataset(..., with_landmarks=True))")
-            maps = self.gen.decode_motion(self.gen.adapt_motion(motion, source_state.identity))
-            correspondence = (self.gen.attention_logits(source_state, maps), batch["source_landmarks"],
+            correspondence = (self.gen.attention_logits(source_state, result.motion_maps), batch["source_landmarks"],
                               batch["driving_landmarks"], self.config.image_size)
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
