@@ -95,11 +95,6 @@ class CrossAttention(Attention):
         out = from_tokens(self.proj(merge_heads(out)), h, w)  # (B, C, H, W)
         return (out, top1) if with_top1 else out
 
-    def head_mean_probs(self, driving_motion: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The head-mean attention probabilities (B, N, N) from the driving motion map to projected source keys."""
-        q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)
-        return attention_head_mean(q, k.expand(q.shape[0], -1, -1, -1))
-
 
 def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         chunk_elements: int = ATTENTION_CHUNK_ELEMENTS):

@@ -292,8 +292,7 @@ class IMTRenderer(nn.Module):
         grid = self.config.coarse_grid
         probs = None
         if self.top1_gradient and torch.is_grad_enabled():
-            last = NUM_COARSE_LEVELS - 1
-            probs = self.imt[last].block_efc.head_mean_probs(motion_maps[last], source.keys[last])
+            probs = self.attention_logits(source, motion_maps).softmax(dim=-1).mean(dim=1)  # (B, N, N)
         for pooled, level in zip(source.pooled, self.fine_levels):
             aligned.append(self.imt[level](pooled, top1, grid, probs))
         return aligned

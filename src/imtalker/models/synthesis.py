@@ -10,7 +10,6 @@ from .layers import ConvResBlock
 from .motion_transfer import Attention, from_tokens, merge_heads, split_heads, to_tokens
 
 
-
 def feed_forward(dim: int, gap: bool) -> nn.Sequential:
     """Linear(d, 2d) -> GELU -> Linear(2d, d). The global block's checkpoint numbers the second linear 3."""
     layers = [nn.Linear(dim, 2 * dim), nn.GELU()]
