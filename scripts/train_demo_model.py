@@ -11,7 +11,8 @@ Stages (each one skips what an earlier, interrupted run finished; run the same c
 3. renderer training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
 4. motion-generator training with the log-mel front end (configs/demo-generator.yaml) on the exported renderer's
    motion latents, for a wall-clock budget, then export;
-5. evaluation on the held-out clips (`imtalker eval`): self-reenactment PSNR/SSIM and lip-sync correlation;
+5. float16 copies of the three networks (what the package ships), then the evaluation of those on the held-out
+   clips (`imtalker eval`): self-reenactment PSNR/SSIM and lip-sync correlation;
 6. with --install: the weights, configs, evaluation and a model card go to src/imtalker/assets/demo_model/.
 
 The wall-clock budgets are Lightning's `max_time`, whose elapsed time is kept in the checkpoints, so a killed run
@@ -82,11 +83,24 @@ def train_generator_stage(work: Path, renderer: Path, minutes: float) -> None:
     export_run(run, work / "weights")
 
 
-def evaluate_stage(work: Path) -> dict:
+def pack_stage(work: Path) -> Path:
+    """The exported networks stored as float16 (half the bytes in the package); the evaluation measures these."""
+    import torch
+    from imtalker.weights import load_audio_encoder, load_generator, load_renderer, save_model
+
+    _stage("pack: float16 copies of the weights")
+    packed = work / "demo_model"
+    for name, load in (("renderer", load_renderer), ("generator", load_generator),
+                       ("audio_encoder", load_audio_encoder)):
+        save_model(load(work / "weights" / f"{name}.safetensors"), packed / f"{name}.safetensors", dtype=torch.float16)
+    return packed
+
+
+def evaluate_stage(work: Path, weights: Path) -> dict:
     from imtalker.evaluation import evaluate
 
-    _stage("evaluation on the held-out clips")
-    result = evaluate(work / "weights", work / "heldout", work / "heldout-corpus", seed=0)
+    _stage(f"evaluation on the held-out clips ({weights.relative_to(work)})")
+    result = evaluate(weights, work / "heldout", work / "heldout-corpus", seed=0)
     (work / "eval.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result["summary"], indent=1), flush=True)
     return result
@@ -104,7 +118,7 @@ def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -
     _stage(f"install into {INSTALL_DIR.relative_to(REPO)}")
     INSTALL_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("renderer.safetensors", "generator.safetensors", "audio_encoder.safetensors"):
-        shutil.copy2(work / "weights" / name, INSTALL_DIR / name)
+        shutil.copy2(work / "demo_model" / name, INSTALL_DIR / name)
     for name in ("demo-renderer.yaml", "demo-generator.yaml"):
         shutil.copy2(CONFIGS / name, INSTALL_DIR / name)
     (INSTALL_DIR / "eval.json").write_text(json.dumps(result, indent=1))
@@ -159,7 +173,7 @@ def main() -> None:
     train_generator_stage(args.work, renderer, args.generator_minutes)
     lap("generator", t0)
     t0 = time.monotonic()
-    result = evaluate_stage(args.work)
+    result = evaluate_stage(args.work, pack_stage(args.work))
     lap("evaluation", t0)
     print(f"\nminutes, all runs of {args.work}: {timings}", flush=True)
     if args.install:

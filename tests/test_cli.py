@@ -43,6 +43,27 @@ def test_convert_then_info_round_trip(tmp_path, capsys):
     assert info["parameters"] == sum(p.numel() for p in model.state_dict().values() if p.is_floating_point())
 
 
+def test_convert_half_stores_float16_and_loads_back_as_float32(tmp_path):
+    from safetensors.torch import load_file
+
+    from imtalker import save_model
+
+    torch.manual_seed(0)
+    model = IMTRenderer(RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
+                                       motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, num_heads=4)).eval()
+    full = save_model(model, tmp_path / "renderer.safetensors")
+    assert main(["convert", "--renderer", str(full), "--half", "-o", str(tmp_path / "half")]) == 0
+    half = tmp_path / "half" / "renderer.safetensors"
+    stored = load_file(str(half))
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert stored["latent_token_decoder.const"].numel() and half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_renderer(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    image, motion = torch.rand(1, 3, 128, 128), torch.randn(2, 32)
+    torch.testing.assert_close(loaded.render(loaded.encode_source(image), motion),
+                               model.render(model.encode_source(image), motion), atol=5e-3, rtol=0)
+
+
 def test_bad_checkpoint_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "renderer.ckpt"
     bad.write_bytes(os.urandom(1000))

@@ -204,6 +204,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    import torch
+
     from .weights import load_audio_encoder, load_generator, load_renderer, save_model
 
     if not (args.renderer or args.generator or args.audio_encoder):
@@ -216,7 +218,7 @@ def _convert(args: argparse.Namespace) -> None:
         if source is None:
             continue
         model = load(source)
-        path = save_model(model, out / f"{name}.safetensors")
+        path = save_model(model, out / f"{name}.safetensors", dtype=torch.float16 if args.half else None)
         print(f"{name}: {source} -> {path}")
 
 
@@ -547,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--generator", help="published generator.ckpt")
     convert.add_argument("--audio-encoder", help="wav2vec2 folder (Hugging Face layout)")
     convert.add_argument("--ema", action="store_true", help="take the generator's EMA weights")
+    convert.add_argument("--half", action="store_true",
+                         help="store the weights as float16 (half the bytes; loaded back as float32)")
     convert.add_argument("-o", "--output", required=True, help="output folder")
     convert.set_defaults(func=_convert)
 

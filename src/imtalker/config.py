@@ -34,6 +34,17 @@ class RendererConfig:
     # whose encoder has no normalisation): the un-normalised encoder needs far more steps than a short CPU run has
     # to make its latent follow a face's motion (BENCHMARKS.md, demo model)
     motion_norm: bool = False
+    # The synthesis network also reads the driving motion maps at the four coarse levels, added to the aligned
+    # appearance through a 1x1 convolution each (`motion_skip.L`, not published). In the published renderer motion
+    # reaches the frame only through attention weights; a small model trained briefly learns to decode the arg-max
+    # resampled level alone, which passes no gradient, and its motion latent collapses (BENCHMARKS.md, demo model).
+    # A direct path gives the latent a gradient from the first step and lets the decoder paint what no source block
+    # holds (an open mouth when the source's is closed).
+    motion_skip: bool = False
+    # None (published), or sigma in cells: every coarse cross-attention adds -d^2 / (2 sigma^2) to its scores, d the
+    # distance of query and key cell (not published). An untrained renderer then copies its source instead of
+    # averaging it, and learns motion as departures from that copy; no weights, the checkpoint keys are unchanged.
+    attention_locality: float | None = None
 
     def __post_init__(self):
         if len(self.feature_channels) not in (5, 6):

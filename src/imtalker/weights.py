@@ -391,8 +391,11 @@ def find_weights(folder: str | os.PathLike, need: tuple[str, ...] = tuple(WEIGHT
 # -- our format -----------------------------------------------------------------------------------------------
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write a network as `.safetensors` with its kind and config in the header. Atomic: temp file + rename."""
+def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write a network as `.safetensors` with its kind and config in the header. Atomic: temp file + rename.
+
+    With `dtype` (e.g. torch.float16, half the bytes) floating-point tensors are stored in it; the loaders cast them
+    back to the model's dtype (float32 unless asked otherwise)."""
     from .models.audio import AudioEncoder
     from .models.generator import MotionGenerator
     from .models.mel import MelAudioEncoder
@@ -412,6 +415,8 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     else:
         raise ValueError(f"cannot save a {type(model).__name__}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     metadata = {"format": "imtalker", "format_version": FORMAT_VERSION, "kind": kind, "config": json.dumps(config)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -262,3 +262,81 @@ def test_top1_gradient_leaves_frames_alone_and_lets_the_fine_levels_train_the_mo
     sum(f.square().sum() for f in fine_on).backward()
     assert motion_on.grad is not None and motion_on.grad.abs().sum() > 0
 
+
+
+def test_motion_skip_feeds_the_driving_motion_maps_to_the_decoder(image, tmp_path):
+    """Off by default (the published keys); on, the frame reads the motion maps directly, so the latent gets a gradient
+    even where the attention passes none, and the extra weights round-trip through a saved file."""
+    import dataclasses
+
+    import imtalker
+    from imtalker.weights import save_model
+
+    assert not any(k.startswith("motion_skip.") for k in IMTRenderer(SMALL).state_dict())
+    config = dataclasses.replace(SMALL, motion_skip=True)
+    torch.manual_seed(0)
+    model = IMTRenderer(config).eval()
+    assert sorted({k.split(".")[1] for k in model.state_dict() if k.startswith("motion_skip.")}) == ["0", "1", "2", "3"]
+    with torch.no_grad():
+        source = model._encode_source(image)
+    motion = torch.randn(2, config.motion_dim, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    maps = model.decode_motion(model.adapt_motion(motion, source.identity))
+    with torch.no_grad():
+        plain = [level.block_efc(m, k, v) for level, m, k, v in zip(model.imt, maps, source.keys, source.values)]
+    aligned = model.transfer(source, maps)
+    for level, (with_skip, without) in enumerate(zip(aligned, plain)):
+        torch.testing.assert_close(with_skip, without + model.motion_skip[level](maps[level]))
+    # with queries that ignore the motion the attention is uniform and passes nothing back; the frame still follows
+    # the latent through the skip path
+    def blind_frames(skip: bool) -> torch.Tensor:
+        blind = IMTRenderer(dataclasses.replace(config, motion_skip=skip)).eval()
+        blind.load_state_dict(model.state_dict(), strict=skip)
+        for level in blind.imt[:4]:
+            torch.nn.init.zeros_(level.block_efc.q_proj.weight)
+            torch.nn.init.zeros_(level.block_efc.q_proj.bias)
+        with torch.no_grad():
+            blind_source = blind._encode_source(image)
+        return blind._render(blind_source, motion)
+
+    without = blind_frames(False)
+    torch.testing.assert_close(without[0], without[1], rtol=0, atol=0)  # two latents, one frame
+    frames = blind_frames(True)
+    assert (frames[0] - frames[1]).abs().max() > 1e-6
+    frames.sum().backward()
+    assert motion.grad is not None and motion.grad.abs().sum() > 0
+    latents = torch.randn(3, config.motion_dim)
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.motion_skip
+    torch.testing.assert_close(loaded.render(loaded.encode_source(image), latents),
+                               model.render(model.encode_source(image), latents))
+
+
+def test_attention_locality_makes_an_untrained_renderer_copy_its_source(image):
+    """A sharp prior: every driving cell attends to its own source cell, whatever the motion; the chunked inference
+    path, the shared-source path and the training path agree."""
+    import dataclasses
+
+    from imtalker.models.motion_transfer import locality_bias, split_heads, to_tokens
+
+    bias = locality_bias(3, sigma=1.0)
+    assert bias.shape == (9, 9) and bias[4, 4] == 0 and bias[0, 8] == pytest.approx(-4.0)  # corners: d^2 = 8
+    assert IMTRenderer(SMALL).imt[0].block_efc.score_bias(4, 4, image) is None  # published: no prior
+    torch.manual_seed(0)
+    model = IMTRenderer(dataclasses.replace(SMALL, attention_locality=0.05)).eval()
+    source = model.encode_source(image)
+    motion = torch.randn(3, SMALL.motion_dim)
+    with torch.no_grad():
+        maps = model.decode_motion(model.adapt_motion(motion, source.identity))
+        level = model.imt[3].block_efc
+        out, top1 = level(maps[3], source.keys[3], source.values[3], with_top1=True)
+        grid = maps[3].shape[-1]
+        assert torch.equal(top1, torch.arange(grid * grid).expand(3, -1))
+        values = level.proj(to_tokens(source.features[3]) @ level.v_proj.weight.T + level.v_proj.bias)
+        torch.testing.assert_close(out, values.transpose(1, 2).reshape(1, -1, grid, grid).expand(3, -1, -1, -1))
+        logits = model.attention_logits(source, maps)
+        assert torch.equal(logits.argmax(-1), torch.arange(grid * grid).expand(3, SMALL.num_heads, -1))
+        per_frame = torch.cat([model._render(source, m[None]) for m in motion])
+        with torch.enable_grad():  # the training path: fused attention with the prior as its mask
+            trained = model._render(model._encode_source(image.expand(3, -1, -1, -1)), motion.requires_grad_())
+    torch.testing.assert_close(model.render(source, motion), per_frame)
+    torch.testing.assert_close(trained.detach(), per_frame, atol=1e-4, rtol=1e-4)

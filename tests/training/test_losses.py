@@ -183,6 +183,11 @@ def test_renderer_generator_loss_weights(vgg):
     total, terms = renderer_generator_loss(fake, real, logits, **common)
     assert set(terms) == {"l1", "consistency", "adversarial", "total"}
     assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + terms["adversarial"]).item(), rel=1e-6)
+    # no identities (training with the consistency weight at 0 skips their encoder passes): no consistency term
+    total, terms = renderer_generator_loss(fake, real, logits, **{**common, "identity_own": None,
+                                                                  "identity_other": None})
+    assert set(terms) == {"l1", "adversarial", "total"}
+    assert total.item() == pytest.approx((terms["l1"] + terms["adversarial"]).item(), rel=1e-6)
 
     mask = box_mask(16, 48).expand(2, -1, -1, -1)
     total, terms = renderer_generator_loss(fake, real, logits, vgg=vgg, region_mask=mask, scales=SMALL_SCALES, **common)

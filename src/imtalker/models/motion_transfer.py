@@ -59,8 +59,35 @@ class Attention(nn.Module):
         return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
+def locality_bias(grid: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Additive attention scores (grid^2, grid^2) of -d^2 / (2 sigma^2), d the distance in cells of query and key.
+
+    A prior, not published: with it an untrained cross-attention already maps each driving cell onto the same source
+    cell, so a renderer starts as a copy of its source and learns motion as departures from it.
+    """
+    cells = torch.arange(grid, device=device, dtype=dtype)
+    positions = torch.stack(torch.meshgrid(cells, cells, indexing="ij"), dim=-1).reshape(-1, 2)  # row-major (y, x)
+    return torch.cdist(positions, positions).square() * (-0.5 / sigma ** 2)
+
+
 class CrossAttention(Attention):
-    """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source."""
+    """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source.
+
+    Args:
+        locality: None (published), or the width in cells of the `locality_bias` prior added to the scores.
+    """
+
+    def __init__(self, dim: int, num_heads: int, locality: float | None = None):
+        super().__init__(dim, num_heads)
+        self.locality = locality
+
+    def score_bias(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The locality prior (H*W, H*W) for an H x W grid, or None without one."""
+        if self.locality is None:
+            return None
+        if h != w:
+            raise ValueError(f"the locality prior needs a square grid, got {h} x {w}")
+        return locality_bias(h, self.locality, like.device, like.dtype)
 
     def project_source(self, source_motion: torch.Tensor, source_features: torch.Tensor):
         """Per-source keys and values, (B, heads, N, D) each; computed once per source image."""
@@ -85,10 +112,13 @@ class CrossAttention(Attention):
         shared = k.shape[0] == 1 and b > 1
         if shared:  # one source for all frames: stack the frames' queries instead of copying keys B times
             q = q.transpose(0, 1).reshape(1, self.num_heads, b * h * w, -1)
+        bias = self.score_bias(h, w, q)
         if with_top1:
-            out, top1 = attention_with_top1(q, k, v)
+            out, top1 = attention_with_top1(q, k, v, bias=bias)
         else:
-            out, top1 = F.scaled_dot_product_attention(q, k, v), None
+            if bias is not None and shared:
+                bias = bias.repeat(b, 1)
+            out, top1 = F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
         if shared:
             out = out.view(self.num_heads, b, h * w, -1).transpose(0, 1)
             top1 = top1.view(b, h * w) if top1 is not None else None
@@ -97,7 +127,7 @@ class CrossAttention(Attention):
 
 
 def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        chunk_elements: int = ATTENTION_CHUNK_ELEMENTS):
+                        chunk_elements: int = ATTENTION_CHUNK_ELEMENTS, bias: torch.Tensor | None = None):
     """Softmax attention plus the arg-max over keys of the head-averaged probabilities, in query chunks.
 
     The score buffers are allocated once and reused: fresh 8 MiB blocks every chunk fragmented the heap until
@@ -105,6 +135,8 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     Args:
         q: (B, heads, Nq, D); k, v: (B, heads, Nk, D).
+        bias: None, or scores (P, Nk) added to every head's, query i taking row i % P (several frames' queries
+            stacked along Nq share one grid's prior).
 
     Returns:
         (output (B, heads, Nq, D), top1 (B, Nq) int64).
@@ -112,8 +144,9 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         # training: the arg-max has no gradient, so the output comes from differentiable fused attention
         with torch.no_grad():
-            _, top1 = attention_with_top1(q, k, v, chunk_elements)
-        return F.scaled_dot_product_attention(q, k, v), top1
+            _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
+        mask = None if bias is None else bias.repeat(q.shape[2] // bias.shape[0], 1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), top1
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
@@ -129,6 +162,8 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         p = probs[: b * heads * n * nk].view(b, heads, n, nk)
         m = head_mean[: b * n * nk].view(b, n, nk)
         torch.matmul(q[:, :, start:start + n], kt, out=s)
+        if bias is not None:
+            s += bias[torch.arange(start, start + n, device=q.device) % bias.shape[0]]
         torch.softmax(s, dim=-1, out=p)
         out[:, :, start:start + n] = p @ v
         torch.mean(p, dim=1, out=m)
@@ -187,6 +222,6 @@ class GuidedResampler(nn.Module):
 class CoarseLevel(nn.Module):
     """Coarse `imt.L` level; the published checkpoint nests the attention under `block_efc`."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, locality: float | None = None):
         super().__init__()
-        self.block_efc = CrossAttention(dim, num_heads)
+        self.block_efc = CrossAttention(dim, num_heads, locality)

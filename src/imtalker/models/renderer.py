@@ -189,8 +189,11 @@ class IMTRenderer(nn.Module):
                                           config.window_size)
         self.adapt = IdentityAdapter(config)
         widths = config.feature_channels[::-1]
-        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads) for level in range(NUM_COARSE_LEVELS)]
+        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads, config.attention_locality) for level in range(NUM_COARSE_LEVELS)]
                                  + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
+        self.motion_skip = nn.ModuleList(
+            [nn.Conv2d(widths[level], widths[level], 1) for level in range(NUM_COARSE_LEVELS)]
+        ) if config.motion_skip else None
         # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
         # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
         # whose arg-max passes no gradient, and the motion latent never gets a training signal.
@@ -249,7 +252,10 @@ class IMTRenderer(nn.Module):
         level = self.imt[NUM_COARSE_LEVELS - 1].block_efc
         q = split_heads(level.q_proj(to_tokens(motion_maps[NUM_COARSE_LEVELS - 1])), level.num_heads)
         k = source.keys[NUM_COARSE_LEVELS - 1]  # (B, heads, N, D), projected once per source
-        return q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
+        logits = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
+        grid = motion_maps[NUM_COARSE_LEVELS - 1].shape[-1]
+        bias = level.score_bias(grid, grid, logits)
+        return logits if bias is None else logits + bias
 
     @torch.inference_mode()
     def encode_source(self, image: torch.Tensor) -> SourceState:
@@ -288,6 +294,8 @@ class IMTRenderer(nn.Module):
             out = attention(motion_maps[level], source.keys[level], source.values[level], with_top1=last)
             if last:
                 out, top1 = out
+            if self.motion_skip is not None:
+                out = out + self.motion_skip[level](motion_maps[level])
             aligned.append(out)
         grid = self.config.coarse_grid
         probs = None

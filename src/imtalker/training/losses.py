@@ -198,8 +198,8 @@ def perceptual_loss(
 def identity_consistency_loss(
     adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     motion: torch.Tensor,
-    identity_own: torch.Tensor,
-    identity_other: torch.Tensor,
+    identity_own: torch.Tensor | None,
+    identity_other: torch.Tensor | None,
 ) -> torch.Tensor:
     """|‖t − adapt(t, i_own)‖ − ‖t − adapt(t, i_other)‖|, averaged over the batch.
 
@@ -374,8 +374,8 @@ def renderer_generator_loss(
     *,
     adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     motion: torch.Tensor,
-    identity_own: torch.Tensor,
-    identity_other: torch.Tensor,
+    identity_own: torch.Tensor | None,
+    identity_other: torch.Tensor | None,
     vgg: VGG19Features | None = None,
     region_mask: torch.Tensor | None = None,
     self_logits: torch.Tensor | None = None,
@@ -392,8 +392,8 @@ def renderer_generator_loss(
             (training without a discriminator).
         adapt: the identity-adaptive module.
         motion: (B, D_m) driving motion latents.
-        identity_own: (B, D_i) identity of the driving frame.
-        identity_other: (B, D_i) identity of a frame from another video.
+        identity_own: (B, D_i) identity of the driving frame; None skips the consistency term.
+        identity_other: (B, D_i) identity of a frame from another video (None with `identity_own`).
         vgg: perceptual network; None skips the perceptual and region terms (e.g. no VGG weights available).
         region_mask: (B, 1, H, W) eye and mouth mask in {0, 1}; None skips the region term.
         self_logits: finest-level attention scores of the sources attending to themselves
@@ -413,7 +413,8 @@ def renderer_generator_loss(
             terms["region"] = perceptual_loss(vgg, fake, real, scales, mask=region_mask)
     if weights.region_l1 and region_mask is not None:
         terms["region_l1"] = masked_l1_loss(fake, real, region_mask)
-    terms["consistency"] = identity_consistency_loss(adapt, motion, identity_own, identity_other)
+    if identity_own is not None:
+        terms["consistency"] = identity_consistency_loss(adapt, motion, identity_own, identity_other)
     if fake_logits_list is not None:
         terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
     if self_logits is not None:

@@ -141,8 +141,10 @@ class RendererModule(lightning.LightningModule):
         source, driving, other = batch["source"], batch["driving"], batch["other"]
         result = self.gen.reconstruct(driving, source)
         fake, motion, source_state = result.frame, result.motion, result.source  # (B, 3, S, S), (B, motion_dim)
-        _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
-        _, identity_other = self.gen.dense_feature_encoder(other)
+        identity_own = identity_other = None
+        if self.training_config.weights.consistency:  # two more identity-encoder passes: a third of a small step
+            _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
+            _, identity_other = self.gen.dense_feature_encoder(other)
         fake_logits = self.disc(fake) if self.disc is not None else None
         self_logits = None
         if self.training_config.weights.alignment:
