@@ -70,6 +70,11 @@ def locality_bias(grid: int, sigma: float, device=None, dtype=torch.float32) -> 
     return torch.cdist(positions, positions).square() * (-0.5 / sigma ** 2)
 
 
+def tile_bias(bias: torch.Tensor | None, num_queries: int) -> torch.Tensor | None:
+    """One grid's score bias (P, Nk) repeated down to `num_queries` rows, for several frames' queries stacked."""
+    return None if bias is None else bias.repeat(num_queries // bias.shape[0], 1)
+
+
 class CrossAttention(Attention):
     """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source.
 
@@ -116,9 +121,7 @@ class CrossAttention(Attention):
         if with_top1:
             out, top1 = attention_with_top1(q, k, v, bias=bias)
         else:
-            if bias is not None and shared:
-                bias = bias.repeat(b, 1)
-            out, top1 = F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
+            out, top1 = F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), None
         if shared:
             out = out.view(self.num_heads, b, h * w, -1).transpose(0, 1)
             top1 = top1.view(b, h * w) if top1 is not None else None
@@ -145,8 +148,7 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         # training: the arg-max has no gradient, so the output comes from differentiable fused attention
         with torch.no_grad():
             _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
-        mask = None if bias is None else bias.repeat(q.shape[2] // bias.shape[0], 1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), top1
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), top1
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))

@@ -189,7 +189,8 @@ class IMTRenderer(nn.Module):
                                           config.window_size)
         self.adapt = IdentityAdapter(config)
         widths = config.feature_channels[::-1]
-        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads, config.attention_locality) for level in range(NUM_COARSE_LEVELS)]
+        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads, config.attention_locality)
+                                  for level in range(NUM_COARSE_LEVELS)]
                                  + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
         self.motion_skip = nn.ModuleList(
             [nn.Conv2d(widths[level], widths[level], 1) for level in range(NUM_COARSE_LEVELS)]

@@ -198,8 +198,8 @@ def perceptual_loss(
 def identity_consistency_loss(
     adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     motion: torch.Tensor,
-    identity_own: torch.Tensor | None,
-    identity_other: torch.Tensor | None,
+    identity_own: torch.Tensor,
+    identity_other: torch.Tensor,
 ) -> torch.Tensor:
     """|‖t − adapt(t, i_own)‖ − ‖t − adapt(t, i_other)‖|, averaged over the batch.
 
