@@ -45,6 +45,11 @@ class RendererConfig:
     # distance of query and key cell (not published). An untrained renderer then copies its source instead of
     # averaging it, and learns motion as departures from that copy; no weights, the checkpoint keys are unchanged.
     attention_locality: float | None = None
+    # The frame is the source image resampled block by block by the finest cross-attention's arg-max (the guided
+    # resampler applied to pixels), plus a correction the synthesis network paints in logit space, its last
+    # convolution starting at zero (not published; no new weights). An untrained renderer then reproduces its source
+    # exactly instead of a blur, and a short run spends its steps on what moves: mouth, eyes, head.
+    source_skip: bool = False
 
     def __post_init__(self):
         if len(self.feature_channels) not in (5, 6):

@@ -340,3 +340,62 @@ def test_attention_locality_makes_an_untrained_renderer_copy_its_source(image):
             trained = model._render(model._encode_source(image.expand(3, -1, -1, -1)), motion.requires_grad_())
     torch.testing.assert_close(model.render(source, motion), per_frame)
     torch.testing.assert_close(trained.detach(), per_frame, atol=1e-4, rtol=1e-4)
+
+
+def test_source_skip_starts_as_the_block_resampled_source_and_learns_corrections(image, tmp_path):
+    """Off by default (published output layer); on, an untrained renderer whose arg-max is the identity returns its
+    source pixels exactly (the correction starts at zero), an arg-max that points elsewhere moves whole pixel blocks,
+    and the frame still has gradients for every network and the motion."""
+    import dataclasses
+
+    import imtalker
+    from imtalker.weights import save_model
+
+    assert IMTRenderer(SMALL).encode_source(image).pixels is None
+    config = dataclasses.replace(SMALL, source_skip=True, attention_locality=0.05)
+    torch.manual_seed(0)
+    model = IMTRenderer(config).eval()
+    assert set(model.state_dict()) == set(IMTRenderer(SMALL).state_dict())  # no new weights
+    source = model.encode_source(image)
+    grid, cell = config.coarse_grid, 128 // config.coarse_grid
+    assert source.pixels.shape == (1, grid * grid, 3 * cell * cell)
+    motion = torch.randn(2, config.motion_dim)
+    frames = model.render(source, motion)
+    torch.testing.assert_close(frames, image.clamp(1e-3, 1 - 1e-3).expand(2, -1, -1, -1), atol=1e-5, rtol=0)
+
+    with torch.no_grad():
+        maps = model.decode_motion(model.adapt_motion(motion, source.identity))
+        _, top1 = model.imt[3].block_efc(maps[3], source.keys[3], source.values[3], with_top1=True)
+    assert torch.equal(top1, torch.arange(grid * grid).expand(2, -1))
+
+    class LeftNeighbourTop1(torch.nn.Module):  # each cell's arg-max becomes its left neighbour's
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, with_top1=False):
+            if not with_top1:
+                return self.inner(*args)
+            out, top1 = self.inner(*args, with_top1=True)
+            return out, torch.roll(top1.view(-1, grid, grid), 1, dims=2).flatten(1)
+
+    attention = model.imt[3].block_efc
+    model.imt[3].block_efc = LeftNeighbourTop1(attention)
+    moved = model.render(source, motion)
+    model.imt[3].block_efc = attention
+    expected = torch.roll(image, cell, dims=3).clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(moved[0], expected[0], atol=1e-5, rtol=0)
+
+    model.train()
+    latent = motion.clone().requires_grad_()
+    trained = model._render(model._encode_source(image.expand(2, -1, -1, -1)), latent)
+    trained.sum().backward()
+    assert model.frame_decoder.final_conv[1].weight.grad.abs().sum() > 0
+    latents = torch.randn(3, config.motion_dim)
+    model.eval()
+    with torch.no_grad():
+        model.frame_decoder.final_conv[1].weight.normal_(0, 0.01)  # a trained correction: frames now differ
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.source_skip
+    torch.testing.assert_close(loaded.render(loaded.encode_source(image), latents),
+                               model.render(model.encode_source(image), latents))

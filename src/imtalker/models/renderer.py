@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import RendererConfig
 from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack)
-from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks, split_heads, to_tokens
+from .motion_transfer import CoarseLevel, GuidedResampler, guided_resample, pool_blocks, split_heads, to_tokens
 from .synthesis import FrameDecoder
 
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining two use the guided resampler
@@ -154,6 +154,7 @@ class SourceState:
     keys: list[torch.Tensor]  # projected keys per coarse level (B, heads, N, D)
     values: list[torch.Tensor]  # projected values per coarse level (B, heads, N, D)
     pooled: list[torch.Tensor]  # pooled fine-level blocks for the guided resampler (B, C, grid^2)
+    pixels: torch.Tensor | None = None  # with `source_skip`: the image's pixel blocks (B, grid^2, 3 * cell^2)
 
     @property
     def batch_size(self) -> int:
@@ -161,6 +162,8 @@ class SourceState:
 
     def to(self, *args, **kwargs) -> "SourceState":
         def move(x):
+            if x is None:
+                return None
             return [t.to(*args, **kwargs) for t in x] if isinstance(x, list) else x.to(*args, **kwargs)
 
         return SourceState(**{name: move(value) for name, value in vars(self).items()})
@@ -186,7 +189,7 @@ class IMTRenderer(nn.Module):
         self.latent_token_encoder = MotionEncoder(config)
         self.latent_token_decoder = MotionDecoder(config)
         self.frame_decoder = FrameDecoder(config.feature_channels, config.image_size, config.num_heads,
-                                          config.window_size)
+                                          config.window_size, residual=config.source_skip)
         self.adapt = IdentityAdapter(config)
         widths = config.feature_channels[::-1]
         self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads, config.attention_locality)
@@ -275,7 +278,11 @@ class IMTRenderer(nn.Module):
             keys.append(k)
             values.append(v)
         pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in self.fine_levels]
-        return SourceState(features, identity, motion, motion_maps, keys, values, pooled)
+        pixels = None
+        if self.config.source_skip:
+            cell = self.config.image_size // self.config.coarse_grid
+            pixels = to_tokens(F.pixel_unshuffle(image, cell)).contiguous()
+        return SourceState(features, identity, motion, motion_maps, keys, values, pooled, pixels)
 
     @torch.inference_mode()
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
@@ -287,6 +294,10 @@ class IMTRenderer(nn.Module):
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """Implicit motion transfer: source appearance aligned to driving motion maps, every level coarse to fine."""
+        return self._transfer(source, motion_maps)[0]
+
+    def _transfer(self, source: SourceState, motion_maps: list[torch.Tensor]):
+        """`transfer`, plus the source image resampled by the same arg-max with `source_skip` (else None)."""
         aligned = []
         top1 = None
         for level in range(NUM_COARSE_LEVELS):
@@ -304,7 +315,11 @@ class IMTRenderer(nn.Module):
             probs = self.attention_logits(source, motion_maps).softmax(dim=-1).mean(dim=1)  # (B, N, N)
         for pooled, level in zip(source.pooled, self.fine_levels):
             aligned.append(self.imt[level](pooled, top1, grid, probs))
-        return aligned
+        base = None
+        if source.pixels is not None:  # each cell's pixel block, a guided resample at ratio 1 then unfolded
+            cell = self.config.image_size // grid
+            base = F.pixel_shuffle(guided_resample(source.pixels, top1, grid, 1, probs), cell)  # (B, 3, S, S)
+        return aligned, base
 
     def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:
         return self._render_with_maps(source, motion)[0]
@@ -313,8 +328,9 @@ class IMTRenderer(nn.Module):
         if source.batch_size not in (1, motion.shape[0]):
             raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
-        aligned = self.transfer(source, motion_maps)
-        return self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training)), motion_maps
+        aligned, base = self._transfer(source, motion_maps)
+        frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training), base=base)
+        return frame, motion_maps
 
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

@@ -175,7 +175,8 @@ class TransformerStage(nn.Module):
 class FrameDecoder(nn.Module):
     """Upsample from the coarsest aligned map, merging each finer one, to a sigmoid RGB frame."""
 
-    def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int):
+    def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int,
+                 residual: bool = False):
         super().__init__()
         widths = feature_channels[::-1]  # coarse to fine: 512, 512, 256, 128, 64, 32
         stages = len(widths) - 1
@@ -191,14 +192,20 @@ class FrameDecoder(nn.Module):
             self.transformer_blocks.append(
                 TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= self.fine_stage))
         self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
+        if residual:  # a correction of a base image (`forward`): start at none, so the output starts as the base
+            nn.init.zeros_(self.final_conv[1].weight)
+            nn.init.zeros_(self.final_conv[1].bias)
 
-    def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None) -> torch.Tensor:
+    def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None,
+                base: torch.Tensor | None = None) -> torch.Tensor:
         """Synthesise frames from the aligned pyramid.
 
         Args:
             aligned: one map per level (six published), coarse to fine, (B, C_i, H_i, W_i).
             fine_batch: frames per pass through the two finest stages (None: all at once). The results do not
                 depend on it; small passes keep their large activations in cache and out of fresh pages.
+            base: None (published), or images (B, 3, image_size, image_size) in [0, 1] that the output corrects:
+                sigmoid(logit(base) + the synthesised map).
 
         Returns:
             (B, 3, image_size, image_size) in [0, 1].
@@ -207,7 +214,8 @@ class FrameDecoder(nn.Module):
         for i in range(self.fine_stage):
             x = self._stage(i, x, aligned[i + 1])
         step = fine_batch or x.shape[0]
-        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]])
+        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]],
+                                       None if base is None else base[j:j + step])
                           for j in range(0, x.shape[0], step)])
 
     def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -215,7 +223,10 @@ class FrameDecoder(nn.Module):
         x = self.resblocks[i](torch.cat([x, skip], dim=1))
         return self.transformer_blocks[i](x)
 
-    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None) -> torch.Tensor:
         for i, skip in enumerate(skips, start=self.fine_stage):
             x = self._stage(i, x, skip)
-        return torch.sigmoid(F.pixel_shuffle(self.final_conv(x), 2))
+        logits = F.pixel_shuffle(self.final_conv(x), 2)
+        if base is not None:
+            logits = logits + torch.logit(base, eps=1e-3)
+        return torch.sigmoid(logits)
