@@ -285,7 +285,11 @@ def test_motion_skip_feeds_the_driving_motion_maps_to_the_decoder(image, tmp_pat
         plain = [level.block_efc(m, k, v) for level, m, k, v in zip(model.imt, maps, source.keys, source.values)]
     aligned = model.transfer(source, maps)
     for level, (with_skip, without) in enumerate(zip(aligned, plain)):
-        torch.testing.assert_close(with_skip, without + model.motion_skip[level](maps[level]))
+        torch.testing.assert_close(with_skip, without + model.motion_skip[level](maps[level], source.motion_maps[level]))
+    # the skip reads the departure from the source's own motion: none for the source itself
+    own = model.transfer(source, source.motion_maps)
+    torch.testing.assert_close(own[0], model.imt[0].block_efc(source.motion_maps[0], source.keys[0], source.values[0])
+                               + model.motion_skip[0].proj(model.motion_skip[0].norm(torch.zeros_like(maps[0][:1]))))
     # with queries that ignore the motion the attention is uniform and passes nothing back; the frame still follows
     # the latent through the skip path
     def blind_frames(skip: bool) -> torch.Tensor:
@@ -343,9 +347,9 @@ def test_attention_locality_makes_an_untrained_renderer_copy_its_source(image):
 
 
 def test_source_skip_starts_as_the_block_resampled_source_and_learns_corrections(image, tmp_path):
-    """Off by default (published output layer); on, an untrained renderer whose arg-max is the identity returns its
-    source pixels exactly (the correction starts at zero), an arg-max that points elsewhere moves whole pixel blocks,
-    and the frame still has gradients for every network and the motion."""
+    """Off by default (published output layer); on, an untrained renderer whose arg-max is the identity returns nearly
+    its source (exactly, without the correction), an arg-max that points elsewhere moves whole pixel blocks, and the
+    frame has gradients for the decoder and the motion from the first step."""
     import dataclasses
 
     import imtalker
@@ -360,6 +364,11 @@ def test_source_skip_starts_as_the_block_resampled_source_and_learns_corrections
     grid, cell = config.coarse_grid, 128 // config.coarse_grid
     assert source.pixels.shape == (1, grid * grid, 3 * cell * cell)
     motion = torch.randn(2, config.motion_dim)
+    assert (model.render(source, motion) - image).abs().max() < 0.05  # a small correction from the start
+    correction = model.frame_decoder.final_conv[1]
+    kept = correction.weight.detach().clone()
+    with torch.no_grad():
+        correction.weight.zero_()  # no correction: exactly the source's pixels
     frames = model.render(source, motion)
     torch.testing.assert_close(frames, image.clamp(1e-3, 1 - 1e-3).expand(2, -1, -1, -1), atol=1e-5, rtol=0)
 
@@ -383,6 +392,8 @@ def test_source_skip_starts_as_the_block_resampled_source_and_learns_corrections
     model.imt[3].block_efc = LeftNeighbourTop1(attention)
     moved = model.render(source, motion)
     model.imt[3].block_efc = attention
+    with torch.no_grad():
+        correction.weight.copy_(kept)
     expected = torch.roll(image, cell, dims=3).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(moved[0], expected[0], atol=1e-5, rtol=0)
 
@@ -390,12 +401,39 @@ def test_source_skip_starts_as_the_block_resampled_source_and_learns_corrections
     latent = motion.clone().requires_grad_()
     trained = model._render(model._encode_source(image.expand(2, -1, -1, -1)), latent)
     trained.sum().backward()
-    assert model.frame_decoder.final_conv[1].weight.grad.abs().sum() > 0
+    # the small initial correction passes gradients back: a zero layer would leave the decoder and motion untrained
+    assert model.frame_decoder.resblocks[-1].conv1.weight.grad.abs().sum() > 0
+    assert latent.grad.abs().sum() > 0
     latents = torch.randn(3, config.motion_dim)
     model.eval()
-    with torch.no_grad():
-        model.frame_decoder.final_conv[1].weight.normal_(0, 0.01)  # a trained correction: frames now differ
     loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
     assert loaded.config.source_skip
     torch.testing.assert_close(loaded.render(loaded.encode_source(image), latents),
                                model.render(model.encode_source(image), latents))
+
+
+def test_compact_motion_encoder_is_an_option_with_its_own_keys(image, tmp_path):
+    import dataclasses
+
+    import imtalker
+    from imtalker.models.renderer import CompactMotionEncoder, MotionEncoder
+    from imtalker.weights import save_model
+
+    with pytest.raises(ValueError, match="motion_encoder"):
+        dataclasses.replace(SMALL, motion_encoder="tiny")
+    assert isinstance(IMTRenderer(SMALL).latent_token_encoder, MotionEncoder)
+    config = dataclasses.replace(SMALL, motion_encoder="compact")
+    torch.manual_seed(0)
+    model = IMTRenderer(config).eval()
+    assert isinstance(model.latent_token_encoder, CompactMotionEncoder)
+    assert len(model.latent_token_encoder.convs) == 5  # 128 px -> a 4 x 4 map, flattened
+    frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    latents = model.encode_motion(frames)
+    assert latents.shape == (3, config.motion_dim) and latents.std(0).min() > 0
+    torch.testing.assert_close(model.encode_motion(frames[1:2]), latents[1:2], atol=1e-5, rtol=1e-5)
+    # the flattened map keeps position: the same face moved by 16 pixels gets another latent
+    moved = torch.roll(image, 16, dims=3)
+    assert (model.encode_motion(moved) - model.encode_motion(image)).abs().max() > 1e-3
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.motion_encoder == "compact"
+    torch.testing.assert_close(loaded.encode_motion(frames), latents)

@@ -263,3 +263,19 @@ def test_correspondence_loss_rewards_attending_to_the_landmarks_source_cell():
     none = correspondence_loss(logits, source, torch.full_like(driving, float("nan")), 64)
     assert none.item() == 0.0
     none.backward()  # still part of the graph
+
+
+def test_landmark_shift_loss_is_the_l1_of_the_move_in_unit_coordinates_and_skips_lost_points():
+    from imtalker.training.losses import landmark_shift_loss
+
+    source = torch.tensor([[[10.0, 64.0], [100.0, 32.0]]])  # (1, 2, 2) pixels at 128 px
+    driving = source + torch.tensor([[[6.4, 0.0], [0.0, -12.8]]])
+    exact = torch.tensor([[[0.1, 0.0], [0.0, -0.2]]])  # the moves in units of half the image
+    assert landmark_shift_loss(exact, source, driving, 128).item() == pytest.approx(0.0, abs=1e-7)
+    assert landmark_shift_loss(exact + 0.25, source, driving, 128).item() == pytest.approx(0.25)
+    lost = driving.clone()
+    lost[0, 1] = float("nan")
+    wrong_on_lost = exact + torch.tensor([[[0.0, 0.0], [9.0, 9.0]]])
+    assert landmark_shift_loss(wrong_on_lost, source, lost, 128).item() == pytest.approx(0.0, abs=1e-7)
+    none = landmark_shift_loss(exact.requires_grad_(), source, torch.full_like(driving, float("nan")), 128)
+    assert none.item() == 0.0 and none.requires_grad

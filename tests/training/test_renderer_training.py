@@ -14,6 +14,7 @@ import imtalker
 from imtalker.training.data import RendererPairDataset
 from imtalker.training.losses import RendererLossWeights, VGG19Features
 from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig
+from imtalker.training.run import export_run
 from imtalker.training.trainer import fit
 
 QUIET = dict(enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
@@ -147,3 +148,39 @@ def test_correspondence_term_trains_the_attention_towards_the_landmarks(prepared
     with pytest.raises(ValueError, match="landmarks"):
         module._generator_terms(torch.utils.data.default_collate(
             [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
+
+
+def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_renderer(prepared, tiny_renderer_config,
+                                                                                        tmp_path):
+    torch.manual_seed(0)
+    assert RendererModule(tiny_renderer_config).landmark_probe is None  # published recipe: no probe
+    weights = RendererLossWeights(adversarial=0.0, motion_landmarks=1.0)
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
+    encoder_before = {k: v.clone() for k, v in module.gen.latent_token_encoder.state_dict().items()}
+    steps = Terms()
+    fit(module, RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=4, with_landmarks=True),
+        max_steps=10, default_root_dir=tmp_path, callbacks=[steps], **QUIET)
+    first, last = steps.steps[0]["train/motion_landmarks"], steps.steps[-1]["train/motion_landmarks"]
+    assert last < 0.7 * first
+    assert any(not torch.equal(v, module.gen.latent_token_encoder.state_dict()[k]) for k, v in encoder_before.items())
+    exported = export_run(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "weights")
+    renderer = imtalker.load_renderer(exported[0])
+    assert set(renderer.state_dict()) == set(module.gen.state_dict())  # the probe is not part of the model
+    with pytest.raises(ValueError, match="landmarks"):
+        module._generator_terms(torch.utils.data.default_collate(
+            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
+
+
+def test_motion_lr_scale_gives_the_motion_path_its_own_rate(tiny_renderer_config):
+    no_gan = RendererLossWeights(adversarial=0.0)
+    published = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=1e-3, weights=no_gan))
+    (group,) = published.configure_optimizers().param_groups
+    assert len(group["params"]) == len(list(published.gen.parameters())) and group["lr"] == 1e-3
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=1e-3, weights=no_gan, motion_lr_scale=10))
+    rest, motion = module.configure_optimizers().param_groups
+    assert rest["lr"] == 1e-3 and motion["lr"] == pytest.approx(1e-2)
+    motion_ids = {id(p) for p in motion["params"]}
+    for name in ("latent_token_encoder", "adapt", "latent_token_decoder"):
+        assert all(id(p) in motion_ids for p in getattr(module.gen, name).parameters())
+    assert not any(id(p) in motion_ids for p in module.gen.frame_decoder.parameters())
+    assert len(rest["params"]) + len(motion["params"]) == len(list(module.gen.parameters()))

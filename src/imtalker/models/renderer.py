@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RendererConfig
-from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack)
+from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, conv_batchnorm, mlp_stack,
+                     run_mlp_stack)
 from .motion_transfer import CoarseLevel, GuidedResampler, guided_resample, pool_blocks, split_heads, to_tokens
 from .synthesis import FrameDecoder
 
@@ -96,6 +97,45 @@ class MotionEncoder(nn.Module):
                 x = self.norms[i + 1](x)
         x = self.equalconv(x).mean(dim=(2, 3))
         return self.final_linear(run_mlp_stack(self.linear_layers, x))
+
+
+class CompactMotionEncoder(nn.Module):
+    """A motion encoder for small, briefly trained models (`motion_encoder="compact"`, not published): five strided
+    3x3 convolutions with BatchNorm and ReLU, the last map flattened into a linear layer, so where things are (the
+    head, the mouth) reaches the latent instead of being averaged away."""
+
+    def __init__(self, config: RendererConfig):
+        super().__init__()
+        widths = (3,) + config.motion_channels[1:]
+        self.convs = nn.ModuleList([nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)
+                                    for i in range(len(widths) - 1)])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(width) for width in widths[1:]])
+        side = config.image_size // 2 ** len(self.convs)
+        self.final_linear = nn.Linear(widths[-1] * side * side, config.motion_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(conv_batchnorm(x, conv, norm))
+        return self.final_linear(x.flatten(1))
+
+
+class MotionSkip(nn.Module):
+    """`motion_skip.L` (not published): the driving motion map's departure from the source's, normalised, then a 1x1
+    convolution, added to the aligned appearance of a coarse level.
+
+    The departure is zero for the source's own motion, so the decoder starts from the source and reads only what
+    moved. Normalised, because a motion latent changes within a clip by under 1% of its size (it also carries the
+    face it came from), which left the decoder's input practically motion-free: no frame of a 1000-step run moved.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, driving: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(driving - source))
 
 
 class IdentityAdapter(nn.Module):
@@ -186,7 +226,8 @@ class IMTRenderer(nn.Module):
         super().__init__()
         self.config = config = config or RendererConfig()
         self.dense_feature_encoder = IdentityEncoder(config)
-        self.latent_token_encoder = MotionEncoder(config)
+        self.latent_token_encoder = (MotionEncoder(config) if config.motion_encoder == "published"
+                                     else CompactMotionEncoder(config))
         self.latent_token_decoder = MotionDecoder(config)
         self.frame_decoder = FrameDecoder(config.feature_channels, config.image_size, config.num_heads,
                                           config.window_size, residual=config.source_skip)
@@ -196,8 +237,7 @@ class IMTRenderer(nn.Module):
                                   for level in range(NUM_COARSE_LEVELS)]
                                  + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
         self.motion_skip = nn.ModuleList(
-            [nn.Conv2d(widths[level], widths[level], 1) for level in range(NUM_COARSE_LEVELS)]
-        ) if config.motion_skip else None
+            [MotionSkip(widths[level]) for level in range(NUM_COARSE_LEVELS)]) if config.motion_skip else None
         # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
         # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
         # whose arg-max passes no gradient, and the motion latent never gets a training signal.
@@ -307,7 +347,7 @@ class IMTRenderer(nn.Module):
             if last:
                 out, top1 = out
             if self.motion_skip is not None:
-                out = out + self.motion_skip[level](motion_maps[level])
+                out = out + self.motion_skip[level](motion_maps[level], source.motion_maps[level])
             aligned.append(out)
         grid = self.config.coarse_grid
         probs = None

@@ -10,6 +10,9 @@ from .layers import ConvResBlock
 from .motion_transfer import Attention, from_tokens, merge_heads, split_heads, to_tokens
 
 
+RESIDUAL_INIT_SCALE = 0.01  # the residual output layer's default initialisation, scaled down
+
+
 def feed_forward(dim: int, gap: bool) -> nn.Sequential:
     """Linear(d, 2d) -> GELU -> Linear(2d, d). The global block's checkpoint numbers the second linear 3."""
     layers = [nn.Linear(dim, 2 * dim), nn.GELU()]
@@ -192,8 +195,12 @@ class FrameDecoder(nn.Module):
             self.transformer_blocks.append(
                 TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= self.fine_stage))
         self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
-        if residual:  # a correction of a base image (`forward`): start at none, so the output starts as the base
-            nn.init.zeros_(self.final_conv[1].weight)
+        if residual:
+            # a correction of a base image (`forward`) that starts near none, so the output starts as the base. Not
+            # exactly none: a zero last layer passes no gradient back, and its best value while the features ignore
+            # the motion is zero, so it would stay there (a 400-step run with it never moved a frame)
+            with torch.no_grad():
+                self.final_conv[1].weight.mul_(RESIDUAL_INIT_SCALE)
             nn.init.zeros_(self.final_conv[1].bias)
 
     def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None,

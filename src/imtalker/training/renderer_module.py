@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict
 from ..evaluation import psnr, ssim
+from ..face import NUM_LANDMARKS
 from ..models.discriminator import MultiScaleDiscriminator
 from ..models.renderer import IMTRenderer
 from ..weights import CHECKPOINT_INFO
@@ -61,6 +62,11 @@ class RendererTrainingConfig:
     # not in the published recipe: a straight-through gradient for the fine levels' arg-max selection
     # (`IMTRenderer.top1_gradient`); rendered frames are the same, only training sees the difference
     top1_gradient: bool = False
+    # not in the published recipe (1 keeps it): learning-rate multiplier for the motion path (motion encoder,
+    # identity-adaptive MLP, motion decoder). Those are StyleGAN-style equalised layers, whose weights are ~N(0, 1)
+    # scaled at run time, so one Adam step changes them sqrt(fan-in) times less, relatively, than the plain convolutions
+    # of the appearance path: at one rate the appearance trains and the motion does not move within a short run.
+    motion_lr_scale: float = 1.0
 
 
 def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None) -> RendererTrainingConfig:
@@ -119,6 +125,9 @@ class RendererModule(lightning.LightningModule):
         self.gen.top1_gradient = training.top1_gradient
         # The discriminator costs more than a small renderer; without a GAN term it is not built at all.
         self.disc = MultiScaleDiscriminator(disc_config) if training.weights.adversarial else None
+        # training only (not in the exported renderer): a change of motion latent -> the face-mesh landmarks' shift
+        self.landmark_probe = (torch.nn.Linear(config.motion_dim, NUM_LANDMARKS * 2, bias=False)
+                               if training.weights.motion_landmarks else None)
         self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
         if self.vgg is None:
             logger.warning("no VGG19 weights given: training without the perceptual and eye/mouth region losses")
@@ -149,17 +158,21 @@ class RendererModule(lightning.LightningModule):
         self_logits = None
         if self.training_config.weights.alignment:
             self_logits = self.gen.self_attention_logits(source_state)
-        correspondence = None
-        if self.training_config.weights.correspondence:
-            if "driving_landmarks" not in batch:
-                raise ValueError("the correspondence term needs batches with landmarks "
-                                 "(RendererPairDataset(..., with_landmarks=True))")
+        weights = self.training_config.weights
+        if (weights.correspondence or weights.motion_landmarks) and "driving_landmarks" not in batch:
+            raise ValueError("the correspondence and motion-landmark terms need batches with landmarks "
+                             "(RendererPairDataset(..., with_landmarks=True))")
+        correspondence = motion_landmarks = None
+        if weights.correspondence:
             correspondence = (self.gen.attention_logits(source_state, result.motion_maps), batch["source_landmarks"],
                               batch["driving_landmarks"], self.config.image_size)
+        if self.landmark_probe is not None:
+            shift = self.landmark_probe(motion - source_state.motion).view(motion.shape[0], NUM_LANDMARKS, 2)
+            motion_landmarks = (shift, batch["source_landmarks"], batch["driving_landmarks"], self.config.image_size)
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
-            correspondence=correspondence, weights=self.training_config.weights)
+            correspondence=correspondence, motion_landmarks=motion_landmarks, weights=weights)
         # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
         # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
         if motion.shape[0] > 1:
@@ -229,10 +242,18 @@ class RendererModule(lightning.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam, a parameter group per network (renderer, discriminator), the recipe's lr and betas for both."""
         tc = self.training_config
-        groups = [{"params": list(self.gen.parameters())}]
+        probe = list(self.landmark_probe.parameters()) if self.landmark_probe is not None else []
+        if tc.motion_lr_scale == 1.0:
+            groups = [{"params": list(self.gen.parameters()) + probe}]
+        else:  # the motion path in a group of its own: its own rate and its own gradient clipping
+            motion = [p for module in (self.gen.latent_token_encoder, self.gen.adapt, self.gen.latent_token_decoder)
+                      for p in module.parameters()] + probe
+            moving = {id(p) for p in motion}
+            groups = [{"params": [p for p in self.gen.parameters() if id(p) not in moving]},
+                      {"params": motion, "lr": tc.lr * tc.motion_lr_scale}]
         if self.disc is not None:
             groups.append({"params": list(self.disc.parameters())})
-        optimizer = torch.optim.Adam(groups, lr=tc.lr, betas=tuple(tc.betas))
+        optimizer = torch.optim.Adam(groups, lr=tc.lr, betas=tuple(tc.betas))  # a group's own "lr" wins
         if tc.cosine_steps is None:
             return optimizer
         return {"optimizer": optimizer,
