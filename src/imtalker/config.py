@@ -47,8 +47,8 @@ class RendererConfig:
     attention_locality: float | None = None
     # The frame is the source image resampled block by block by the finest cross-attention's arg-max (the guided
     # resampler applied to pixels), plus a correction the synthesis network paints in logit space, its last
-    # convolution starting at zero (not published; no new weights). An untrained renderer then reproduces its source
-    # exactly instead of a blur, and a short run spends its steps on what moves: mouth, eyes, head.
+    # convolution starting at 1% of its usual size (not published; no new weights). An untrained renderer then
+    # reproduces its source nearly exactly instead of a blur, and a short run spends its steps on what moves.
     source_skip: bool = False
     # "published", or "compact" (not published; other state-dict keys under `latent_token_encoder`): plain strided
     # convolutions with BatchNorm whose last map is flattened, not averaged, into the latent. Alone on predicting the
