@@ -86,6 +86,11 @@ class RendererConfig:
         """Side of the finest cross-attention grid, whose attention guides the resampler."""
         return self.image_size // 2 ** (self.num_levels - 3)
 
+    @property
+    def coarse_cell(self) -> int:
+        """Pixels along one side of a `coarse_grid` cell (the pixel blocks `source_skip` moves)."""
+        return self.image_size // self.coarse_grid
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:

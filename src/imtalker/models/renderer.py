@@ -320,8 +320,7 @@ class IMTRenderer(nn.Module):
         pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in self.fine_levels]
         pixels = None
         if self.config.source_skip:
-            cell = self.config.image_size // self.config.coarse_grid
-            pixels = to_tokens(F.pixel_unshuffle(image, cell)).contiguous()
+            pixels = to_tokens(F.pixel_unshuffle(image, self.config.coarse_cell)).contiguous()
         return SourceState(features, identity, motion, motion_maps, keys, values, pooled, pixels)
 
     @torch.inference_mode()
@@ -357,8 +356,8 @@ class IMTRenderer(nn.Module):
             aligned.append(self.imt[level](pooled, top1, grid, probs))
         base = None
         if source.pixels is not None:  # each cell's pixel block, a guided resample at ratio 1 then unfolded
-            cell = self.config.image_size // grid
-            base = F.pixel_shuffle(guided_resample(source.pixels, top1, grid, 1, probs), cell)  # (B, 3, S, S)
+            base = F.pixel_shuffle(guided_resample(source.pixels, top1, grid, 1, probs),
+                                   self.config.coarse_cell)  # (B, 3, S, S)
         return aligned, base
 
     def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:
