@@ -55,6 +55,12 @@ class RendererConfig:
     # mouth opening, eyelids and head position from the face-mesh landmarks, the published encoder does not beat the
     # mean in 200 steps on the demo corpus, the compact one gets a third lower and runs seven times faster.
     motion_encoder: str = "published"
+    # Every synthesis stage is scaled and shifted per channel by a linear map of the driving latent's departure from
+    # the source's, normalised (`motion_modulation`, not published; its maps start at zero, so the renderer starts
+    # unchanged). Mouth opening and blinks are nearly global quantities; this hands them to every stage of the
+    # decoder, which knows from the source features where the mouth and eyes are, instead of leaving them to be
+    # painted into the motion maps position by position.
+    motion_modulation: bool = False
 
     def __post_init__(self):
         if len(self.feature_channels) not in (5, 6):

@@ -437,3 +437,45 @@ def test_compact_motion_encoder_is_an_option_with_its_own_keys(image, tmp_path):
     loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
     assert loaded.config.motion_encoder == "compact"
     torch.testing.assert_close(loaded.encode_motion(frames), latents)
+
+
+def test_motion_modulation_starts_unmodulated_and_learns_from_the_latent_departure(image, tmp_path):
+    import dataclasses
+
+    import imtalker
+    from imtalker.weights import save_model
+
+    config = dataclasses.replace(SMALL, motion_modulation=True)
+    torch.manual_seed(0)
+    plain = IMTRenderer(SMALL).eval()
+    torch.manual_seed(0)
+    model = IMTRenderer(config).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("motion_modulation.") for k in missing)
+    frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    source = model.encode_source(image)
+    latents = model.encode_motion(frames)
+    # zero-initialised maps: the same frames as without the option
+    torch.testing.assert_close(model.render(source, latents), plain.render(plain.encode_source(image), latents))
+
+    with torch.no_grad():
+        for layer in model.motion_modulation.stages:
+            layer.weight.normal_(0, 1.0)
+    modulated = model.render(source, latents)
+    assert (modulated - plain.render(plain.encode_source(image), latents)).abs().max() > 1e-3
+    # the source's own latent departs by nothing: no modulation, whatever the weights
+    torch.testing.assert_close(model.render(source, source.motion), plain.render(plain.encode_source(image),
+                                                                                 source.motion))
+
+    # training keeps a running scale of the departures and trains the maps
+    model.train()
+    for layer in model.motion_modulation.stages:
+        torch.nn.init.zeros_(layer.weight)
+    fake, _ = model(frames, image.expand(3, -1, -1, -1))
+    (fake - frames).abs().mean().backward()
+    assert model.motion_modulation.stages[-1].weight.grad.abs().sum() > 0
+    assert not torch.allclose(model.motion_modulation.departure_rms, torch.ones(config.motion_dim))
+    model.eval()
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.motion_modulation
+    torch.testing.assert_close(loaded.motion_modulation.departure_rms, model.motion_modulation.departure_rms)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,34 @@ class MotionSkip(nn.Module):
         return self.proj(self.norm(driving - source))
 
 
+class MotionModulation(nn.Module):
+    """`motion_modulation` (not published): per synthesis stage, a channel scale and shift (B, 2 C) from the driving
+    latent's departure from the source's.
+
+    The departure is divided by its running root mean square per dimension (it is under 1% of a latent's size), not
+    centred, so the source's own latent gives exactly no modulation. Each stage's map starts at zero, so an untrained
+    decoder is unmodulated.
+    """
+
+    def __init__(self, motion_dim: int, stage_channels: Sequence[int], momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("departure_rms", torch.ones(motion_dim))
+        # no bias: a departure of zero must leave the decoder as it is
+        self.stages = nn.ModuleList([nn.Linear(motion_dim, 2 * channels, bias=False) for channels in stage_channels])
+        for layer in self.stages:
+            nn.init.zeros_(layer.weight)
+
+    def forward(self, driving: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
+        departure = driving - source.expand_as(driving)  # (B, motion_dim)
+        if self.training:
+            with torch.no_grad():
+                batch_rms = departure.square().mean(0).sqrt()
+                self.departure_rms.lerp_(batch_rms, self.momentum)
+        departure = departure / self.departure_rms.clamp_min(1e-6)
+        return [layer(departure) for layer in self.stages]
+
+
 class IdentityAdapter(nn.Module):
     """`adapt`: maps a motion latent into the motion space of a given identity."""
 
@@ -238,6 +267,8 @@ class IMTRenderer(nn.Module):
                                  + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
         self.motion_skip = nn.ModuleList(
             [MotionSkip(widths[level]) for level in range(NUM_COARSE_LEVELS)]) if config.motion_skip else None
+        self.motion_modulation = (MotionModulation(config.motion_dim, widths[1:]) if config.motion_modulation
+                                  else None)
         # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
         # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
         # whose arg-max passes no gradient, and the motion latent never gets a training signal.
@@ -368,7 +399,9 @@ class IMTRenderer(nn.Module):
             raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
         aligned, base = self._transfer(source, motion_maps)
-        frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training), base=base)
+        modulation = None if self.motion_modulation is None else self.motion_modulation(motion, source.motion)
+        frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training), base=base,
+                                   modulation=modulation)
         return frame, motion_maps
 
     @torch.inference_mode()

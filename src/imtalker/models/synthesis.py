@@ -204,7 +204,7 @@ class FrameDecoder(nn.Module):
             nn.init.zeros_(self.final_conv[1].bias)
 
     def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None,
-                base: torch.Tensor | None = None) -> torch.Tensor:
+                base: torch.Tensor | None = None, modulation: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Synthesise frames from the aligned pyramid.
 
         Args:
@@ -213,26 +213,37 @@ class FrameDecoder(nn.Module):
                 depend on it; small passes keep their large activations in cache and out of fresh pages.
             base: None (published), or images (B, 3, image_size, image_size) in [0, 1] that the output corrects:
                 sigmoid(logit(base) + the synthesised map).
+            modulation: None (published), or per stage (B, 2 C) channel scales and shifts: each stage's features
+                become x * (1 + scale) + shift after its residual block.
 
         Returns:
             (B, 3, image_size, image_size) in [0, 1].
         """
+        modulation = modulation or [None] * len(self.resblocks)
         x = aligned[0]
         for i in range(self.fine_stage):
-            x = self._stage(i, x, aligned[i + 1])
+            x = self._stage(i, x, aligned[i + 1], modulation[i])
         step = fine_batch or x.shape[0]
+
+        def rows(t: torch.Tensor | None, j: int) -> torch.Tensor | None:
+            return None if t is None else t[j:j + step]
+
         return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]],
-                                       None if base is None else base[j:j + step])
+                                       rows(base, j), [rows(m, j) for m in modulation[self.fine_stage:]])
                           for j in range(0, x.shape[0], step)])
 
-    def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor, modulation: torch.Tensor | None) -> torch.Tensor:
         x = self.upconv_blocks[i](x)
         x = self.resblocks[i](torch.cat([x, skip], dim=1))
+        if modulation is not None:
+            scale, shift = modulation[:, :, None, None].chunk(2, dim=1)
+            x = x * (1 + scale) + shift
         return self.transformer_blocks[i](x)
 
-    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None,
+                modulation: list[torch.Tensor | None]) -> torch.Tensor:
         for i, skip in enumerate(skips, start=self.fine_stage):
-            x = self._stage(i, x, skip)
+            x = self._stage(i, x, skip, modulation[i - self.fine_stage])
         logits = F.pixel_shuffle(self.final_conv(x), 2)
         if base is not None:
             logits = logits + torch.logit(base, eps=1e-3)
