@@ -6,6 +6,9 @@ The diagnostics that told the demo-model runs apart (BENCHMARKS.md, "Demo model"
   and against copying the source (the no-motion baseline), as `imtalker eval` measures;
 - frame spread: the per-pixel variance over time of those rendered frames, beside the real frames' (a renderer that
   ignores motion has a spread near 0 however sharp its frames are);
+- mouth following: the Pearson correlation of the mouth-region contrast of those rendered frames (box from the
+  source's face mesh, `imtalker.evaluation.mouth_contrast`) with the corpus's mouth opening, beside the real
+  frames' (a renderer can move its frames without opening the mouth);
 - probe R^2: a least-squares map from the latents' deviations from their clip mean to the ground truth's (mouth
   opening, blink, head pose, gaze from the corpus's `.npz`), fitted on training clips and scored on held-out ones.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imtalker.evaluation import psnr
+from imtalker.evaluation import mouth_box, mouth_contrast, pearson, psnr
 from imtalker.weights import load_renderer
 
 TRUTH = ("mouth", "blink", "pose", "gaze")
@@ -50,7 +53,7 @@ def frames_of(clip: Path, frames: slice) -> torch.Tensor:
 
 
 def reenact(renderer, clips: list[Path], drive: slice, samples: Path | None) -> dict[str, float]:
-    scores, copies, spread, real_spread, rows = [], [], [], [], []
+    scores, copies, spread, real_spread, rows, mouth, real_mouth = [], [], [], [], [], [], []
     for clip in clips:
         source, driving = frames_of(clip, slice(0, 1)), frames_of(clip, drive)
         rendered = renderer.render(renderer.encode_source(source), renderer.encode_motion(driving), batch_size=8)
@@ -58,6 +61,10 @@ def reenact(renderer, clips: list[Path], drive: slice, samples: Path | None) -> 
         copies.append(psnr(source.expand_as(driving), driving))
         spread.append(rendered.var(dim=0).mean().item())
         real_spread.append(driving.var(dim=0).mean().item())
+        box = mouth_box(np.load(clip / "landmarks.npy")[0])
+        truth = ground_truth(clip, drive)[:len(driving), 0]
+        mouth.append(pearson(mouth_contrast(_uint8(rendered), box), truth))
+        real_mouth.append(pearson(mouth_contrast(_uint8(driving), box), truth))
         rows.append(torch.cat([torch.cat(list(driving[:6]), dim=2), torch.cat(list(rendered[:6]), dim=2)], dim=1))
     if samples is not None:  # real frames above, rendered below, one pair of rows per clip
         from PIL import Image
@@ -65,7 +72,12 @@ def reenact(renderer, clips: list[Path], drive: slice, samples: Path | None) -> 
         grid = (torch.cat(rows, dim=1).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         Image.fromarray(np.ascontiguousarray(grid)).save(samples)
     return {"psnr": torch.cat(scores).mean().item(), "psnr_copy": torch.cat(copies).mean().item(),
-            "spread": float(np.mean(spread)), "real_spread": float(np.mean(real_spread))}
+            "spread": float(np.mean(spread)), "real_spread": float(np.mean(real_spread)),
+            "mouth_r": float(np.nanmean(mouth)), "real_mouth_r": float(np.nanmean(real_mouth))}
+
+
+def _uint8(frames: torch.Tensor) -> np.ndarray:
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def centred_latents(renderer, clips: list[Path], every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +115,7 @@ def main() -> None:
     scores = reenact(renderer, heldout, slice(5, 165, 5), args.samples)
     print(f"held-out reenactment ({len(heldout)} clips, source = frame 0): PSNR {scores['psnr']:.2f} dB, copying "
           f"the source {scores['psnr_copy']:.2f} dB; frame spread {scores['spread']:.3g} (real "
-          f"{scores['real_spread']:.3g})")
+          f"{scores['real_spread']:.3g}); mouth-contrast r {scores['mouth_r']:.2f} (real {scores['real_mouth_r']:.2f})")
     r2 = probe(renderer, clip_folders(args.data, args.fit_clips), heldout)
     print("probe R^2 (held-out, within-clip deviations): " + ", ".join(f"{k} {v:.2f}" for k, v in r2.items()))
 

@@ -48,5 +48,6 @@ def test_renderer_motion_probe_runs_on_prepared_synthetic_clips(synthetic_heldou
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out reenactment (2 clips, source = frame 0): PSNR" in result.stdout
+    assert "mouth-contrast r" in result.stdout
     assert "probe R^2 (held-out, within-clip deviations): mouth" in result.stdout
     assert (tmp_path / "probe.png").stat().st_size > 0

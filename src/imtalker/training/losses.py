@@ -326,6 +326,18 @@ class RendererLossWeights:
     # instead is met by encoding the face's shape. Differences ask the motion encoder for mouth, eyelids, gaze and
     # head pose from the first step.
     motion_landmarks: float = 0.0
+    # not in the published recipe (0 keeps it out): L1 between what a frozen face-state expert
+    # (`imtalker.training.expert`, trained on the synthetic corpus's ground truth) reads in the rendered and in the
+    # real frame: mouth opening, lip rounding, blink. It pays only for a mouth that looks open, where L1 lets a short
+    # run blur an uncertain mouth into skin.
+    expert: float = 0.0
+
+
+def expert_loss(expert: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between a frozen expert's readings (B, K) of the rendered and of the real frames; gradient to `fake` only."""
+    with torch.no_grad():
+        target = expert(real)
+    return F.l1_loss(expert(fake), target)
 
 
 def landmark_shift_loss(predicted: torch.Tensor, source_points: torch.Tensor, driving_points: torch.Tensor,
@@ -399,6 +411,7 @@ def renderer_generator_loss(
     self_logits: torch.Tensor | None = None,
     correspondence: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
     motion_landmarks: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
+    expert: nn.Module | None = None,
     scales: Sequence[float] = PERCEPTUAL_SCALES,
     weights: RendererLossWeights = RendererLossWeights(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -421,6 +434,7 @@ def renderer_generator_loss(
             skips the correspondence term.
         motion_landmarks: (predicted shifts, source landmarks, driving landmarks, image size) for
             `landmark_shift_loss`; None skips the motion-landmark term.
+        expert: a frozen face-state expert for `expert_loss`; None skips the expert term.
         scales: perceptual pyramid factors.
         weights: term weights.
 
@@ -444,6 +458,8 @@ def renderer_generator_loss(
         terms["correspondence"] = correspondence_loss(*correspondence)
     if motion_landmarks is not None:
         terms["motion_landmarks"] = landmark_shift_loss(*motion_landmarks)
+    if expert is not None:
+        terms["expert"] = expert_loss(expert, fake, real)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()

@@ -42,6 +42,7 @@ from .losses import RendererLossWeights, discriminator_loss, load_vgg19, rendere
 logger = logging.getLogger(__name__)
 
 GRAD_CLIP_NORM = 1.0
+FROZEN_PREFIXES = ("vgg.", "expert.")  # fixed networks loaded from their own files, kept out of checkpoints
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class RendererTrainingConfig:
     # scaled at run time, so one Adam step changes them sqrt(fan-in) times less, relatively, than the plain convolutions
     # of the appearance path: at one rate the appearance trains and the motion does not move within a short run.
     motion_lr_scale: float = 1.0
+    # a face-state expert file (`imtalker.training.expert`) for the `expert` loss weight; None trains without it
+    expert_path: str | None = None
 
 
 def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None) -> RendererTrainingConfig:
@@ -129,19 +132,29 @@ class RendererModule(lightning.LightningModule):
         self.landmark_probe = (torch.nn.Linear(config.motion_dim, NUM_LANDMARKS * 2, bias=False)
                                if training.weights.motion_landmarks else None)
         self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
+        if training.weights.expert and not training.expert_path:
+            raise ValueError("the expert loss weight needs training.expert_path (a face-state expert file)")
+        self.expert = None
+        if training.weights.expert:
+            from .expert import load_face_state_expert
+
+            self.expert = load_face_state_expert(training.expert_path)
         if self.vgg is None:
             logger.warning("no VGG19 weights given: training without the perceptual and eye/mouth region losses")
 
     def state_dict(self, *args, **kwargs):
-        """Renderer and discriminator only: the fixed VGG19 comes from its own file, not from our checkpoints."""
+        """Renderer and discriminator only: the fixed VGG19 and face-state expert come from their own files, not
+        from our checkpoints."""
         state = super().state_dict(*args, **kwargs)
-        for key in [k for k in state if k.startswith("vgg.")]:
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if self.vgg is not None:
-            state_dict = {**state_dict, **{f"vgg.{k}": v for k, v in self.vgg.state_dict().items()}}
+        for prefix in FROZEN_PREFIXES:
+            frozen = getattr(self, prefix.rstrip("."))
+            if frozen is not None:
+                state_dict = {**state_dict, **{f"{prefix}{k}": v for k, v in frozen.state_dict().items()}}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- one step ----------------------------------------------------------------------------------------------
@@ -172,7 +185,7 @@ class RendererModule(lightning.LightningModule):
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
-            correspondence=correspondence, motion_landmarks=motion_landmarks, weights=weights)
+            correspondence=correspondence, motion_landmarks=motion_landmarks, expert=self.expert, weights=weights)
         # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
         # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
         if motion.shape[0] > 1:

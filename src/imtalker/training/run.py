@@ -150,6 +150,9 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
         raise InputError(f"bad training settings: {err}") from None
     if training.vgg_path and not Path(training.vgg_path).is_file():
         raise InputError(f"VGG19 weights not found: {training.vgg_path}")
+    if training.weights.expert and not (training.expert_path and Path(training.expert_path).is_file()):
+        raise InputError(f"the expert loss needs a face-state expert file (training.expert_path), got "
+                         f"{training.expert_path!r}")
     lightning.seed_everything(settings.seed, workers=True, verbose=False)
     train = RendererPairDataset(data, "train", model.image_size, settings.samples_per_epoch, seed=settings.seed,
                                 with_landmarks=bool(training.weights.correspondence or training.weights.motion_landmarks))
