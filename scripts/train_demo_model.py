@@ -1,6 +1,6 @@
 """Train the bundled demo model from nothing, on this machine's CPU, in one resumable command.
 
-    python scripts/train_demo_model.py --work runs/demo            # ~80 min on 2 CPU cores
+    python scripts/train_demo_model.py --work runs/demo            # ~90 min on 2 CPU cores
     python scripts/train_demo_model.py --work runs/demo --install  # then copy it into the package
 
 Stages (each one skips what an earlier, interrupted run finished; run the same command again to continue):
@@ -8,9 +8,9 @@ Stages (each one skips what an earlier, interrupted run finished; run the same c
 1. a synthetic talking-head corpus (`imtalker synth-data`): training clips (seed 0) and held-out clips (seed 1,
    other faces and voices) for the evaluation;
 2. `imtalker prepare` of both at the demo resolution (128 px);
-3. the face-state expert (`imtalker.training.expert`: mouth opening, lip rounding, blink read from a frame), fitted
-   on the corpus's ground truth in a few minutes, for the renderer's `expert` loss;
-   renderer training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
+3. when the recipe has the `expert` loss: the face-state expert (`imtalker.training.expert`: mouth opening, lip
+   rounding, blink read from a frame), fitted on the corpus's ground truth in a few minutes; then renderer
+   training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
 4. motion-generator training with the log-mel front end (configs/demo-generator.yaml) on the exported renderer's
    motion latents, for a wall-clock budget, then export;
 5. float16 copies of the three networks (what the package ships), then the evaluation of those on the held-out
@@ -77,13 +77,12 @@ def expert_stage(work: Path) -> Path:
     return path
 
 
-def train_renderer_stage(work: Path, minutes: float, expert: Path) -> Path:
-    from imtalker.training.run import export_run, read_config, train_renderer
+def train_renderer_stage(work: Path, minutes: float, config: dict, expert: Path | None) -> Path:
+    from imtalker.training.run import export_run, train_renderer
 
     _stage(f"renderer training ({minutes:g} min budget)")
     run = work / "renderer"
-    config = read_config(CONFIGS / "demo-renderer.yaml")
-    if config["training"].get("weights", {}).get("expert"):
+    if expert is not None:
         config["training"]["expert_path"] = str(expert)
     train_renderer(work / "data", run, config, overrides={"max_time": _minutes(minutes)}, enable_progress_bar=False)
     export_run(run, work / "weights")
@@ -143,8 +142,10 @@ def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -
         section = read_config(CONFIGS / name)["training"]
         return ", ".join(f"{key} {value}" for key, value in section.items() if key != "weights")
 
+    weights = read_config(CONFIGS / "demo-renderer.yaml")["training"].get("weights", {})
     training = {
-        "renderer_recipe": recipe("demo-renderer.yaml"), "generator_recipe": recipe("demo-generator.yaml"),
+        "renderer_recipe": recipe("demo-renderer.yaml"),
+        "renderer_losses": "loss weights " + ", ".join(f"{k} {v:g}" for k, v in weights.items() if v), "generator_recipe": recipe("demo-generator.yaml"),
         "renderer_steps": _last_step(work / "renderer"), "generator_steps": _last_step(work / "generator"),
         "training_clips": args.clips, "clip_seconds": args.seconds, "heldout_clips": args.heldout, "renderer_minutes": args.renderer_minutes,
         "generator_minutes": args.generator_minutes, "minutes": timings, "machine": f"{platform.machine()}, "
@@ -183,11 +184,16 @@ def main() -> None:
     t0 = time.monotonic()
     make_data(args.work, args.clips, args.seconds, args.heldout, args.workers)
     lap("data", t0)
+    from imtalker.training.run import read_config
+
+    renderer_config = read_config(CONFIGS / "demo-renderer.yaml")
+    expert = None
+    if renderer_config["training"].get("weights", {}).get("expert"):  # only a recipe with the expert loss needs one
+        t0 = time.monotonic()
+        expert = expert_stage(args.work)
+        lap("expert", t0)
     t0 = time.monotonic()
-    expert = expert_stage(args.work)
-    lap("expert", t0)
-    t0 = time.monotonic()
-    renderer = train_renderer_stage(args.work, args.renderer_minutes, expert)
+    renderer = train_renderer_stage(args.work, args.renderer_minutes, renderer_config, expert)
     lap("renderer", t0)
     t0 = time.monotonic()
     train_generator_stage(args.work, renderer, args.generator_minutes)

@@ -1,0 +1,60 @@
+"""The bundled demo model itself (`imtalker/assets/demo_model/`): it ships with the package, its recorded evaluation
+is the one its card reports, and the video it makes from the bundled portrait and speech moves its mouth with the
+speech (and not with other speech)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from imtalker.demo import WEIGHT_FILES, demo_evaluation, demo_weights_dir, has_demo_model
+from imtalker.evaluation import Evaluator, mouth_contrast, pearson
+from imtalker.synthetic import demo_asset, synthesize_speech
+
+# the bundled speech is synthesize_speech(4.0, seed=7) (scripts/make_demo_assets.py); its mouth track is the truth
+SPEECH_SEED, SPEECH_SECONDS = 7, 4.0
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    assert has_demo_model(), f"the package ships its demo model in {demo_weights_dir()}"
+    evaluator = Evaluator(demo_weights_dir(), seed=0)
+    yield evaluator
+    evaluator.close()
+
+
+@pytest.fixture(scope="module")
+def demo_crop(evaluator) -> np.ndarray:
+    return evaluator.audio.crop_source(demo_asset("demo_portrait.png")).square
+
+
+def test_the_package_ships_the_model_its_card_and_its_evaluation():
+    folder = demo_weights_dir()
+    for name in (*WEIGHT_FILES, "MODEL_CARD.md", "eval.json", "training.json", "demo-renderer.yaml",
+                 "demo-generator.yaml"):
+        assert (folder / name).is_file(), name
+    assert sum((folder / name).stat().st_size for name in WEIGHT_FILES) < 20e6  # float16, a few MB
+    summary = demo_evaluation()["summary"]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert f"**PSNR {summary['psnr']:.2f} dB**" in card
+    assert json.loads((folder / "training.json").read_text())["renderer_steps"] > 1000
+
+
+def _mouth_track(evaluator, crop: np.ndarray, speech_seed: int) -> np.ndarray:
+    speech = synthesize_speech(SPEECH_SECONDS, seed=speech_seed)
+    frames = evaluator.talk(crop, speech.audio)
+    box = evaluator.mouth_box(crop)
+    assert box is not None, "the face mesh finds the mouth of the bundled portrait's crop"
+    return mouth_contrast(frames, box), speech.mouth[:len(frames)]
+
+
+def test_the_demo_mouth_follows_the_bundled_speech(evaluator, demo_crop):
+    contrast, truth = _mouth_track(evaluator, demo_crop, SPEECH_SEED)
+    assert len(contrast) == 100
+    own = pearson(contrast, truth)
+    _, other_truth = _mouth_track(evaluator, demo_crop, SPEECH_SEED + 1)
+    chance = pearson(contrast, other_truth)  # the same frames against another voice's mouth
+    assert own > 0.5, own
+    assert own > chance + 0.3, (own, chance)
