@@ -22,13 +22,13 @@ writes nothing to BENCHMARKS.md (it is a diagnostic for training runs).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from imtalker.evaluation import mouth_box, mouth_contrast, pearson, psnr
+from imtalker.training.data import synthetic_truth
 from imtalker.weights import load_renderer
 
 TRUTH = ("mouth", "blink", "pose", "gaze")
@@ -42,8 +42,7 @@ def clip_folders(data: Path, limit: int | None = None) -> list[Path]:
 
 def ground_truth(clip: Path, frames: slice) -> np.ndarray:
     """(N, 7) synthetic ground truth of a prepared clip, from the `.npz` beside its source video."""
-    source = Path(json.loads((clip / "info.json").read_text())["source"])
-    truth = np.load(source.with_suffix(".npz"))
+    truth = synthetic_truth(clip, TRUTH)
     return np.concatenate([truth[name][frames].reshape(-1, 1 if truth[name].ndim == 1 else truth[name].shape[1])
                            for name in TRUTH], axis=1)
 

@@ -144,8 +144,8 @@ def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -
 
     weights = read_config(CONFIGS / "demo-renderer.yaml")["training"].get("weights", {})
     training = {
-        "renderer_recipe": recipe("demo-renderer.yaml"),
-        "renderer_losses": "loss weights " + ", ".join(f"{k} {v:g}" for k, v in weights.items() if v), "generator_recipe": recipe("demo-generator.yaml"),
+        "renderer_recipe": recipe("demo-renderer.yaml"), "generator_recipe": recipe("demo-generator.yaml"),
+        "renderer_losses": "loss weights " + ", ".join(f"{k} {v:g}" for k, v in weights.items() if v),
         "renderer_steps": _last_step(work / "renderer"), "generator_steps": _last_step(work / "generator"),
         "training_clips": args.clips, "clip_seconds": args.seconds, "heldout_clips": args.heldout, "renderer_minutes": args.renderer_minutes,
         "generator_minutes": args.generator_minutes, "minutes": timings, "machine": f"{platform.machine()}, "

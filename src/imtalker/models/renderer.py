@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RendererConfig
-from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, conv_batchnorm, mlp_stack,
+from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StridedEncoder, StyledConv, mlp_stack,
                      run_mlp_stack)
 from .motion_transfer import CoarseLevel, GuidedResampler, guided_resample, pool_blocks, split_heads, to_tokens
 from .synthesis import FrameDecoder
@@ -100,25 +100,13 @@ class MotionEncoder(nn.Module):
         return self.final_linear(run_mlp_stack(self.linear_layers, x))
 
 
-class CompactMotionEncoder(nn.Module):
+class CompactMotionEncoder(StridedEncoder):
     """A motion encoder for small, briefly trained models (`motion_encoder="compact"`, not published): five strided
     3x3 convolutions with BatchNorm and ReLU, the last map flattened into a linear layer, so where things are (the
     head, the mouth) reaches the latent instead of being averaged away."""
 
     def __init__(self, config: RendererConfig):
-        super().__init__()
-        widths = (3,) + config.motion_channels[1:]
-        self.convs = nn.ModuleList([nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)
-                                    for i in range(len(widths) - 1)])
-        self.norms = nn.ModuleList([nn.BatchNorm2d(width) for width in widths[1:]])
-        side = config.image_size // 2 ** len(self.convs)
-        self.final_linear = nn.Linear(widths[-1] * side * side, config.motion_dim)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image
-        for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(conv_batchnorm(x, conv, norm))
-        return self.final_linear(x.flatten(1))
+        super().__init__((3,) + config.motion_channels[1:], config.image_size, config.motion_dim)
 
 
 class MotionSkip(nn.Module):

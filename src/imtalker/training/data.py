@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,6 +33,22 @@ def clip_folders(folder: str | os.PathLike, split: str | None) -> list[Path]:
     if not clips:
         raise InputError(f"{folder} has no {split or ''} clips".replace("  ", " "))
     return clips
+
+
+def synthetic_truth(clip: Path, names) -> dict[str, np.ndarray]:
+    """Per-frame ground truth `names` (e.g. "mouth", "pose") of a prepared clip, from the synthetic corpus's `.npz`
+    beside its source video.
+
+    Raises:
+        InputError: the clip does not come from an `imtalker synth-data` corpus (no ground truth beside its video).
+    """
+    source = Path(json.loads((Path(clip) / "info.json").read_text())["source"])
+    truth_file = source.with_suffix(".npz")
+    if not truth_file.is_file():
+        raise InputError(f"{Path(clip).name}: no synthetic ground truth at {truth_file} (only `imtalker synth-data` "
+                         "corpora have one)")
+    with np.load(truth_file) as truth:
+        return {name: np.asarray(truth[name], np.float32) for name in names}
 
 
 def _to_image_tensor(frame: np.ndarray, size: int) -> torch.Tensor:

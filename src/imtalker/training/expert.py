@@ -10,7 +10,6 @@ lip-sync expert plays in Wav2Lip, here for the renderer and with known ground tr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,53 +17,33 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from ..errors import InputError
-from .data import clip_folders
+from ..models.layers import StridedEncoder
+from .data import clip_folders, synthetic_truth
 
 logger = logging.getLogger(__name__)
 
 FACE_STATES = ("mouth", "rounding", "blink")
 
 
-class FaceStateExpert(nn.Module):
+class FaceStateExpert(StridedEncoder):
     """Frames (B, 3, S, S) in [0, 1] -> (B, 3) mouth opening, lip rounding and blink, in the corpus's units."""
 
-    def __init__(self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 64, 128)):
-        super().__init__()
-        self.image_size = image_size
-        layers, channels = [], 3
-        for width in widths:  # each halves the side: 128 px -> 4 x 4
-            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
-            channels = width
-        self.convs = nn.Sequential(*layers)
-        side = image_size // 2 ** len(widths)
-        self.head = nn.Linear(channels * side * side, len(FACE_STATES))
+    fitting = True  # False once fitted: from then on .train() leaves it in eval mode
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(frames).flatten(1))
+    def __init__(self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 64, 128)):
+        super().__init__((3, *widths), image_size, len(FACE_STATES))
+        self.image_size = image_size
 
     def train(self, mode: bool = True) -> "FaceStateExpert":
         """Once fitted it stays in eval mode (its BatchNorm statistics fixed) inside a module that trains."""
         return super().train(mode and self.fitting)
 
-    fitting = True  # set False when fitted; a frozen expert ignores .train()
-
 
 def face_state_truth(clip: Path) -> np.ndarray:
-    """(N, 3) ground truth of a prepared clip, from the synthetic corpus's `.npz` beside its source video.
-
-    Raises:
-        InputError: the clip does not come from the synthetic corpus (no ground truth beside its video).
-    """
-    source = Path(json.loads((clip / "info.json").read_text())["source"])
-    truth_file = source.with_suffix(".npz")
-    if not truth_file.is_file():
-        raise InputError(f"{clip.name}: no synthetic ground truth at {truth_file} (the face-state expert is trained "
-                         "on `imtalker synth-data` corpora only)")
-    with np.load(truth_file) as truth:
-        return np.stack([np.asarray(truth[name], np.float32) for name in FACE_STATES], axis=1)
+    """(N, 3) ground truth of a prepared synthetic clip (`synthetic_truth`), in `FACE_STATES` order."""
+    truth = synthetic_truth(clip, FACE_STATES)
+    return np.stack([truth[name] for name in FACE_STATES], axis=1)
 
 
 def train_face_state_expert(data: str | os.PathLike, *, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
