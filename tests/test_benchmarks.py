@@ -51,3 +51,13 @@ def test_renderer_motion_probe_runs_on_prepared_synthetic_clips(synthetic_heldou
     assert "mouth-contrast r" in result.stdout
     assert "probe R^2 (held-out, within-clip deviations): mouth" in result.stdout
     assert (tmp_path / "probe.png").stat().st_size > 0
+
+
+def test_warp_ceiling_runs_and_its_optimised_flow_beats_copying(synthetic_heldout, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "warp_ceiling.py"), str(synthetic_heldout / "data"),
+                             "--every", "15", "--grids", "8"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    copy = float(result.stdout.split("copy ")[1].split(",")[0])
+    optimised = float(result.stdout.split("on a 8 x 8 grid: ")[1].split(" dB")[0])
+    assert optimised > copy + 3.0, result.stdout

@@ -61,6 +61,13 @@ class RendererConfig:
     # decoder, which knows from the source features where the mouth and eyes are, instead of leaving them to be
     # painted into the motion maps position by position.
     motion_modulation: bool = False
+    # With `source_skip`: the base image is the source resampled by a smooth flow (`source_warp.*`, not published)
+    # instead of moved in whole pixel blocks. The flow is painted at the third cross-attention level (16 x 16 at
+    # 128 px) from the source's appearance, the driving motion maps' departure from the source's and the latents'
+    # departure, and starts at zero. Four-pixel blocks cannot follow the one- to five-pixel moves of a turning head,
+    # and a per-pair optimised flow of that resolution reconstructs the demo corpus at 36 dB where copying the source
+    # gets 23 (BENCHMARKS.md, "Demo model: sixth CPU training run").
+    source_warp: bool = False
 
     def __post_init__(self):
         if len(self.feature_channels) not in (5, 6):
@@ -73,6 +80,8 @@ class RendererConfig:
         for width in self.feature_channels:
             if width % self.num_heads:
                 raise ValueError(f"feature width {width} is not divisible by num_heads={self.num_heads}")
+        if self.source_warp and not self.source_skip:
+            raise ValueError("source_warp corrects a base image: it needs source_skip")
         if self.motion_encoder not in ("published", "compact"):
             raise ValueError(f"motion_encoder must be 'published' or 'compact', got {self.motion_encoder!r}")
         object.__setattr__(self, "feature_channels", tuple(self.feature_channels))

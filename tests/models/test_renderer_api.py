@@ -479,3 +479,63 @@ def test_motion_modulation_starts_unmodulated_and_learns_from_the_latent_departu
     loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
     assert loaded.config.motion_modulation
     torch.testing.assert_close(loaded.motion_modulation.departure_rms, model.motion_modulation.departure_rms)
+
+
+def test_source_warp_starts_as_the_source_and_moves_it_by_a_smooth_flow(image, tmp_path):
+    """Off by default; it needs source_skip; on, an untrained renderer returns its source (exactly, without the
+    correction), a flow moves it by fractions of a pixel block, and the flow head gets gradients from the first step."""
+    import dataclasses
+
+    import imtalker
+    from imtalker.weights import save_model
+
+    with pytest.raises(ValueError, match="source_skip"):
+        dataclasses.replace(SMALL, source_warp=True)
+    config = dataclasses.replace(SMALL, source_skip=True, source_warp=True)
+    torch.manual_seed(0)
+    model = IMTRenderer(config).eval()
+    extra = set(model.state_dict()) - set(IMTRenderer(SMALL).state_dict())
+    assert extra and all(k.startswith("source_warp.") for k in extra)
+    source = model.encode_source(image)
+    assert source.pixels is None and torch.equal(source.image, image)
+    motion = torch.randn(2, config.motion_dim)
+    correction = model.frame_decoder.final_conv[1]
+    with torch.no_grad():
+        correction.weight.zero_()
+    torch.testing.assert_close(model.render(source, motion), image.clamp(1e-3, 1 - 1e-3).expand(2, -1, -1, -1),
+                               atol=1e-5, rtol=0)
+
+    # every field 3 pixels to the right everywhere, all coefficients 1 / fields for a departure of one unit in the
+    # first latent dimension: each output pixel samples the source 3 pixels further right
+    warp = model.source_warp
+    last = warp.field_head[-1]
+    with torch.no_grad():
+        last.bias.view(warp.fields, 2)[:, 0] = 3 * 2 / 128
+        warp.coefficients[0].weight.zero_()
+        warp.coefficients[0].weight[0, 0] = 1.0 / warp.fields
+        warp.coefficients[-1].weight.zero_()
+        warp.coefficients[-1].weight[:, 0] = 1.0
+        # the source's own latent departs by nothing: no move, whatever the fields
+        torch.testing.assert_close(model.render(source, source.motion), image.clamp(1e-3, 1 - 1e-3), atol=1e-5,
+                                   rtol=0)
+        pushed = source.motion.clone()
+        pushed[0, 0] += warp.departure_rms[0]
+        moved = model.render(source, pushed)
+    expected = image[..., 3:].clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(moved[:, :, :, :-3], expected, atol=1e-4, rtol=0)
+
+    model.train()
+    with torch.no_grad():
+        last.bias.zero_()
+    frames = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    result = model.reconstruct(frames, image.expand(2, -1, -1, -1))
+    grid = source.features[2].shape[-1]  # the flow's grid: the third coarse level
+    assert result.flow.shape == (2, 2, grid, grid) and result.base.shape == (2, 3, 128, 128)
+    (result.base - frames).abs().mean().backward()
+    assert last.weight.grad.abs().sum() > 0
+    model.eval()
+    latents = torch.randn(3, config.motion_dim)
+    loaded = imtalker.load_renderer(save_model(model, tmp_path / "renderer.safetensors"))
+    assert loaded.config.source_warp
+    torch.testing.assert_close(loaded.render(loaded.encode_source(image), latents),
+                               model.render(model.encode_source(image), latents))

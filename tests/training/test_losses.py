@@ -279,3 +279,34 @@ def test_landmark_shift_loss_is_the_l1_of_the_move_in_unit_coordinates_and_skips
     assert landmark_shift_loss(wrong_on_lost, source, lost, 128).item() == pytest.approx(0.0, abs=1e-7)
     none = landmark_shift_loss(exact.requires_grad_(), source, torch.full_like(driving, float("nan")), 128)
     assert none.item() == 0.0 and none.requires_grad
+
+
+def test_warp_loss_is_the_mean_l1_over_four_scales_and_sees_far_moves_at_coarse_ones():
+    from imtalker.training.losses import warp_loss
+
+    real = torch.zeros(1, 3, 64, 64)
+    real[..., 20:40, 20:40] = 1.0
+    assert warp_loss(real, real).item() == 0.0
+    assert warp_loss(real + 0.1, real).item() == pytest.approx(0.1, abs=1e-6)
+    # a square 6 pixels off: the full-resolution L1 is flat in the move once the squares no longer overlap at an edge
+    # pixel, the coarse scales still tell a nearer square from a farther one
+    near, far = torch.roll(real, 6, dims=3), torch.roll(real, 10, dims=3)
+    assert warp_loss(near, real) < warp_loss(far, real)
+
+
+def test_flow_landmark_loss_compares_where_the_flow_samples_with_the_source_landmarks():
+    from imtalker.training.losses import flow_landmark_loss
+
+    driving = torch.tensor([[[32.0, 64.0], [96.0, 40.0]]])  # (1, 2, 2) pixels at 128 px
+    source = driving + torch.tensor([6.4, -3.2])  # the head moved the same way everywhere
+    exact = torch.zeros(1, 2, 8, 8)
+    exact[:, 0], exact[:, 1] = 0.1, -0.05  # x, y in half images: where each driving pixel is in the source
+    assert flow_landmark_loss(exact, source, driving, 128).item() == pytest.approx(0.0, abs=1e-6)
+    assert flow_landmark_loss(torch.zeros_like(exact), source, driving, 128).item() == pytest.approx(0.075)
+    lost = source.clone()
+    lost[0, 1] = float("nan")
+    wrong_on_lost = exact.clone()
+    wrong_on_lost[..., :4, 4:] = 5.0  # only near the second (lost) landmark
+    assert flow_landmark_loss(wrong_on_lost, lost, driving, 128).item() == pytest.approx(0.0, abs=1e-6)
+    none = flow_landmark_loss(exact.requires_grad_(), torch.full_like(source, float("nan")), driving, 128)
+    assert none.item() == 0.0 and none.requires_grad

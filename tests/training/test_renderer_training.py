@@ -171,6 +171,26 @@ def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_re
             [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
 
 
+def test_warp_terms_train_the_source_warp_flow(prepared, tiny_renderer_config, tmp_path):
+    weights = RendererLossWeights(adversarial=0.0, warp=1.0, flow_landmarks=1.0)
+    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights)
+    plain = RendererModule(tiny_renderer_config, training)
+    with pytest.raises(ValueError, match="source_warp"):
+        plain._generator_terms(torch.utils.data.default_collate(
+            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2, with_landmarks=True)[i]
+             for i in range(2)]))
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_renderer_config, source_skip=True, source_warp=True)
+    module = RendererModule(config, training)
+    steps = Terms()  # the same four pairs every step
+    fit(module, RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=4, with_landmarks=True),
+        max_steps=20, default_root_dir=tmp_path, callbacks=[steps], **QUIET)
+    first, last = steps.steps[0]["train/flow_landmarks"], steps.steps[-1]["train/flow_landmarks"]
+    assert last < first, (first, last)
+    assert module.gen.source_warp.field_head[-1].weight.abs().sum() > 0  # the flow left zero
+    assert "train/warp" in steps.steps[-1]
+
+
 def test_motion_lr_scale_gives_the_motion_path_its_own_rate(tiny_renderer_config):
     no_gan = RendererLossWeights(adversarial=0.0)
     published = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=1e-3, weights=no_gan))

@@ -22,6 +22,7 @@ from .motion_transfer import CoarseLevel, GuidedResampler, guided_resample, pool
 from .synthesis import FrameDecoder
 
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining two use the guided resampler
+WARP_LEVEL = 2  # the coarse level whose grid `source_warp` paints its flow on (16 x 16 at 128 px)
 
 
 def cpu_micro_batch(device: torch.device, training: bool = False) -> int | None:
@@ -146,13 +147,64 @@ class MotionModulation(nn.Module):
             nn.init.zeros_(layer.weight)
 
     def forward(self, driving: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
-        departure = driving - source.expand_as(driving)  # (B, motion_dim)
-        if self.training:
-            with torch.no_grad():
-                batch_rms = departure.square().mean(0).sqrt()
-                self.departure_rms.lerp_(batch_rms, self.momentum)
-        departure = departure / self.departure_rms.clamp_min(1e-6)
+        departure = normalised_departure(driving, source, self.departure_rms, self.momentum, self.training)
         return [layer(departure) for layer in self.stages]
+
+
+def normalised_departure(driving: torch.Tensor, source: torch.Tensor, rms: torch.Tensor, momentum: float,
+                         training: bool) -> torch.Tensor:
+    """(driving - source) divided per channel (dim 1) by a running root mean square that training updates in place.
+
+    Not centred, so the source's own motion departs by exactly zero."""
+    departure = driving - source.expand_as(driving)
+    if training:
+        with torch.no_grad():
+            dims = [d for d in range(departure.ndim) if d != 1]
+            rms.lerp_(departure.square().mean(dims).sqrt(), momentum)
+    shape = (1, -1) + (1,) * (departure.ndim - 2)
+    return departure / rms.clamp_min(1e-6).view(shape)
+
+
+class SourceWarp(nn.Module):
+    """`source_warp` (not published): a smooth backward flow (B, 2, g, g) that resamples the source image into the
+    base frame the synthesis network corrects, in place of `source_skip`'s whole pixel blocks.
+
+    The flow is linear in a few coefficients of the latents' departure (normalised as in `MotionModulation`), times
+    flow fields the source's appearance and motion maps paint on one coarse grid: where a head turn or a camera move
+    takes each part of this face. No biases, so the source's own latent moves nothing; the fields start at zero.
+    """
+
+    def __init__(self, channels: int, motion_dim: int, hidden: int = 64, fields: int = 16, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.fields = fields
+        self.register_buffer("departure_rms", torch.ones(motion_dim))
+        self.coefficients = nn.Sequential(nn.Linear(motion_dim, hidden, bias=False), nn.LeakyReLU(0.2),
+                                          nn.Linear(hidden, fields, bias=False))
+        self.field_head = nn.Sequential(nn.Conv2d(2 * channels, hidden, 3, padding=1), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(hidden, 2 * fields, 3, padding=1))
+        nn.init.zeros_(self.field_head[-1].weight)
+        nn.init.zeros_(self.field_head[-1].bias)
+
+    def flow(self, source_maps: torch.Tensor, source_features: torch.Tensor, driving: torch.Tensor,
+             source: torch.Tensor) -> torch.Tensor:
+        """Flow in normalised image coordinates (x, y) per grid cell: where each output cell samples the source."""
+        departure = normalised_departure(driving, source, self.departure_rms, self.momentum, self.training)
+        b0, _, g, _ = source_maps.shape
+        fields = self.field_head(torch.cat([source_maps, source_features], 1)).view(b0, self.fields, 2, g, g)
+        return torch.einsum("bk,bkcij->bcij", self.coefficients(departure), fields.expand(driving.shape[0], -1, -1,
+                                                                                         -1, -1))
+
+    @staticmethod
+    def resample(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """The source image(s) (B or 1, 3, S, S) sampled at the identity grid plus the flow (B, 2, g, g), upsampled."""
+        b, size = flow.shape[0], image.shape[-1]
+        identity = torch.eye(2, 3, dtype=flow.dtype, device=flow.device).expand(b, 2, 3)
+        grid = F.affine_grid(identity, [b, 3, size, size], align_corners=False)
+        offset = F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
+        return F.grid_sample(image.expand(b, -1, -1, -1), grid + offset.permute(0, 2, 3, 1), mode="bilinear",
+                             padding_mode="border", align_corners=False)
 
 
 class IdentityAdapter(nn.Module):
@@ -212,6 +264,7 @@ class SourceState:
     values: list[torch.Tensor]  # projected values per coarse level (B, heads, N, D)
     pooled: list[torch.Tensor]  # pooled fine-level blocks for the guided resampler (B, C, grid^2)
     pixels: torch.Tensor | None = None  # with `source_skip`: the image's pixel blocks (B, grid^2, 3 * cell^2)
+    image: torch.Tensor | None = None  # with `source_warp`: the image itself (B, 3, S, S)
 
     @property
     def batch_size(self) -> int:
@@ -234,6 +287,8 @@ class Reconstruction:
     motion: torch.Tensor  # (B, motion_dim) driving motion latents
     motion_maps: list[torch.Tensor]  # the driving frames' motion maps at the coarse levels
     source: SourceState
+    base: torch.Tensor | None = None  # with `source_skip`: the source image moved, which the frame corrects
+    flow: torch.Tensor | None = None  # with `source_warp`: its flow (B, 2, g, g), normalised coordinates (x, y)
 
 
 class IMTRenderer(nn.Module):
@@ -257,6 +312,8 @@ class IMTRenderer(nn.Module):
             [MotionSkip(widths[level]) for level in range(NUM_COARSE_LEVELS)]) if config.motion_skip else None
         self.motion_modulation = (MotionModulation(config.motion_dim, widths[1:]) if config.motion_modulation
                                   else None)
+        self.source_warp = (SourceWarp(widths[WARP_LEVEL], config.motion_dim)
+                            if config.source_warp else None)
         # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
         # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
         # whose arg-max passes no gradient, and the motion latent never gets a training signal.
@@ -337,10 +394,12 @@ class IMTRenderer(nn.Module):
             keys.append(k)
             values.append(v)
         pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in self.fine_levels]
-        pixels = None
-        if self.config.source_skip:
+        pixels = warp_image = None
+        if self.config.source_warp:
+            warp_image = image.contiguous()
+        elif self.config.source_skip:
             pixels = to_tokens(F.pixel_unshuffle(image, self.config.coarse_cell)).contiguous()
-        return SourceState(features, identity, motion, motion_maps, keys, values, pooled, pixels)
+        return SourceState(features, identity, motion, motion_maps, keys, values, pooled, pixels, warp_image)
 
     @torch.inference_mode()
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
@@ -380,17 +439,23 @@ class IMTRenderer(nn.Module):
         return aligned, base
 
     def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:
-        return self._render_with_maps(source, motion)[0]
+        return self._render_parts(source, motion)[0]
 
-    def _render_with_maps(self, source: SourceState, motion: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _render_parts(self, source: SourceState, motion: torch.Tensor):
+        """(frames, driving motion maps, base image or None, warp flow or None) for motion latents (B, 32)."""
         if source.batch_size not in (1, motion.shape[0]):
             raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
         aligned, base = self._transfer(source, motion_maps)
+        flow = None
+        if self.source_warp is not None:
+            flow = self.source_warp.flow(source.motion_maps[WARP_LEVEL], source.features[WARP_LEVEL], motion,
+                                         source.motion)
+            base = self.source_warp.resample(source.image, flow)
         modulation = None if self.motion_modulation is None else self.motion_modulation(motion, source.motion)
         frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training), base=base,
                                    modulation=modulation)
-        return frame, motion_maps
+        return frame, motion_maps, base, flow
 
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -407,8 +472,8 @@ class IMTRenderer(nn.Module):
         attention."""
         source = self._encode_source(x_reference)
         motion = self.latent_token_encoder(x_current.contiguous(memory_format=torch.channels_last))
-        frame, motion_maps = self._render_with_maps(source, motion)
-        return Reconstruction(frame, motion, motion_maps, source)
+        frame, motion_maps, base, flow = self._render_parts(source, motion)
+        return Reconstruction(frame, motion, motion_maps, source, base, flow)
 
     def forward(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: driving frame + source frame -> (reconstructed driving frame, driving latent)."""

@@ -331,6 +331,42 @@ class RendererLossWeights:
     # real frame: mouth opening, lip rounding, blink. It pays only for a mouth that looks open, where L1 lets a short
     # run blur an uncertain mouth into skin.
     expert: float = 0.0
+    # not in the published recipe (0 keeps it out), with `source_warp`: L1 of the warped source (the base image the
+    # frame corrects) against the driving frame, averaged over 1, 1/2, 1/4 and 1/8 scale. The coarse scales reach
+    # moves of several pixels, where the full-resolution L1 of a flat-coloured face has no gradient.
+    warp: float = 0.0
+    # not in the published recipe (0 keeps it out), with `source_warp`: L1 of where the flow samples the source at
+    # each face-mesh landmark of the driving frame against where that landmark is in the source (in half images)
+    flow_landmarks: float = 0.0
+
+
+WARP_SCALES = (1, 2, 4, 8)
+
+
+def warp_loss(warped: torch.Tensor, real: torch.Tensor, scales: Sequence[int] = WARP_SCALES) -> torch.Tensor:
+    """Mean over `scales` of the L1 between the images (B, 3, H, W) average-pooled by that factor."""
+    return sum(F.l1_loss(F.avg_pool2d(warped, k), F.avg_pool2d(real, k)) if k > 1 else F.l1_loss(warped, real)
+               for k in scales) / len(scales)
+
+
+def flow_landmark_loss(flow: torch.Tensor, source_points: torch.Tensor, driving_points: torch.Tensor,
+                       image_size: int) -> torch.Tensor:
+    """Mean L1 (half images) of driving landmark + flow there against the source landmark.
+
+    Args:
+        flow: (B, 2, g, g) backward flow in normalised coordinates (x, y), bilinear between cell centres.
+        source_points, driving_points: (B, P, 2) landmark pixels (x, y); NaN where a frame has no face.
+        image_size: the frames' size in pixels.
+    """
+    to_unit = lambda points: points * (2 / image_size) - 1  # face-mesh pixels (edge at 0) -> grid_sample's
+    known = (torch.isfinite(source_points).all(-1) & torch.isfinite(driving_points).all(-1))  # (B, P)
+    if not known.any():
+        return flow.sum() * 0.0
+    driving = to_unit(torch.nan_to_num(driving_points))
+    sampled = F.grid_sample(flow, driving[:, :, None, :], mode="bilinear", padding_mode="border",
+                            align_corners=False)[..., 0].transpose(1, 2)  # (B, P, 2)
+    error = (driving + sampled - to_unit(torch.nan_to_num(source_points))).abs()  # (B, P, 2)
+    return error[known].mean()
 
 
 def expert_loss(expert: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -412,6 +448,8 @@ def renderer_generator_loss(
     correspondence: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
     motion_landmarks: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
     expert: nn.Module | None = None,
+    warped: torch.Tensor | None = None,
+    flow_landmarks: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
     scales: Sequence[float] = PERCEPTUAL_SCALES,
     weights: RendererLossWeights = RendererLossWeights(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -435,6 +473,9 @@ def renderer_generator_loss(
         motion_landmarks: (predicted shifts, source landmarks, driving landmarks, image size) for
             `landmark_shift_loss`; None skips the motion-landmark term.
         expert: a frozen face-state expert for `expert_loss`; None skips the expert term.
+        warped: (B, 3, H, W) the `source_warp` base images for `warp_loss`; None skips the warp term.
+        flow_landmarks: (flow, source landmarks, driving landmarks, image size) for `flow_landmark_loss`; None skips
+            the flow-landmark term.
         scales: perceptual pyramid factors.
         weights: term weights.
 
@@ -460,6 +501,10 @@ def renderer_generator_loss(
         terms["motion_landmarks"] = landmark_shift_loss(*motion_landmarks)
     if expert is not None:
         terms["expert"] = expert_loss(expert, fake, real)
+    if warped is not None:
+        terms["warp"] = warp_loss(warped, real)
+    if flow_landmarks is not None:
+        terms["flow_landmarks"] = flow_landmark_loss(*flow_landmarks)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()

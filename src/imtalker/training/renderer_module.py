@@ -172,9 +172,12 @@ class RendererModule(lightning.LightningModule):
         if self.training_config.weights.alignment:
             self_logits = self.gen.self_attention_logits(source_state)
         weights = self.training_config.weights
-        if (weights.correspondence or weights.motion_landmarks) and "driving_landmarks" not in batch:
-            raise ValueError("the correspondence and motion-landmark terms need batches with landmarks "
+        if (weights.correspondence or weights.motion_landmarks or weights.flow_landmarks) \
+                and "driving_landmarks" not in batch:
+            raise ValueError("the correspondence, motion-landmark and flow-landmark terms need batches with landmarks "
                              "(RendererPairDataset(..., with_landmarks=True))")
+        if (weights.warp or weights.flow_landmarks) and result.flow is None:
+            raise ValueError("the warp and flow-landmark terms need a renderer with source_warp")
         correspondence = motion_landmarks = None
         if weights.correspondence:
             correspondence = (self.gen.attention_logits(source_state, result.motion_maps), batch["source_landmarks"],
@@ -185,7 +188,11 @@ class RendererModule(lightning.LightningModule):
         loss, terms = renderer_generator_loss(
             fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
             identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
-            correspondence=correspondence, motion_landmarks=motion_landmarks, expert=self.expert, weights=weights)
+            correspondence=correspondence, motion_landmarks=motion_landmarks, expert=self.expert,
+            warped=result.base if weights.warp else None,
+            flow_landmarks=((result.flow, batch["source_landmarks"], batch["driving_landmarks"], self.config.image_size)
+                            if weights.flow_landmarks else None),
+            weights=weights)
         # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
         # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
         if motion.shape[0] > 1:

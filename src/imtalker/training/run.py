@@ -155,7 +155,8 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
                          f"{training.expert_path!r}")
     lightning.seed_everything(settings.seed, workers=True, verbose=False)
     train = RendererPairDataset(data, "train", model.image_size, settings.samples_per_epoch, seed=settings.seed,
-                                with_landmarks=bool(training.weights.correspondence or training.weights.motion_landmarks))
+                                with_landmarks=bool(training.weights.correspondence or training.weights.motion_landmarks
+                                                    or training.weights.flow_landmarks))
     val = RendererPairDataset(data, "val", model.image_size, settings.val_samples, seed=settings.seed + 1)
     _write_resolved(run_dir, "renderer", {"model": config_to_dict(model), "training": dataclasses.asdict(training),
                                           "trainer": dataclasses.asdict(settings), "data": str(data)})
