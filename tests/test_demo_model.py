@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from imtalker.demo import WEIGHT_FILES, demo_evaluation, demo_weights_dir, has_demo_model
-from imtalker.evaluation import Evaluator, mouth_contrast, pearson
+from imtalker.evaluation import Evaluator, pearson
 from imtalker.synthetic import demo_asset, synthesize_speech
 
 # the bundled speech is synthesize_speech(4.0, seed=7) (scripts/make_demo_assets.py); its mouth track is the truth
@@ -42,19 +42,21 @@ def test_the_package_ships_the_model_its_card_and_its_evaluation():
     assert json.loads((folder / "training.json").read_text())["renderer_steps"] > 1000
 
 
-def _mouth_track(evaluator, crop: np.ndarray, speech_seed: int) -> np.ndarray:
+def _mouth_track(evaluator, crop: np.ndarray, speech_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mouth opening the face mesh reads on the demo video made from this speech, the speech's true opening)."""
     speech = synthesize_speech(SPEECH_SECONDS, seed=speech_seed)
     frames = evaluator.talk(crop, speech.audio)
-    box = evaluator.mouth_box(crop)
-    assert box is not None, "the face mesh finds the mouth of the bundled portrait's crop"
-    return mouth_contrast(frames, box), speech.mouth[:len(frames)]
+    assert evaluator.mouth_box(crop) is not None, "the face mesh finds the mouth of the bundled portrait's crop"
+    return evaluator.mouth(frames), speech.mouth[:len(frames)]
 
 
 def test_the_demo_mouth_follows_the_bundled_speech(evaluator, demo_crop):
-    contrast, truth = _mouth_track(evaluator, demo_crop, SPEECH_SEED)
-    assert len(contrast) == 100
-    own = pearson(contrast, truth)
+    # by the face mesh, as `imtalker eval` measures lip sync: since the demo head moves (source_warp), a box fixed at
+    # the source's mouth (the mouth-region contrast) partly misses it (r 0.32 on this video, the mesh 0.82)
+    opening, truth = _mouth_track(evaluator, demo_crop, SPEECH_SEED)
+    assert len(opening) == 100 and np.isfinite(opening).mean() > 0.9
+    own = pearson(opening, truth)
     _, other_truth = _mouth_track(evaluator, demo_crop, SPEECH_SEED + 1)
-    chance = pearson(contrast, other_truth)  # the same frames against another voice's mouth
-    assert own > 0.5, own
+    chance = pearson(opening, other_truth)  # the same frames against another voice's mouth
+    assert own > 0.6, own
     assert own > chance + 0.3, (own, chance)
