@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from common import header, write_section
-from imtalker.demo import demo_evaluation, demo_weights_dir, has_demo_model
+from imtalker.apps.demo import demo_evaluation, demo_weights_dir, has_demo_model
 from imtalker.evaluation import evaluate
-from imtalker.synthetic import demo_asset, write_corpus
+from imtalker.data.synthetic import demo_asset, write_corpus
 from imtalker.training.prepare import PrepareConfig, prepare_dataset
 
 

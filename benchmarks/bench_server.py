@@ -77,7 +77,7 @@ def serving(pipe: AudioDrivenPipeline, **settings):
     """The app under uvicorn in a thread on a free loopback port."""
     import uvicorn
 
-    from imtalker.server import ServerSettings, create_app
+    from imtalker.apps.server import ServerSettings, create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,7 +99,7 @@ def serving(pipe: AudioDrivenPipeline, **settings):
 def stream_child(size: str, seconds: float, paced: bool, batch: int) -> dict:
     from websockets.sync.client import connect
 
-    from imtalker.server.render import unpack_frame
+    from imtalker.apps.server.render import unpack_frame
 
     pipe = build(size)
     audio = (voice(seconds) * 32767).astype(np.int16).tobytes()

@@ -32,7 +32,7 @@ from imtalker.models.generator import MotionGenerator
 from imtalker.models.mel import MelAudioEncoder, MelConfig
 from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
-from imtalker.streaming import StreamingSession
+from imtalker.pipelines.streaming import StreamingSession
 
 TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
                                motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)

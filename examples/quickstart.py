@@ -21,7 +21,7 @@ from imtalker.models.audio import AudioEncoder
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
-from imtalker.video import save_frames_png
+from imtalker.io.video import save_frames_png
 
 
 def main() -> None:

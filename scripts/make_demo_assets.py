@@ -1,4 +1,4 @@
-"""Regenerates the bundled demo inputs in src/imtalker/assets/ from imtalker.synthetic, byte for byte.
+"""Regenerates the bundled demo inputs in src/imtalker/assets/ from imtalker.data.synthetic, byte for byte.
 
     python scripts/make_demo_assets.py            # writes src/imtalker/assets/demo_portrait.png, demo_speech.wav
     python scripts/make_demo_assets.py --out DIR  # somewhere else
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from imtalker.constants import SAMPLE_RATE
-from imtalker.synthetic import make_portrait, synthesize_speech
+from imtalker.data.synthetic import make_portrait, synthesize_speech
 
 PORTRAIT_SEED, PORTRAIT_INDEX = 0, 105  # chosen by eye: short dark hair, clear features, plain background
 SPEECH_SEED, SPEECH_SECONDS = 7, 4.0
@@ -47,7 +47,7 @@ def write_speech(path: Path) -> np.ndarray:
 
 def check_face(image: np.ndarray) -> None:
     """Fails unless the face detector finds exactly one face with landmarks: the demo must work as a source."""
-    from imtalker.face import FaceDetector
+    from imtalker.preprocess.face import FaceDetector
 
     with FaceDetector() as detector:
         faces = detector.detect(image)

@@ -51,7 +51,7 @@ def _stage(name: str):
 
 
 def make_data(work: Path, clips: int, seconds: float, heldout: int, workers: int) -> None:
-    from imtalker.synthetic import write_corpus
+    from imtalker.data.synthetic import write_corpus
     from imtalker.training.prepare import PrepareConfig, prepare_dataset
 
     _stage(f"synthetic corpus: {clips} training clips of {seconds:g} s, {heldout} held-out clips of 8 s")
@@ -128,7 +128,7 @@ def _last_step(run: Path) -> int:
 
 
 def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -> None:
-    from imtalker.demo import write_model_card
+    from imtalker.apps.demo import write_model_card
     from imtalker.training.run import read_config
 
     _stage(f"install into {INSTALL_DIR.relative_to(REPO)}")

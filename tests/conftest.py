@@ -107,7 +107,7 @@ def _deterministic_torch():
 def synthetic_heldout(tmp_path_factory) -> Path:
     """Two 3-second synthetic clips (faces and voices the demo model never saw), prepared at 128 px; the corpus
     with its ground truth lies in `corpus/` beside the prepared `data/`."""
-    from imtalker.synthetic import write_corpus
+    from imtalker.data.synthetic import write_corpus
     from imtalker.training.prepare import PrepareConfig, prepare_dataset
 
     root = tmp_path_factory.mktemp("heldout")

@@ -1,4 +1,4 @@
-"""imtalker.audio: decoding every common format, resampling, downmixing, and the errors users can hit.
+"""imtalker.io.audio: decoding every common format, resampling, downmixing, and the errors users can hit.
 
 All material is synthesised here (tones written with PyAV's own encoders), so nothing is downloaded.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from imtalker.audio import audio_duration, load_audio, num_video_frames
+from imtalker.io.audio import audio_duration, load_audio, num_video_frames
 from imtalker.errors import InputError
 from io_checks import check_input_error, need
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from imtalker import RendererConfig, load_renderer
-from imtalker.cli import main
+from imtalker.apps.cli import main
 from imtalker.models.renderer import IMTRenderer
 
 

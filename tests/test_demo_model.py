@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from imtalker.demo import WEIGHT_FILES, demo_evaluation, demo_weights_dir, has_demo_model
+from imtalker.apps.demo import WEIGHT_FILES, demo_evaluation, demo_weights_dir, has_demo_model
 from imtalker.evaluation import Evaluator, pearson
-from imtalker.synthetic import demo_asset, synthesize_speech
+from imtalker.data.synthetic import demo_asset, synthesize_speech
 
 # the bundled speech is synthesize_speech(4.0, seed=7) (scripts/make_demo_assets.py); its mouth track is the truth
 SPEECH_SEED, SPEECH_SECONDS = 7, 4.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from imtalker.cli import main
+from imtalker.apps.cli import main
 from imtalker.evaluation import evaluate, mouth_box, mouth_contrast, pearson, psnr, ssim
 from tiny_models import save_tiny_weights
 

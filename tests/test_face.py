@@ -1,4 +1,4 @@
-"""Face detection, crop framing, crop-box smoothing and paste-back (imtalker.face), on a real portrait."""
+"""Face detection, crop framing, crop-box smoothing and paste-back (imtalker.preprocess.face), on a real portrait."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from imtalker.errors import InputError, NoFaceError
-from imtalker.face import (
+from imtalker.preprocess.face import (
     EYE_CORNERS,
     IRIS_CENTERS,
     NUM_LANDMARKS,
@@ -272,9 +272,9 @@ def test_missing_mediapipe_names_the_install_command(monkeypatch):
 
 
 def test_native_log_capture_keeps_other_output(capfd, caplog):
-    from imtalker.face import _capture_native_stderr
+    from imtalker.preprocess.face import _capture_native_stderr
 
-    with caplog.at_level("DEBUG", logger="imtalker.face"), _capture_native_stderr():
+    with caplog.at_level("DEBUG", logger="imtalker.preprocess.face"), _capture_native_stderr():
         os.write(2, b"W0000 00:00:1.0 1 calc.cc:1] harmless\nE0000 00:00:1.0 1 calc.cc:2] broken\nfor the user\n")
     assert capfd.readouterr().err == "for the user\n"
     levels = {record.getMessage().split("] ")[-1]: record.levelname for record in caplog.records}
@@ -282,10 +282,10 @@ def test_native_log_capture_keeps_other_output(capfd, caplog):
 
 
 def test_import_is_light_and_detection_is_quiet():
-    """`import imtalker.face` does not load mediapipe, and mediapipe's native log noise stays off the terminal."""
+    """`import imtalker.preprocess.face` does not load mediapipe, and mediapipe's native log noise stays off the terminal."""
     code = (
         "import sys\n"
-        "import imtalker.face as f\n"
+        "import imtalker.preprocess.face as f\n"
         "assert 'mediapipe' not in sys.modules\n"
         "from skimage.data import astronaut\n"
         "with f.FaceDetector() as d:\n"

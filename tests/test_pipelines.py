@@ -15,7 +15,7 @@ import torch
 from skimage import data as skdata
 
 from imtalker import CheckpointError
-from imtalker.cli import main
+from imtalker.apps.cli import main
 from imtalker.errors import InputError, NoFaceError
 from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline, iter_audio_features
 from tiny_models import save_tiny_weights
@@ -115,7 +115,7 @@ def test_seed_makes_generation_reproducible(pipe, portrait, speech, monkeypatch)
 
 def test_streamed_frames_equal_the_whole_run(pipe, portrait, speech):
     """Chunk-by-chunk streaming gives the frames of one whole sample() + render() call."""
-    from imtalker.audio import load_audio
+    from imtalker.io.audio import load_audio
 
     streamed = np.stack(list(pipe.frames(portrait, speech, seed=3, nfe=3, batch_size=3)))
     source = pipe.prepare_source(portrait)

@@ -1,4 +1,4 @@
-"""The synthetic talking-head corpus (imtalker.synthetic), its CLI and the bundled demo inputs."""
+"""The synthetic talking-head corpus (imtalker.data.synthetic), its CLI and the bundled demo inputs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imtalker.audio import load_audio
-from imtalker.cli import main
+from imtalker.io.audio import load_audio
+from imtalker.apps.cli import main
 from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from imtalker.errors import InputError
-from imtalker.synthetic import (
+from imtalker.data.synthetic import (
     VOWELS,
     demo_asset,
     make_clip,
@@ -23,7 +23,7 @@ from imtalker.synthetic import (
     synthesize_speech,
     write_corpus,
 )
-from imtalker.video import load_image, probe_video
+from imtalker.io.video import load_image, probe_video
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_assets.py"
 
@@ -31,7 +31,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_assets.py"
 @pytest.fixture(scope="module")
 def detector():
     pytest.importorskip("mediapipe")
-    from imtalker.face import FaceDetector
+    from imtalker.preprocess.face import FaceDetector
 
     with FaceDetector() as det:
         yield det
@@ -135,7 +135,7 @@ def test_bad_arguments_are_input_errors():
 
 
 def test_face_detector_finds_the_faces(detector):
-    from imtalker.face import crop_box_for
+    from imtalker.preprocess.face import crop_box_for
 
     found = total = 0
     for index in range(2):

@@ -1,4 +1,4 @@
-"""Head pose, gaze and camera tracks (imtalker.tracks): sign conventions, a synthetic pose round trip and a video."""
+"""Head pose, gaze and camera tracks (imtalker.preprocess.tracks): sign conventions, a synthetic pose round trip and a video."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from imtalker.errors import InputError, NoFaceError
-from imtalker.face import NUM_LANDMARKS, FaceDetector
-from imtalker.tracks import (
+from imtalker.preprocess.face import NUM_LANDMARKS, FaceDetector
+from imtalker.preprocess.tracks import (
     FACE_MODEL,
     Z_REF,
     camera_matrix,

@@ -20,9 +20,9 @@ from skimage import data as skdata
 
 gr = pytest.importorskip("gradio", reason="the web UI needs the `ui` extra (gradio)")
 
-from imtalker.cli import main  # noqa: E402
-from imtalker.ui import Handlers, build_ui, load_pipelines  # noqa: E402
-from imtalker.video import VideoWriter  # noqa: E402
+from imtalker.apps.cli import main  # noqa: E402
+from imtalker.apps.ui import Handlers, build_ui, load_pipelines  # noqa: E402
+from imtalker.io.video import VideoWriter  # noqa: E402
 from tiny_models import save_tiny_weights  # noqa: E402
 
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates: not ours to fix
@@ -114,7 +114,7 @@ def test_handlers_make_videos_and_reuse_the_prepared_portrait(pipelines, media, 
 @pytest.mark.parametrize("shipped", [{}, {"demo_portrait.png"}, {"demo_portrait.png", "demo_speech.wav"}])
 def test_bundled_samples_are_offered_when_shipped(pipelines, media, monkeypatch, shipped):
     files = {"demo_portrait.png": str(media["portrait"]), "demo_speech.wav": str(media["speech"])}
-    monkeypatch.setattr("imtalker.ui.bundled_asset", lambda name: files[name] if name in shipped else None)
+    monkeypatch.setattr("imtalker.apps.ui.bundled_asset", lambda name: files[name] if name in shipped else None)
     samples = [block for block in build_ui(*pipelines).blocks.values() if isinstance(block, gr.Dataset)]
     assert len(samples) == (2 if shipped else 0)  # one row per tab; none without a sample portrait
     assert [len(sample.raw_samples[0]) for sample in samples] == ([len(shipped), 1] if shipped else [])
@@ -122,7 +122,7 @@ def test_bundled_samples_are_offered_when_shipped(pipelines, media, monkeypatch,
 
 def test_cli_ui_reports_missing_weights_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IMTALKER_HOME", raising=False)
-    monkeypatch.setattr("imtalker.cli._demo_weights_dir", lambda: None)
+    monkeypatch.setattr("imtalker.apps.cli._demo_weights_dir", lambda: None)
     assert main(["ui"]) == 2
     assert main(["ui", "--weights", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.splitlines()

@@ -1,4 +1,4 @@
-"""imtalker.video: probing, reading at 25 fps by presentation time, writing H.264 + AAC, PNG frames, images.
+"""imtalker.io.video: probing, reading at 25 fps by presentation time, writing H.264 + AAC, PNG frames, images.
 
 Test videos are made here with PyAV. Each source frame carries its index as a binary code of eight vertical
 stripes (black = 0, white = 1), which survives lossy encoding, so the frame shown at every output time can be
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from imtalker.errors import InputError
-from imtalker.video import VideoInfo, VideoWriter, load_image, probe_video, read_frames, save_frames_png
+from imtalker.io.video import VideoInfo, VideoWriter, load_image, probe_video, read_frames, save_frames_png
 from io_checks import check_input_error, need
 
 SIZE = 64
@@ -283,7 +283,7 @@ def test_writer_streams_and_durations(tmp_path, audio_seconds):
 
 
 def test_writer_audio_content(tmp_path):
-    from imtalker.audio import load_audio
+    from imtalker.io.audio import load_audio
 
     path = tmp_path / "tone.mp4"
     audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)

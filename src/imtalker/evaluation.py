@@ -6,7 +6,7 @@ Two measurements per clip of a folder made by `imtalker prepare`:
   it, and the rendered frames are compared with the real ones: PSNR and SSIM over frames 1..N-1 (frame 0 is the
   source itself). Beside it, the PSNR of frame 0 copied as every frame: the no-motion baseline to beat.
 - **Lip sync** (audio-driven): the clip's audio drives the source through the generator; the mouth opening is
-  measured on the rendered frames with the face mesh (`imtalker.synthetic.measure_mouth_opening`) and correlated
+  measured on the rendered frames with the face mesh (`imtalker.data.synthetic.measure_mouth_opening`) and correlated
   (Pearson) with the clip's ground-truth opening. That ground truth comes from the synthetic corpus (`mouth` in the
   `.npz` beside each source video); for other videos, the opening measured on the real frames stands in for it.
   Two references frame the number: the same measurement on the real frames (the ceiling the landmarker allows)
@@ -148,7 +148,7 @@ class Evaluator:
 
     def __init__(self, weights: str | os.PathLike, *, seed: int = 0, cfg_scale: float = 3.0, nfe: int = 10,
                  batch_size: int = 8, device: str = "cpu"):
-        from .face import FaceDetector
+        from .preprocess.face import FaceDetector
         from .pipelines import AudioDrivenPipeline
 
         self.audio = AudioDrivenPipeline.from_pretrained(weights, device=device)
@@ -183,7 +183,7 @@ class Evaluator:
                                       nfe=self.nfe, batch_size=self.batch_size, max_seconds=None))
 
     def mouth(self, frames) -> np.ndarray:
-        from .synthetic import measure_mouth_opening
+        from .data.synthetic import measure_mouth_opening
 
         return measure_mouth_opening(_upscaled(frames), detector=self.detector)
 

@@ -79,7 +79,7 @@ def running_server(pipeline: AudioDrivenPipeline, **overrides):
     """The app under a real uvicorn in a thread on a free loopback port; stopped (and checked clean) at the end."""
     import uvicorn
 
-    from imtalker.server import ServerSettings, create_app
+    from imtalker.apps.server import ServerSettings, create_app
 
     settings = ServerSettings(port=free_port(), **overrides)
     app = create_app(settings, pipeline)

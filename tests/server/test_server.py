@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from websockets.sync.client import connect
 
-from imtalker.server.render import unpack_frame
+from imtalker.apps.server.render import unpack_frame
 from server_helpers import FAST, pcm16, png_bytes, voice, wav_bytes
 
 FORM = {key: str(value) for key, value in FAST.items()}

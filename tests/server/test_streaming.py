@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from imtalker.audio import StreamResampler, load_audio
+from imtalker.io.audio import StreamResampler, load_audio
 from imtalker.errors import InputError
-from imtalker.streaming import PcmDecoder, StreamingSession
+from imtalker.pipelines.streaming import PcmDecoder, StreamingSession
 from server_helpers import FAST, drawn_portrait, pcm16, voice
 
 # Window effect with these tiny untrained networks on this voice (docs/streaming.md has the numbers for the

@@ -12,7 +12,7 @@ from skimage import data as skdata
 
 from imtalker.config import RendererConfig
 from imtalker.training.prepare import PrepareConfig, PrepareReport, prepare_dataset
-from imtalker.video import VideoWriter
+from imtalker.io.video import VideoWriter
 from tiny_models import RENDERER
 
 SIZE = 128

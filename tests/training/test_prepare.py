@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from imtalker.cli import main
+from imtalker.apps.cli import main
 from imtalker.constants import SAMPLES_PER_FRAME
 from imtalker.errors import InputError
 from imtalker.training.prepare import (EYE_LABEL, MOUTH_LABEL, PrepareConfig, load_manifest, prepare_dataset,

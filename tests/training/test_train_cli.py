@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import imtalker
-from imtalker.cli import main
+from imtalker.apps.cli import main
 from imtalker.pipelines import AudioDrivenPipeline
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 For every video: 25 fps face crops at the model's resolution (the pipelines' offline detector and crop), 16 kHz mono
 audio, face-mesh landmarks in crop pixels, eye and mouth masks (for the region perceptual loss), head pose, gaze and
-camera tracks (`imtalker.tracks`), and optionally frame-rate features of a frozen audio encoder. Layout::
+camera tracks (`imtalker.preprocess.tracks`), and optionally frame-rate features of a frozen audio encoder. Layout::
 
     OUT/manifest.json                 settings, clips (id, source, frames, split) and skipped videos (reason)
     OUT/clips/<id>/frames.npy         (N, S, S, 3) uint8 RGB crops
@@ -114,7 +114,7 @@ class ClipWriter:
     """Turns one video into a clip folder; holds the face detector and audio encoder of one worker process."""
 
     def __init__(self, config: PrepareConfig):
-        from ..face import FaceDetector
+        from ..preprocess.face import FaceDetector
 
         self.config = config
         self.detector = FaceDetector()
@@ -133,10 +133,10 @@ class ClipWriter:
         Raises:
             SkipVideo: corrupt, too short or too long, no audio, or too few frames with a face.
         """
-        from .. import face as face_lib
-        from ..audio import load_audio
-        from ..tracks import pick_followed_face, tracks_from_faces
-        from ..video import probe_video, read_frames
+        from ..preprocess import face as face_lib
+        from ..io.audio import load_audio
+        from ..preprocess.tracks import pick_followed_face, tracks_from_faces
+        from ..io.video import probe_video, read_frames
 
         cfg = self.config
         try:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict
 from ..evaluation import psnr, ssim
-from ..face import NUM_LANDMARKS
+from ..preprocess.face import NUM_LANDMARKS
 from ..models.discriminator import MultiScaleDiscriminator
 from ..models.renderer import IMTRenderer
 from ..weights import CHECKPOINT_INFO

@@ -6,7 +6,7 @@
     GET    /v1/videos/{id}        status and progress
     GET    /v1/videos/{id}/video  the mp4 (while it is made, for stream jobs)
     DELETE /v1/videos/{id}        cancel and delete
-    WS     /v1/stream             live: PCM in, frames out (imtalker.server.stream, docs/streaming.md)
+    WS     /v1/stream             live: PCM in, frames out (imtalker.apps.server.stream, docs/streaming.md)
     GET    /healthz, /metrics
 
 Errors are JSON `{"error": code, "message": text}` with a 4xx/5xx status. Work runs on the job manager's workers;
@@ -29,8 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError
-from ..pipelines import AudioDrivenPipeline
+from ...errors import InputError
+from ...pipelines import AudioDrivenPipeline
 from .errors import ApiError
 from .inputs import load_uploaded_audio, parse_bool, parse_options
 from .jobs import DONE, Job, JobManager, QueueFull

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..pipelines import AudioDrivenPipeline
+from ...pipelines import AudioDrivenPipeline
 from .errors import ApiError
 from .jobs import JobManager
 from .metrics import Metrics

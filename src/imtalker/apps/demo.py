@@ -17,7 +17,7 @@ WEIGHT_FILES = ("renderer.safetensors", "generator.safetensors", "audio_encoder.
 
 def demo_weights_dir() -> Path:
     """The folder of the bundled demo model inside the installed package (it may be absent from a build that
-    ships without it; `imtalker.cli` checks)."""
+    ships without it; `imtalker.apps.cli` checks)."""
     from importlib.resources import files
 
     return Path(str(files("imtalker").joinpath("assets", DEMO_MODEL)))

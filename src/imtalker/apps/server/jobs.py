@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, NoFaceError
+from ...errors import InputError, NoFaceError
 
 logger = logging.getLogger(__name__)
 

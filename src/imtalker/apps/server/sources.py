@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipelines import AudioDrivenPipeline, PreparedSource, SourceCrop
+from ...pipelines import AudioDrivenPipeline, PreparedSource, SourceCrop
 from .errors import ApiError
 from .inputs import GenerationOptions, decode_portrait
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE
-from ..errors import InputError
+from ...constants import SAMPLE_RATE
+from ...errors import InputError
 
 MAX_NFE = 50  # more Euler points than this buys nothing and would let one request hold a worker for long
 MAX_CFG_SCALE = 10.0
@@ -102,14 +102,14 @@ def parse_float(value: Any, name: str, default: float, low: float, high: float) 
 
 
 def decode_portrait(data: bytes, max_pixels: int) -> np.ndarray:
-    """Portrait bytes (jpg, png, webp, ...) -> (H, W, 3) uint8, through `imtalker.video.load_image`.
+    """Portrait bytes (jpg, png, webp, ...) -> (H, W, 3) uint8, through `imtalker.io.video.load_image`.
 
     The size in the header is checked before anything is decoded, so a small file that claims a huge image (a
     decompression bomb) costs nothing.
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..video import load_image
+    from ...io.video import load_image
 
     if not data:
         raise InputError("portrait is empty (0 bytes)")
@@ -130,7 +130,7 @@ def decode_portrait(data: bytes, max_pixels: int) -> np.ndarray:
 
 def load_uploaded_audio(path: Path, max_seconds: float) -> np.ndarray:
     """An uploaded audio file (saved under a server-made name) -> mono float32 at 16 kHz, via `load_audio`."""
-    from ..audio import load_audio
+    from ...io.audio import load_audio
 
     try:
         return load_audio(path, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)

@@ -1,7 +1,7 @@
 """Head pose, gaze and camera tracks from face-mesh landmarks, for the motion generator's optional conditions.
 
 The generator can follow a driving video's head pose ``(T, 3)``, gaze ``(T, 2)`` and camera translation
-``(T, 3)``. This module measures them from mediapipe face-mesh landmarks (:mod:`imtalker.face`):
+``(T, 3)``. This module measures them from mediapipe face-mesh landmarks (:mod:`imtalker.preprocess.face`):
 
 * head pose: a generic 3-D face model (:data:`FACE_MODEL`) is fitted to a dozen stable landmarks with
   ``cv2.solvePnP`` under a pinhole camera whose focal length is the image width (:func:`estimate_head_pose`);
@@ -40,8 +40,8 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from .constants import FPS
-from .errors import InputError, NoFaceError
+from ..constants import FPS
+from ..errors import InputError, NoFaceError
 from .face import NUM_LANDMARKS, Face, FaceDetector
 
 logger = logging.getLogger(__name__)
@@ -472,6 +472,6 @@ def tracks_from_video(
         InputError: the video cannot be read or is too long.
         NoFaceError: no frame has a face.
     """
-    from .video import read_frames  # PyAV is only needed when reading files
+    from ..io.video import read_frames  # PyAV is only needed when reading files
 
     return estimate_tracks(read_frames(path, fps=fps, max_seconds=max_seconds), detector)

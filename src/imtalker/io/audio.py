@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Union
 import av
 import numpy as np
 
-from .constants import FPS, SAMPLE_RATE
-from .errors import InputError
+from ..constants import FPS, SAMPLE_RATE
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch

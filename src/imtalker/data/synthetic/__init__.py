@@ -17,13 +17,13 @@ generator) run and be checked offline, with exact ground truth for everything a 
 * :func:`measure_mouth_opening` measures the inner-lip gap of any video's frames with the face mesh: the lip-sync
   metric's measuring tool.
 
-Conventions (those of :mod:`imtalker.tracks`, so ground truth and measured tracks compare directly):
+Conventions (those of :mod:`imtalker.preprocess.tracks`, so ground truth and measured tracks compare directly):
     * ``pose = (yaw, pitch, roll)`` in radians. ``yaw > 0`` turns the head towards the image's left, ``pitch > 0``
       tilts it back (the face looks up), ``roll > 0`` tilts it clockwise as seen in the image.
     * ``gaze = (pitch, yaw)`` of the eyes relative to the head, same signs.
     * ``camera = (x / z, y / z, z / Z_REF)``: the point between the eyes relative to the image centre in image
       widths, and the depth at which the face (forehead to chin) spans half the image width, as
-      :data:`imtalker.tracks.Z_REF` defines it. About ``(0, -0.03, 1.25)`` for the base framing here.
+      :data:`imtalker.preprocess.tracks.Z_REF` defines it. About ``(0, -0.03, 1.25)`` for the base framing here.
 
 Face-local geometry (used by the drawing code): one unit is half the face height (forehead top ``y = -1``, chin
 ``y = +1``), ``x`` points to the image's right, ``y`` down, ``z`` towards the camera.
@@ -50,8 +50,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from .errors import InputError
+from ...constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ...errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -1129,7 +1129,7 @@ def _sample_motion(rng: np.random.Generator, num_frames: int, voicing: np.ndarra
 
 def _camera_track(identity: Identity, motion: _Motion, size: int) -> np.ndarray:
     """``(N, 3)`` camera in the tracks convention: the point between the eyes relative to the image centre in
-    image widths, and depth relative to :data:`imtalker.tracks.Z_REF` (face spanning half the image width)."""
+    image widths, and depth relative to :data:`imtalker.preprocess.tracks.Z_REF` (face spanning half the image width)."""
     cams = np.zeros((motion.pose.shape[0], 3))
     point = _surface(identity, np.array([0.0, identity.eye_y]), -0.05)
     for k in range(cams.shape[0]):
@@ -1328,7 +1328,7 @@ class _ClipJob:
 
 def _write_clip(job: _ClipJob) -> int:
     """Makes and writes one clip (mp4, then npz); runs in worker processes."""
-    from .video import VideoWriter
+    from ...io.video import VideoWriter
 
     clip = make_clip(job.seed, job.seconds, job.size, index=job.index)
     out_dir = Path(job.out_dir)
@@ -1447,13 +1447,13 @@ def measure_mouth_opening(frames, detector=None) -> np.ndarray:
 
     Args:
         frames: ``(N, H, W, 3)`` uint8 RGB frames, or an iterable of ``(H, W, 3)`` frames.
-        detector: A :class:`imtalker.face.FaceDetector` to use (its tracking is reset first); None makes one.
+        detector: A :class:`imtalker.preprocess.face.FaceDetector` to use (its tracking is reset first); None makes one.
 
     Returns:
         ``(N,)`` float32: the opening per frame (about 0 closed to 0.1-0.15 wide open), NaN where no face mesh
         was found.
     """
-    from .face import CHIN, FOREHEAD_TOP, FaceDetector
+    from ...preprocess.face import CHIN, FOREHEAD_TOP, FaceDetector
 
     own = detector is None
     if own:

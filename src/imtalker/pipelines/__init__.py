@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from .errors import InputError, NoFaceError
-from .models.audio import AudioEncoder, normalize_waveform
-from .models.generator import ChunkSampler, MotionGenerator
-from .models.renderer import IMTRenderer, SourceState
+from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..errors import InputError, NoFaceError
+from ..models.audio import AudioEncoder, normalize_waveform
+from ..models.generator import ChunkSampler, MotionGenerator
+from ..models.renderer import IMTRenderer, SourceState
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
 
@@ -43,7 +43,7 @@ class PreparedSource:
     """A source portrait ready to animate: the photo, where the face crop sits in it, and the renderer's cache."""
 
     photo: np.ndarray  # (H, W, 3) uint8, the full image as given
-    crop_box: Any | None  # imtalker.face.CropBox, or None when the whole image is used
+    crop_box: Any | None  # imtalker.preprocess.face.CropBox, or None when the whole image is used
     state: SourceState
 
 
@@ -52,7 +52,7 @@ class SourceCrop:
     """A portrait before encoding: the photo, where the face crop sits in it (None: centre square) and the square."""
 
     photo: np.ndarray  # (H, W, 3) uint8
-    box: Any | None  # imtalker.face.CropBox
+    box: Any | None  # imtalker.preprocess.face.CropBox
     square: np.ndarray  # (S, S, 3) uint8, any S; resized to the renderer's size when encoded
 
 
@@ -180,7 +180,7 @@ class _PipelineBase:
     def _detector(self):
         if self._face_detector is None:
             if self._face_detector_factory is None:
-                from .face import FaceDetector
+                from ..preprocess.face import FaceDetector
 
                 self._face_detector_factory = FaceDetector
             self._face_detector = self._face_detector_factory()
@@ -208,8 +208,8 @@ class _PipelineBase:
         Raises:
             InputError: the image cannot be read; NoFaceError when `crop` is set and no face is found.
         """
-        from . import face
-        from .video import load_image
+        from ..preprocess import face
+        from ..io.video import load_image
 
         photo = load_image(image)
         if crop:
@@ -235,7 +235,7 @@ class _PipelineBase:
 
     def _paste(self, source: PreparedSource, frame: np.ndarray) -> np.ndarray:
         if source.crop_box is not None:
-            from .face import paste_back
+            from ..preprocess.face import paste_back
 
             return paste_back(source.photo, frame, source.crop_box)
         from PIL import Image  # no face crop: the frame replaces the photo's centre square
@@ -250,7 +250,7 @@ class _PipelineBase:
 
     @staticmethod
     def _write(path, frames: Iterator[np.ndarray], audio: np.ndarray | None, frames_dir=None) -> Path:
-        from .video import VideoWriter, save_frames_png
+        from ..io.video import VideoWriter, save_frames_png
 
         with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
             for index, frame in enumerate(frames):
@@ -280,7 +280,7 @@ class AudioDrivenPipeline(_PipelineBase):
     def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, **kwargs) -> "AudioDrivenPipeline":
         """Load from a folder with the published files or our converted ones (see `imtalker.weights.find_weights`)."""
-        from .weights import find_weights, load_audio_encoder, load_generator, load_renderer
+        from ..weights import find_weights, load_audio_encoder, load_generator, load_renderer
 
         paths = find_weights(weights, need=("renderer", "generator", "audio_encoder"))
         return cls(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
@@ -288,7 +288,7 @@ class AudioDrivenPipeline(_PipelineBase):
 
     def frames(self, image, audio, *, max_seconds: float | None = 600.0, **options) -> Iterator[np.ndarray]:
         """Yield the video's frames, (H, W, 3) uint8 at 25 fps, as they are made (arguments as in `to_file`)."""
-        from .audio import load_audio
+        from ..io.audio import load_audio
 
         waveform = load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
         yield from self._frames(waveform, image, **options)
@@ -300,7 +300,7 @@ class AudioDrivenPipeline(_PipelineBase):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if tracks_from is not None:  # head pose, gaze and camera of a driving video; explicit tracks win
-            from .tracks import tracks_from_video
+            from ..preprocess.tracks import tracks_from_video
 
             found = tracks_from_video(tracks_from, fps=FPS, max_seconds=len(waveform) / SAMPLE_RATE + 1,
                                       detector=self._detector())
@@ -350,7 +350,7 @@ class AudioDrivenPipeline(_PipelineBase):
                 .npy/.csv files), tracks_from (a video whose head pose, gaze and camera motion to use), crop (True), paste_back (False: the face crop; True: the full photo),
                 face_index, batch_size (8), progress (callback(done, total)).
         """
-        from .audio import load_audio
+        from ..io.audio import load_audio
 
         waveform = load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
         return self._write(path, self._frames(waveform, image, **options), waveform, frames_dir)
@@ -365,7 +365,7 @@ class VideoDrivenPipeline(_PipelineBase):
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, **kwargs) -> "VideoDrivenPipeline":
-        from .weights import find_weights, load_renderer
+        from ..weights import find_weights, load_renderer
 
         paths = find_weights(weights, need=("renderer",))
         return cls(load_renderer(paths["renderer"]), device=device, dtype=dtype, **kwargs)
@@ -383,7 +383,7 @@ class VideoDrivenPipeline(_PipelineBase):
             crop_driving: find and crop the face in every driving frame (boxes smoothed over time); False when the
                 driving video is already a face crop.
         """
-        from .video import probe_video, read_frames
+        from ..io.video import probe_video, read_frames
 
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
@@ -410,7 +410,7 @@ class VideoDrivenPipeline(_PipelineBase):
         if not crop:
             yield from (center_square(frame) for frame in frames)
             return
-        from . import face
+        from ..preprocess import face
 
         smoother = face.BoxSmoother()
         detector = self._detector()
@@ -426,8 +426,8 @@ class VideoDrivenPipeline(_PipelineBase):
 
     def to_file(self, path, image, driving_video, *, frames_dir=None, **options) -> Path:
         """Write the reenactment as H.264 mp4, with the driving video's audio track when it has one."""
-        from .audio import load_audio
-        from .video import probe_video
+        from ..io.audio import load_audio
+        from ..io.video import probe_video
 
         audio = None
         if probe_video(driving_video).has_audio:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InputError, NoFaceError
+from ...errors import InputError, NoFaceError
 
 
 class ApiError(Exception):

@@ -1,6 +1,6 @@
 """HTTP and WebSocket service around `AudioDrivenPipeline` (`imtalker serve`); needs the `serve` extra.
 
-    from imtalker.server import ServerSettings, create_app
+    from imtalker.apps.server import ServerSettings, create_app
     app = create_app(ServerSettings(workers=2), AudioDrivenPipeline.from_pretrained("weights/"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
@@ -17,7 +17,7 @@ __all__ = ["ServerSettings", "create_app"]
 
 
 def create_app(settings: ServerSettings, pipeline):
-    """The FastAPI app (see `imtalker.server.app.create_app`)."""
+    """The FastAPI app (see `imtalker.apps.server.app.create_app`)."""
     from .app import create_app as make
 
     return make(settings, pipeline)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InputError, NoFaceError
+from ..errors import InputError, NoFaceError
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class FaceDetector:
                 from mediapipe.python.solutions import face_detection, face_mesh
             except ImportError as err:
                 raise ImportError(
-                    f"imtalker.face needs mediapipe 0.10.21 (the last release that ships its face models): "
+                    f"imtalker.preprocess.face needs mediapipe 0.10.21 (the last release that ships its face models): "
                     f"{MEDIAPIPE_INSTALL}"
                 ) from err
             except Exception as err:  # e.g. protobuf 7 breaks mediapipe's generated code with an AttributeError

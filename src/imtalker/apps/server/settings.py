@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ServerSettings:
     max_jobs_kept: int = 64  # and at most this many finished jobs
     jpeg_quality: int = 85  # frames sent over the WebSocket
     batch_size: int = 8  # frames rendered at once
-    context_frames: int = 50  # streaming feature window: past audio encoded with each chunk (see imtalker.streaming)
+    context_frames: int = 50  # streaming feature window: past audio encoded with each chunk (see imtalker.pipelines.streaming)
     lookahead_frames: int = 5  # streaming feature window: audio after each chunk
     temp_dir: Path | None = None  # where job folders go (default: the system temp folder); removed on shutdown
     allow_origins: tuple[str, ...] = field(default_factory=tuple)  # CORS origins for browser clients (none: no CORS)

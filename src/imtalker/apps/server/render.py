@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import FPS, SAMPLE_RATE
-from ..pipelines import AudioDrivenPipeline
+from ...constants import FPS, SAMPLE_RATE
+from ...pipelines import AudioDrivenPipeline
 from .inputs import GenerationOptions
 from .jobs import Job
 from .metrics import Metrics
@@ -44,7 +44,7 @@ class VideoRequest:
 def run_video_job(job: Job, request: VideoRequest, pipeline: AudioDrivenPipeline, sources: SourceCache,
                   metrics: Metrics) -> Path:
     """Render a video job into `job.folder / VIDEO_NAME`; returns that path. Raises JobCancelled when cancelled."""
-    from ..video import FragmentedMp4Writer
+    from ...io.video import FragmentedMp4Writer
 
     job.frames_total = request.num_frames
     source = request.portrait.prepare(sources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..pipelines import AudioDrivenPipeline
+from ...pipelines import AudioDrivenPipeline
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)

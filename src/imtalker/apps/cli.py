@@ -60,7 +60,7 @@ WEIGHTS_HELP = ("folder with renderer/generator/audio encoder weights (our .safe
 
 def _weight_paths(args: argparse.Namespace, need: tuple[str, ...]) -> dict[str, Path]:
     """Network files from --renderer/--generator/--audio-encoder, else from --weights DIR or $IMTALKER_HOME."""
-    from .weights import find_weights
+    from ..weights import find_weights
 
     given = {name: getattr(args, name, None) for name in need}
     missing = tuple(name for name, path in given.items() if path is None)
@@ -96,10 +96,10 @@ def _progress(args: argparse.Namespace):
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .pipelines import AudioDrivenPipeline
+    from ..pipelines import AudioDrivenPipeline
 
     _check_inputs(args.image, args.audio)
-    from .weights import load_audio_encoder, load_generator, load_renderer
+    from ..weights import load_audio_encoder, load_generator, load_renderer
 
     paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
@@ -119,10 +119,10 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _reenact(args: argparse.Namespace) -> None:
-    from .pipelines import VideoDrivenPipeline
+    from ..pipelines import VideoDrivenPipeline
 
     _check_inputs(args.image, args.driving)
-    from .weights import load_renderer
+    from ..weights import load_renderer
 
     pipe = VideoDrivenPipeline(load_renderer(_weight_paths(args, ("renderer",))["renderer"]), device=args.device,
                                dtype=_dtype(args))
@@ -150,7 +150,7 @@ The demo model is small (128 px) and trained only on synthetic faces: see imtalk
 
 def _demo(args: argparse.Namespace) -> None:
     from .demo import demo_weights_dir, has_demo_model
-    from .synthetic import demo_asset
+    from ..data.synthetic import demo_asset
 
     if not has_demo_model():
         raise BadInput(f"this install has no bundled demo model (looked in {demo_weights_dir()})")
@@ -161,7 +161,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
     args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
     if args.weights is None:
@@ -206,7 +206,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _convert(args: argparse.Namespace) -> None:
     import torch
 
-    from .weights import load_audio_encoder, load_generator, load_renderer, save_model
+    from ..weights import load_audio_encoder, load_generator, load_renderer, save_model
 
     if not (args.renderer or args.generator or args.audio_encoder):
         raise BadInput("nothing to convert: give --renderer, --generator and/or --audio-encoder")
@@ -268,10 +268,10 @@ def _serve(args: argparse.Namespace) -> None:
                if not any(find_spec(module) for module in modules)]
     if missing:
         raise BadInput(f'the server needs {", ".join(missing)}: pip install "imtalker[serve]"')
-    from .pipelines import AudioDrivenPipeline
+    from ..pipelines import AudioDrivenPipeline
     from .server import ServerSettings
     from .server.runner import serve
-    from .weights import load_audio_encoder, load_generator, load_renderer
+    from ..weights import load_audio_encoder, load_generator, load_renderer
 
     args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
     if args.weights is None:
@@ -314,7 +314,7 @@ def _add_serve(sub) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from .weights import describe_checkpoint
+    from ..weights import describe_checkpoint
 
     print(json.dumps(describe_checkpoint(args.checkpoint), indent=2))
 
@@ -328,7 +328,7 @@ examples:
 
 
 def _synth_data(args: argparse.Namespace) -> None:
-    from .synthetic import write_corpus
+    from ..data.synthetic import write_corpus
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -364,7 +364,7 @@ examples:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from .training.prepare import PrepareConfig, prepare_dataset
+    from ..training.prepare import PrepareConfig, prepare_dataset
 
     config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
@@ -405,7 +405,7 @@ def _trainer_overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .training.run import read_config, train_generator, train_renderer
+    from ..training.run import read_config, train_generator, train_renderer
 
     config = read_config(args.config)
     training = dict(config.get("training") or {})
@@ -429,7 +429,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from .training.run import export_run
+    from ..training.run import export_run
 
     for path in export_run(args.checkpoint, args.out, ema=not args.no_ema):
         print(f"wrote {path}")
@@ -576,14 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import InputError
-    from .weights import CheckpointError
+    from ..errors import InputError
+    from ..weights import CheckpointError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)

@@ -31,9 +31,9 @@ from fastapi import WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
-from ..constants import FPS
-from ..errors import InputError
-from ..streaming import SAMPLE_FORMATS, StreamingSession
+from ...constants import FPS
+from ...errors import InputError
+from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession
 from .errors import ApiError
 from .inputs import parse_int, parse_options
 from .jobs import Job, JobCancelled, QueueFull

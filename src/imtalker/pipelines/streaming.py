@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio import StreamResampler, _check_rate
-from .constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from .errors import InputError
-from .models.audio import NORM_EPS
-from .models.generator import ChunkSampler
-from .pipelines import AudioDrivenPipeline, PreparedSource, encode_window
+from ..io.audio import StreamResampler, _check_rate
+from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..errors import InputError
+from ..models.audio import NORM_EPS
+from ..models.generator import ChunkSampler
+from . import AudioDrivenPipeline, PreparedSource, encode_window
 
 DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each chunk's window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after it (latency it costs: 0.2 s)

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import _check_file, _check_rate, _decode_packets, _describe, _is_number, _open, to_mono_float32
-from .constants import FPS, SAMPLE_RATE
-from .errors import InputError
+from ..constants import FPS, SAMPLE_RATE
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 

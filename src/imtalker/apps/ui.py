@@ -23,8 +23,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .errors import InputError
-from .pipelines import AudioDrivenPipeline, PreparedSource, VideoDrivenPipeline
+from ..errors import InputError
+from ..pipelines import AudioDrivenPipeline, PreparedSource, VideoDrivenPipeline
 
 SOURCE_CACHE_SIZE = 4  # prepared portraits kept (renderer caches of a few MB each at 512 px)
 OUTPUT_MAX_AGE_S = 3600.0  # our mp4s are copied into Gradio's cache when returned; ours can go after this
@@ -39,9 +39,9 @@ def load_pipelines(weights, device="cpu", dtype=None) -> tuple[AudioDrivenPipeli
 
 
 def bundled_asset(name: str) -> str | None:
-    """Path of a sample file shipped with the package (`imtalker.synthetic.demo_asset`), or None without one."""
+    """Path of a sample file shipped with the package (`imtalker.data.synthetic.demo_asset`), or None without one."""
     try:
-        from .synthetic import demo_asset
+        from ..data.synthetic import demo_asset
 
         path = Path(demo_asset(name))
     except (ImportError, OSError, LookupError, ValueError):  # older install or asset not shipped: no sample
