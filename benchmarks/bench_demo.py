@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from common import header, write_section
-from imtalker.apps.demo import demo_evaluation, demo_weights_dir, has_demo_model
+from imtalker.apps.demo import demo_evaluation
+from imtalker.weights import bundled_demo_model
 from imtalker.evaluation import evaluate
 from imtalker.data.synthetic import demo_asset, write_corpus
 from imtalker.training.prepare import PrepareConfig, prepare_dataset
@@ -67,9 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.clips, args.seconds = 1, 1, 3.0
-    if args.weights is None and not has_demo_model():
-        raise SystemExit(f"no bundled demo model in {demo_weights_dir()}; pass --weights DIR")
-    weights = args.weights or demo_weights_dir()
+    if args.weights is None and bundled_demo_model() is None:
+        raise SystemExit("no bundled demo model in imtalker/assets/demo_model; pass --weights DIR")
+    weights = args.weights or bundled_demo_model()
 
     with tempfile.TemporaryDirectory() as tmp:
         timing = time_demo(Path(tmp), args.repeats, args.weights)

@@ -15,10 +15,11 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-import imtalker.apps.demo
+import imtalker.weights
 from imtalker.io.audio import load_audio
 from imtalker.apps.cli import main
-from imtalker.apps.demo import WEIGHT_FILES, has_demo_model, write_model_card
+from imtalker.apps.demo import WEIGHT_FILES, write_model_card
+from imtalker.weights import bundled_demo_model
 from imtalker.data.synthetic import demo_asset, synthesize_speech
 from tiny_models import save_tiny_weights
 
@@ -31,7 +32,7 @@ def tiny_demo_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def installed(tiny_demo_model, monkeypatch) -> Path:
     """Tiny weights in the place of the bundled demo model."""
-    monkeypatch.setattr(imtalker.apps.demo, "demo_weights_dir", lambda: tiny_demo_model)
+    monkeypatch.setattr(imtalker.weights, "bundled_demo_model", lambda: tiny_demo_model)
     return tiny_demo_model
 
 
@@ -73,8 +74,8 @@ def test_demo_bad_input_exits_2_without_output(installed, tmp_path, capsys):
 
 
 def test_demo_without_a_bundled_model_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(imtalker.apps.demo, "demo_weights_dir", lambda: tmp_path / "absent")
-    assert not has_demo_model()
+    monkeypatch.setattr(imtalker.weights, "bundled_demo_model", lambda: None)
+    assert imtalker.weights.bundled_demo_model() is None
     assert main(["demo", "--out", str(tmp_path / "demo.mp4")]) == 2
     assert "no bundled demo model" in capsys.readouterr().err
     assert not (tmp_path / "demo.mp4").exists()
@@ -86,8 +87,8 @@ def test_demo_runs_offline_in_a_fresh_interpreter(tiny_demo_model, tmp_path):
             "from pathlib import Path\n"
             "def refuse(*a, **k): raise OSError('network disabled in this test')\n"
             "socket.socket.connect = refuse\n"
-            "import imtalker.apps.demo\n"
-            f"imtalker.apps.demo.demo_weights_dir = lambda: Path({str(tiny_demo_model)!r})\n"
+            "import imtalker.weights\n"
+            f"imtalker.weights.bundled_demo_model = lambda: Path({str(tiny_demo_model)!r})\n"
             "from imtalker.apps.cli import main\n"
             f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo.mp4')!r}, '-q']))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

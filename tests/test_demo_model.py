@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from imtalker.apps.demo import WEIGHT_FILES, demo_evaluation, demo_weights_dir, has_demo_model
+from imtalker.apps.demo import WEIGHT_FILES, demo_evaluation
+from imtalker.weights import bundled_demo_model
 from imtalker.evaluation import Evaluator, pearson
 from imtalker.data.synthetic import demo_asset, synthesize_speech
 
@@ -19,8 +20,8 @@ SPEECH_SEED, SPEECH_SECONDS = 7, 4.0
 
 @pytest.fixture(scope="module")
 def evaluator():
-    assert has_demo_model(), f"the package ships its demo model in {demo_weights_dir()}"
-    evaluator = Evaluator(demo_weights_dir(), seed=0)
+    assert bundled_demo_model() is not None, "the package ships its demo model in imtalker/assets/demo_model"
+    evaluator = Evaluator(bundled_demo_model(), seed=0)
     yield evaluator
     evaluator.close()
 
@@ -31,7 +32,7 @@ def demo_crop(evaluator) -> np.ndarray:
 
 
 def test_the_package_ships_the_model_its_card_and_its_evaluation():
-    folder = demo_weights_dir()
+    folder = bundled_demo_model()
     for name in (*WEIGHT_FILES, "MODEL_CARD.md", "eval.json", "training.json", "demo-renderer.yaml",
                  "demo-generator.yaml"):
         assert (folder / name).is_file(), name

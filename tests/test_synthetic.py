@@ -23,7 +23,8 @@ from imtalker.data.synthetic import (
     synthesize_speech,
     write_corpus,
 )
-from imtalker.io.video import load_image, probe_video
+from imtalker.io.image import load_image
+from imtalker.io.video import probe_video
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_assets.py"
 

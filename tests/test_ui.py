@@ -122,7 +122,7 @@ def test_bundled_samples_are_offered_when_shipped(pipelines, media, monkeypatch,
 
 def test_cli_ui_reports_missing_weights_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IMTALKER_HOME", raising=False)
-    monkeypatch.setattr("imtalker.apps.cli._demo_weights_dir", lambda: None)
+    monkeypatch.setattr("imtalker.weights.bundled_demo_model", lambda: None)
     assert main(["ui"]) == 2
     assert main(["ui", "--weights", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.splitlines()

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import GeneratorConfig, RendererConfig, config_from_dict, config_to_dict
+from .errors import CheckpointError
 
 if TYPE_CHECKING:
     from .models.audio import AudioEncoder
@@ -63,10 +64,6 @@ METADATA_GLOBALS = (
     "numpy._core.multiarray.scalar",
     "numpy.dtype",
 )
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint for the network asked for; the message says why."""
 
 
 class _Metadata:
@@ -368,6 +365,38 @@ WEIGHT_FILES = {
     "generator": ("generator.safetensors", "generator.ckpt"),
     "audio_encoder": ("audio_encoder.safetensors", "wav2vec2-base-960h"),
 }
+
+
+WEIGHTS_ENV = "IMTALKER_HOME"  # default weights folder when none is named
+DEMO_MODEL_DIR = ("assets", "demo_model")  # the bundled demo model, inside the installed package
+
+
+def bundled_demo_model() -> Path | None:
+    """The bundled demo model's folder when this install ships one (all three networks), else None."""
+    from importlib.resources import files
+
+    folder = Path(str(files("imtalker").joinpath(*DEMO_MODEL_DIR)))
+    return folder if all(any((folder / n).exists() for n in names) for names in WEIGHT_FILES.values()) else None
+
+
+def resolve_weights(folder: str | os.PathLike | None = None, *, environ: dict | None = None,
+                    demo: bool = True) -> Path:
+    """The weights folder to use: `folder` if given, else `$IMTALKER_HOME`, else the bundled demo model.
+
+    Args:
+        folder: a folder named by the caller (a CLI flag, an argument).
+        environ: the environment to read `IMTALKER_HOME` from (default: `os.environ`).
+        demo: fall back to the bundled demo model when nothing else names a folder.
+
+    Raises:
+        CheckpointError: nothing names a folder and no demo model is bundled (or `demo` is False).
+    """
+    environ = os.environ if environ is None else environ
+    chosen = folder or environ.get(WEIGHTS_ENV) or (bundled_demo_model() if demo else None)
+    if not chosen:
+        raise CheckpointError(f"no weights: pass --weights DIR or set {WEIGHTS_ENV} to a folder with the published "
+                              "or converted weights" + (" (no bundled demo model is installed)" if demo else ""))
+    return Path(chosen)
 
 
 def find_weights(folder: str | os.PathLike, need: tuple[str, ...] = tuple(WEIGHT_FILES)) -> dict[str, Path]:

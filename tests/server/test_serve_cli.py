@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import imtalker.apps.cli
+import imtalker.weights
 from imtalker.apps.cli import main
 from server_helpers import free_port
 
@@ -27,7 +28,7 @@ def test_help_shows_the_api(capsys):
 
 def test_no_weights_exits_2(monkeypatch, capsys):
     monkeypatch.delenv("IMTALKER_HOME", raising=False)
-    monkeypatch.setattr(imtalker.apps.cli, "_demo_weights_dir", lambda: None)  # a build without the bundled demo model
+    monkeypatch.setattr(imtalker.weights, "bundled_demo_model", lambda: None)  # a build without the bundled demo model
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--weights" in err and "IMTALKER_HOME" in err

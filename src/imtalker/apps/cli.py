@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import IMTalkerError, InputError
+
 EXAMPLES = """\
 examples:
   imtalker demo                                  # bundled portrait + speech -> demo.mp4 (bundled demo model)
@@ -50,25 +52,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Defaults shown, examples kept as written."""
 
 
-class BadInput(Exception):
-    """A user error the CLI reports in one line with exit code 2."""
-
-
 WEIGHTS_HELP = ("folder with renderer/generator/audio encoder weights (our .safetensors or the published "
                 "renderer.ckpt, generator.ckpt, wav2vec2-base-960h/); default: $IMTALKER_HOME")
 
 
-def _weight_paths(args: argparse.Namespace, need: tuple[str, ...]) -> dict[str, Path]:
-    """Network files from --renderer/--generator/--audio-encoder, else from --weights DIR or $IMTALKER_HOME."""
-    from ..weights import find_weights
+def _weight_paths(args: argparse.Namespace, need: tuple[str, ...], demo: bool = False) -> dict[str, Path]:
+    """Network files from --renderer/--generator/--audio-encoder, else from the folder `resolve_weights` picks
+    (--weights DIR, $IMTALKER_HOME, then the bundled demo model where `demo` allows it)."""
+    from ..weights import find_weights, resolve_weights
 
     given = {name: getattr(args, name, None) for name in need}
     missing = tuple(name for name, path in given.items() if path is None)
-    folder = args.weights or os.environ.get("IMTALKER_HOME")
-    if missing and not folder:
-        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
-                       "converted weights, or name each file (--renderer ...)")
-    paths = find_weights(folder, need=missing) if missing else {}
+    paths = find_weights(resolve_weights(args.weights, demo=demo), need=missing) if missing else {}
     paths.update({name: Path(path) for name, path in given.items() if path is not None})
     return paths
 
@@ -149,23 +144,24 @@ The demo model is small (128 px) and trained only on synthetic faces: see imtalk
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import demo_weights_dir, has_demo_model
     from ..data.synthetic import demo_asset
+    from ..weights import DEMO_MODEL_DIR, bundled_demo_model
 
-    if not has_demo_model():
-        raise BadInput(f"this install has no bundled demo model (looked in {demo_weights_dir()})")
+    folder = bundled_demo_model()
+    if folder is None:
+        raise InputError(f"this install has no bundled demo model (looked in imtalker/{'/'.join(DEMO_MODEL_DIR)})")
     args.image = args.image or str(demo_asset("demo_portrait.png"))
     args.audio = args.audio or str(demo_asset("demo_speech.wav"))
-    args.weights = str(demo_weights_dir())
+    args.weights = str(folder)
     _generate(args)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from ..evaluation import evaluate
 
-    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
-    if args.weights is None:
-        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME")
+    from ..weights import resolve_weights
+
+    args.weights = str(resolve_weights(args.weights))
     _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     result = evaluate(args.weights, args.data, args.corpus, seed=args.seed, cfg_scale=args.cfg_scale, nfe=args.nfe,
                       max_clips=args.max_clips, device=args.device, progress=not args.quiet)
@@ -182,7 +178,7 @@ def _check_inputs(*paths: str) -> None:
     """Fail fast on missing input files, before any model is loaded."""
     for path in paths:
         if not Path(path).is_file():
-            raise BadInput(f"input file not found: {path}")
+            raise InputError(f"input file not found: {path}")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -209,7 +205,7 @@ def _convert(args: argparse.Namespace) -> None:
     from ..weights import load_audio_encoder, load_generator, load_renderer, save_model
 
     if not (args.renderer or args.generator or args.audio_encoder):
-        raise BadInput("nothing to convert: give --renderer, --generator and/or --audio-encoder")
+        raise InputError("nothing to convert: give --renderer, --generator and/or --audio-encoder")
     out = Path(args.output)
     jobs = [("renderer", args.renderer, lambda p: load_renderer(p)),
             ("generator", args.generator, lambda p: load_generator(p, ema=args.ema)),
@@ -222,27 +218,16 @@ def _convert(args: argparse.Namespace) -> None:
         print(f"{name}: {source} -> {path}")
 
 
-def _demo_weights_dir() -> Path | None:
-    """The bundled demo model's folder when this install ships one, else None."""
-    try:
-        from .demo import demo_weights_dir
-    except ImportError:
-        return None
-    folder = Path(demo_weights_dir())
-    return folder if folder.is_dir() else None
-
-
 def _ui(args: argparse.Namespace) -> None:
     try:
         from .ui import load_pipelines, serve
     except ModuleNotFoundError as err:
         if err.name != "gradio":
             raise
-        raise BadInput('the web UI needs gradio: pip install "imtalker[ui]"') from None
-    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
-    if args.weights is None:
-        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
-                       "converted weights (no bundled demo model is installed)")
+        raise InputError('the web UI needs gradio: pip install "imtalker[ui]"') from None
+    from ..weights import resolve_weights
+
+    args.weights = str(resolve_weights(args.weights))
     _weight_paths(args, ("renderer", "generator", "audio_encoder"))  # one-line error before anything loads
     audio, video = load_pipelines(args.weights, device=args.device, dtype=_dtype(args))
     serve(audio, video, host=args.host, port=args.port, max_seconds=args.max_seconds)
@@ -267,16 +252,13 @@ def _serve(args: argparse.Namespace) -> None:
                                           ("websockets", ("websockets",)))
                if not any(find_spec(module) for module in modules)]
     if missing:
-        raise BadInput(f'the server needs {", ".join(missing)}: pip install "imtalker[serve]"')
+        raise InputError(f'the server needs {", ".join(missing)}: pip install "imtalker[serve]"')
     from ..pipelines import AudioDrivenPipeline
     from .server import ServerSettings
     from .server.runner import serve
-    from ..weights import load_audio_encoder, load_generator, load_renderer
+    from ..weights import load_audio_encoder, load_generator, load_renderer, resolve_weights
 
-    args.weights = args.weights or os.environ.get("IMTALKER_HOME") or _demo_weights_dir()
-    if args.weights is None:
-        raise BadInput("no weights: pass --weights DIR or set IMTALKER_HOME to a folder with the published or "
-                       "converted weights (no bundled demo model is installed)")
+    args.weights = str(resolve_weights(args.weights))
     settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, max_queue=args.max_queue,
                               api_key=args.api_key or os.environ.get("IMTALKER_API_KEY") or None,
                               max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -332,7 +314,7 @@ def _synth_data(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise BadInput(f"output folder '{out}' exists and is a file")
+        raise InputError(f"output folder '{out}' exists and is a file")
     # write_corpus checks every value (InputError, exit 2) before it creates anything.
     path = write_corpus(out, args.clips, seed=args.seed, seconds=args.seconds, size=args.size,
                         workers=args.workers, progress=not args.quiet)
@@ -370,7 +352,7 @@ def _prepare(args: argparse.Namespace) -> None:
                            max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
                            audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None)
     if args.workers < 1:
-        raise BadInput(f"--workers must be at least 1, got {args.workers}")
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -421,7 +403,7 @@ def _train(args: argparse.Namespace) -> None:
         trainer = train_renderer(args.data, args.out, config, **options)
     else:
         if args.renderer is None:
-            raise BadInput("train generator needs --renderer: the trained renderer whose motion latents it learns")
+            raise InputError("train generator needs --renderer: the trained renderer whose motion latents it learns")
         renderer = Path(args.renderer)
         renderer = renderer / "checkpoints" / "last.ckpt" if renderer.is_dir() else renderer
         trainer = train_generator(args.data, renderer, args.out, config, **options)
@@ -582,14 +564,11 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import InputError
-    from ..weights import CheckpointError
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (BadInput, InputError, CheckpointError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (IMTalkerError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"imtalker: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

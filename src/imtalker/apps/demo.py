@@ -2,7 +2,7 @@
 
 Once installed (`scripts/train_demo_model.py --install` writes `imtalker/assets/demo_model/`: three `.safetensors`
 files, the configs, the evaluation and a model card) it ships inside the package, so `imtalker demo`, `imtalker ui`
-and `imtalker serve` work offline with no other download; `has_demo_model()` tells whether a build has it. It knows
+and `imtalker serve` work offline with no other download; `imtalker.weights.bundled_demo_model()` finds it. It knows
 only synthetic faces and voices; its measured quality is in its MODEL_CARD.md.
 """
 
@@ -11,21 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEMO_MODEL = "demo_model"
+from ..weights import bundled_demo_model
+
 WEIGHT_FILES = ("renderer.safetensors", "generator.safetensors", "audio_encoder.safetensors")
-
-
-def demo_weights_dir() -> Path:
-    """The folder of the bundled demo model inside the installed package (it may be absent from a build that
-    ships without it; `imtalker.apps.cli` checks)."""
-    from importlib.resources import files
-
-    return Path(str(files("imtalker").joinpath("assets", DEMO_MODEL)))
-
-
-def has_demo_model() -> bool:
-    folder = demo_weights_dir()
-    return all((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def _parameters(path: Path) -> int:
@@ -120,5 +108,6 @@ gaze and camera conditions were trained on the synthetic tracks.{follows} Licenc
 
 def demo_evaluation() -> dict | None:
     """The recorded evaluation of the bundled model (None when not bundled)."""
-    path = demo_weights_dir() / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    folder = bundled_demo_model()
+    path = folder / "eval.json" if folder else None
+    return json.loads(path.read_text()) if path and path.is_file() else None

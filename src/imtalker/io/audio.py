@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -24,6 +23,8 @@ import numpy as np
 
 from ..constants import FPS, SAMPLE_RATE
 from ..errors import InputError
+from .media import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_file, check_rate, decode_packets, describe_error,
+                    is_number, open_container)
 
 if TYPE_CHECKING:
     import torch
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 AudioSource = Union[str, "os.PathLike[str]", tuple, np.ndarray, "torch.Tensor"]
 
-MIN_SAMPLE_RATE = 1000  # below this a "sample rate" is almost surely a mistake (e.g. kHz given instead of Hz)
-MAX_SAMPLE_RATE = 768000
 MAX_CHANNELS = 32  # a 2-D array with both axes longer than this is not a waveform
 CHUNK_SAMPLES = 1 << 16  # in-memory waveforms are fed to the resampler in chunks of this many samples
 MAX_ARRAY_PEAK = 2.0  # float waveforms peaking above this are unscaled PCM, not slightly hot audio
@@ -63,8 +62,8 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, max_seconds:
         InputError: the file is missing, a directory, unreadable or corrupt, has no audio stream or no samples;
             the audio is longer than `max_seconds`; the samples hold NaN or infinity; a sample rate is invalid.
     """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    if max_seconds is not None and not (_is_number(max_seconds) and max_seconds > 0):
+    sample_rate = check_rate(sample_rate, "sample_rate")
+    if max_seconds is not None and not (is_number(max_seconds) and max_seconds > 0):
         raise InputError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
     if isinstance(source, (str, os.PathLike)):
         waveform = _load_file(Path(source), sample_rate, max_seconds)
@@ -74,7 +73,7 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, max_seconds:
             if len(source) != 2:
                 raise InputError(f"audio tuple must be (waveform, sample_rate), got a tuple of {len(source)} items")
             array, rate = source
-            rate = _check_rate(rate, "audio sample rate")
+            rate = check_rate(rate, "audio sample rate")
         else:
             array, rate = source, sample_rate
         waveform = to_mono_float32(array, "audio waveform")
@@ -126,8 +125,8 @@ def audio_duration(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> float
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        _check_file(path, "audio file")
-        container = _open(path, "audio file")
+        check_file(path, "audio file")
+        container = open_container(path, "audio file")
         try:
             stream = _audio_stream(container, path)
             duration = _stream_duration(stream, container)
@@ -137,9 +136,9 @@ def audio_duration(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> float
             return duration
         return load_audio(path, sample_rate).size / sample_rate
     if isinstance(source, tuple) and len(source) == 2:
-        rate = _check_rate(source[1], "audio sample rate")
+        rate = check_rate(source[1], "audio sample rate")
         return to_mono_float32(source[0], "audio waveform").size / rate
-    sample_rate = _check_rate(sample_rate, "sample_rate")
+    sample_rate = check_rate(sample_rate, "sample_rate")
     return to_mono_float32(source, "audio waveform").size / sample_rate
 
 
@@ -200,41 +199,6 @@ def to_mono_float32(array: Any, name: str = "audio waveform") -> np.ndarray:
     return np.array(array, dtype=np.float32, order="C", copy=True)  # never a view of the caller's array
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_rate(rate: Any, name: str) -> int:
-    if not _is_number(rate) or not math.isfinite(rate) or rate != int(rate):
-        raise InputError(f"{name} must be a whole number of Hz, got {rate!r}")
-    rate = int(rate)
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise InputError(f"{name} must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {rate}")
-    return rate
-
-
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise InputError(f"{what} '{path}' does not exist")
-    if path.is_dir():
-        raise InputError(f"{what} '{path}' is a directory, not a file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{what} '{path}' is not readable (permission denied)")
-
-
-def _describe(error: Exception) -> str:
-    """One line from a PyAV/OS error, without the file name that the caller already shows."""
-    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return " ".join(str(reason).split())
-
-
-def _open(path: Path, what: str) -> "av.container.InputContainer":
-    try:
-        return av.open(str(path), mode="r")
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{what} '{path}' cannot be read as a media file ({_describe(error)})") from None
-
-
 def _audio_stream(container: Any, path: Path) -> "av.audio.stream.AudioStream":
     streams = container.streams.audio
     if not streams:
@@ -254,8 +218,8 @@ def _stream_duration(stream: Any, container: Any) -> float | None:
 
 
 def _load_file(path: Path, sample_rate: int, max_seconds: float | None) -> np.ndarray:
-    _check_file(path, "audio file")
-    container = _open(path, "audio file")
+    check_file(path, "audio file")
+    container = open_container(path, "audio file")
     try:
         stream = _audio_stream(container, path)
         if max_seconds is not None:
@@ -297,40 +261,16 @@ def _decode(container: Any, stream: Any, path: Path, sample_rate: int, limit: in
             raise InputError(f"audio file '{path}' is longer than the limit of {limit / sample_rate:g} s")
 
     try:
-        for frame in _decode_packets(container, stream, path, "audio"):
+        for frame in decode_packets(container, stream, path, "audio"):
             take(resampler.resample(frame))
         take(resampler.resample(None))
     except InputError:
         raise
     except ValueError as error:
-        raise InputError(f"audio file '{path}' is corrupt or cannot be decoded ({_describe(error)})") from None
+        raise InputError(f"audio file '{path}' is corrupt or cannot be decoded ({describe_error(error)})") from None
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks)
-
-
-def _decode_packets(container: Any, stream: Any, path: Path, kind: str) -> Iterator[Any]:
-    """Decoded frames of one stream; bad packets are skipped the way the ffmpeg tool skips them.
-
-    Raises InputError when decoding fails outright or more than half of the packets cannot be decoded.
-    """
-    packets = bad_packets = 0
-    try:
-        for packet in container.demux(stream):
-            packets += 1
-            try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                bad_packets += 1
-                continue
-            yield from frames
-    except (av.FFmpegError, OSError) as error:
-        raise InputError(f"{kind} file '{path}' is corrupt or cannot be decoded ({_describe(error)})") from None
-    if bad_packets:
-        if bad_packets * 2 > packets:
-            raise InputError(f"{kind} file '{path}' is corrupt: {bad_packets} of {packets} packets cannot be decoded")
-        logger.warning("%s file '%s': skipped %d of %d packets that could not be decoded", kind, path, bad_packets,
-                       packets)
 
 
 class StreamResampler:
@@ -346,8 +286,8 @@ class StreamResampler:
     """
 
     def __init__(self, rate: int, sample_rate: int = SAMPLE_RATE):
-        self.rate = _check_rate(rate, "audio sample rate")
-        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.rate = check_rate(rate, "audio sample rate")
+        self.sample_rate = check_rate(sample_rate, "sample_rate")
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
 
     def push(self, samples: np.ndarray) -> np.ndarray:

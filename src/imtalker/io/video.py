@@ -1,5 +1,5 @@
-"""Video and image input/output: probing and reading videos at a fixed frame rate, writing H.264 + AAC files,
-saving PNG frames and loading still images.
+"""Video input/output: probing and reading videos at a fixed frame rate, writing H.264 + AAC files and saving
+PNG frames (still images are read by `imtalker.io.image`).
 
 Reading resamples by presentation time: output frame k shows the source frame on screen at time k / fps
 (the latest one whose timestamp is <= k / fps, with the first frame at time 0), so 24/30/60 fps and
@@ -26,9 +26,10 @@ from typing import Any, Iterator, Union
 
 import av
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .audio import _check_file, _check_rate, _decode_packets, _describe, _is_number, _open, to_mono_float32
+from .audio import to_mono_float32
+from .media import check_file, check_rate, decode_packets, describe_error, is_number, open_container
 from ..constants import FPS, SAMPLE_RATE
 from ..errors import InputError
 
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-MIN_IMAGE_SIZE = 64  # pixels; smaller images cannot hold a usable face
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # what VideoWriter writes
 AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
@@ -77,8 +77,8 @@ def probe_video(path: PathLike) -> VideoInfo:
         InputError: the file is missing, a directory, unreadable or corrupt, or has no video stream.
     """
     path = Path(path)
-    _check_file(path, "video file")
-    container = _open(path, "video file")
+    check_file(path, "video file")
+    container = open_container(path, "video file")
     try:
         stream = _video_stream(container, path)
         return _info(container, stream)
@@ -110,9 +110,9 @@ def read_frames(path: PathLike, fps: float = FPS, max_seconds: float | None = No
             than `max_seconds`; `fps` is not a positive number.
     """
     path = Path(path)
-    if not _is_number(fps) or not 0 < fps <= 1000:
+    if not is_number(fps) or not 0 < fps <= 1000:
         raise InputError(f"fps must be a positive number of frames per second, got {fps!r}")
-    if max_seconds is not None and not (_is_number(max_seconds) and max_seconds > 0):
+    if max_seconds is not None and not (is_number(max_seconds) and max_seconds > 0):
         raise InputError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
     info = probe_video(path)
     # the header is only an estimate: refuse early only when it is clearly over the limit
@@ -123,7 +123,7 @@ def read_frames(path: PathLike, fps: float = FPS, max_seconds: float | None = No
 
 
 def _iter_frames(path: Path, fps: Fraction, max_seconds: float | None) -> Iterator[np.ndarray]:
-    container = _open(path, "video file")
+    container = open_container(path, "video file")
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -147,7 +147,7 @@ def _iter_frames(path: Path, fps: Fraction, max_seconds: float | None) -> Iterat
                     yield held[2].copy()
                 emitted += 1
 
-        for frame in _decode_packets(container, stream, path, "video"):
+        for frame in decode_packets(container, stream, path, "video"):
             if frame.pts is not None and frame.time_base is not None:
                 time = frame.pts * frame.time_base
             elif held is not None:
@@ -243,14 +243,14 @@ class _MediaEncoder:
 
     def __init__(self, label: str, fps: float, audio: np.ndarray | None, sample_rate: int, crf: int, preset: str):
         self._label = label  # how errors name the output, e.g. "output video 'out.mp4'"
-        if not _is_number(fps) or not 0 < fps <= 1000:
+        if not is_number(fps) or not 0 < fps <= 1000:
             raise InputError(f"fps must be a positive number of frames per second, got {fps!r}")
-        if not _is_number(crf) or not 0 <= crf <= 51:
+        if not is_number(crf) or not 0 <= crf <= 51:
             raise InputError(f"crf must be between 0 and 51, got {crf!r}")
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf = int(crf)
         self.preset = preset
-        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.sample_rate = check_rate(sample_rate, "sample_rate")
         self._audio = None
         if audio is not None:
             if self.sample_rate not in AAC_SAMPLE_RATES:
@@ -309,7 +309,7 @@ class _MediaEncoder:
         if batch.shape[0] == 0:
             return
         if self._container is None:
-            self._open(batch.shape[1], batch.shape[2])
+            self.open_container(batch.shape[1], batch.shape[2])
         elif batch.shape[1:3] != self._size:
             raise InputError(f"video frames are {batch.shape[2]}x{batch.shape[1]}, but the video is "
                              f"{self._size[1]}x{self._size[0]}")
@@ -325,7 +325,7 @@ class _MediaEncoder:
             if self._audio_stream is not None:
                 self._encode_audio(self._audio_samples(self.num_frames))
         except (av.FFmpegError, OSError) as error:
-            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+            raise InputError(f"{self._label} cannot be written ({describe_error(error)})") from None
 
     def close(self) -> None:
         """Finishes the video (flushes the encoders, completes the audio).
@@ -350,7 +350,7 @@ class _MediaEncoder:
             self._complete()
         except (av.FFmpegError, OSError) as error:
             self.abort()
-            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+            raise InputError(f"{self._label} cannot be written ({describe_error(error)})") from None
         except BaseException:
             self.abort()
             raise
@@ -368,7 +368,7 @@ class _MediaEncoder:
                 logger.debug("closing aborted %s: %s", self._label, error)
         self._discard()
 
-    def _open(self, height: int, width: int) -> None:
+    def open_container(self, height: int, width: int) -> None:
         self._size = (height, width)
         try:
             self._container = self._open_container()
@@ -381,7 +381,7 @@ class _MediaEncoder:
                 self._audio_stream = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
         except (av.FFmpegError, OSError) as error:
             self.abort()
-            raise InputError(f"{self._label} cannot be written ({_describe(error)})") from None
+            raise InputError(f"{self._label} cannot be written ({describe_error(error)})") from None
 
     def _audio_samples(self, num_frames: int) -> int:
         """Audio samples that go with the first `num_frames` frames."""
@@ -449,7 +449,7 @@ class VideoWriter(_MediaEncoder):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InputError(f"output folder '{folder}' cannot be created ({_describe(error)})") from None
+            raise InputError(f"output folder '{folder}' cannot be created ({describe_error(error)})") from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"output folder '{folder}' is not writable")
 
@@ -592,7 +592,7 @@ def save_frames_png(frames: Any, folder: PathLike, start: int = 0) -> list[Path]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"frame folder '{folder}' cannot be created ({_describe(error)})") from None
+        raise InputError(f"frame folder '{folder}' cannot be created ({describe_error(error)})") from None
     if isinstance(frames, np.ndarray) or hasattr(frames, "detach"):
         frames = [frames]
     paths = []
@@ -603,97 +603,7 @@ def save_frames_png(frames: Any, folder: PathLike, start: int = 0) -> list[Path]
             try:
                 Image.fromarray(image).save(target)
             except OSError as error:
-                raise InputError(f"frame '{target}' cannot be written ({_describe(error)})") from None
+                raise InputError(f"frame '{target}' cannot be written ({describe_error(error)})") from None
             paths.append(target)
             index += 1
     return paths
-
-
-def load_image(source: Any) -> np.ndarray:
-    """Loads an image as RGB uint8.
-
-    EXIF orientation is applied. Transparent images are composited onto white; grey, palette and 16-bit
-    images are converted to 8-bit RGB. For animated files the first frame is used.
-
-    Args:
-        source: a path to an image file (jpg, png, webp, bmp, ...), a PIL image, a NumPy array (H, W, 3) /
-            (H, W, 4) / (H, W), uint8 or float in [0, 1], or a torch tensor (3, H, W), float in [0, 1].
-
-    Returns:
-        uint8 array of shape (H, W, 3), RGB.
-
-    Raises:
-        InputError: the file is missing, not an image or corrupt; the array has a wrong shape or range; the
-            image is smaller than 64 pixels on a side.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        _check_file(path, "image file")
-        name = f"image file '{path}'"
-        try:
-            with Image.open(path) as image:
-                array = _pil_to_rgb(image)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
-            reason = "not an image" if isinstance(error, UnidentifiedImageError) else _describe(error)
-            raise InputError(f"{name} cannot be read as an image ({reason})") from None
-    elif isinstance(source, Image.Image):
-        name = "image"
-        try:
-            array = _pil_to_rgb(source)
-        except (OSError, ValueError) as error:
-            raise InputError(f"image cannot be converted to RGB ({_describe(error)})") from None
-    else:
-        name = "image array"
-        array = _array_to_rgb(source)
-    height, width = array.shape[:2]
-    if min(height, width) < MIN_IMAGE_SIZE:
-        raise InputError(f"{name} is {width}x{height} pixels; it must be at least {MIN_IMAGE_SIZE} on each side")
-    return array
-
-
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    image.load()  # decode now, so truncated files fail here
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        grey = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if grey.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.0
-        grey = np.clip(grey / scale + 0.5, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-
-
-def _array_to_rgb(array: Any) -> np.ndarray:
-    if hasattr(array, "detach") and hasattr(array, "permute"):  # torch tensor (C, H, W)
-        tensor = array.detach().cpu()
-        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-            raise InputError(f"image tensor must have shape (3, H, W), got {tuple(array.shape)}")
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        array = tensor.permute(1, 2, 0).numpy()
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"image must be a path, a PIL image or an array, got {type(array).__name__}")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise InputError(f"image array must have shape (H, W, 3), (H, W, 4) or (H, W), got {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InputError(f"image array must be uint8 or float in [0, 1], got {array.dtype}")
-        if array.size and not np.isfinite(array).all():
-            raise InputError("image array contains NaN or infinite values")
-        if array.size and (array.min() < -1e-3 or array.max() > 1 + 1e-3):
-            raise InputError(f"image array is float but not in [0, 1] (range {array.min():.3g} to "
-                             f"{array.max():.3g})")
-        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.shape[2] == 4:  # composite onto white
-        alpha = array[..., 3:].astype(np.float32) / 255.0
-        array = (array[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(array)

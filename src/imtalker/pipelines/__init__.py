@@ -209,7 +209,7 @@ class _PipelineBase:
             InputError: the image cannot be read; NoFaceError when `crop` is set and no face is found.
         """
         from ..preprocess import face
-        from ..io.video import load_image
+        from ..io.image import load_image
 
         photo = load_image(image)
         if crop:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..io.audio import StreamResampler, _check_rate
+from ..io.audio import StreamResampler
+from ..io.media import check_rate
 from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..errors import InputError
 from ..models.audio import NORM_EPS
@@ -127,7 +128,7 @@ class StreamingSession:
         if max_seconds is not None and not max_seconds > 0:
             raise InputError(f"max_seconds must be positive or None, got {max_seconds!r}")
         self.pipeline, self.source = pipeline, source
-        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.sample_rate = check_rate(sample_rate, "sample_rate")
         self.paste_back, self.batch_size = paste_back, batch_size
         self.context_frames, self.lookahead_frames = context_frames, lookahead_frames
         self.max_seconds = max_seconds

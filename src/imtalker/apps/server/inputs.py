@@ -102,14 +102,14 @@ def parse_float(value: Any, name: str, default: float, low: float, high: float) 
 
 
 def decode_portrait(data: bytes, max_pixels: int) -> np.ndarray:
-    """Portrait bytes (jpg, png, webp, ...) -> (H, W, 3) uint8, through `imtalker.io.video.load_image`.
+    """Portrait bytes (jpg, png, webp, ...) -> (H, W, 3) uint8, through `imtalker.io.image.load_image`.
 
     The size in the header is checked before anything is decoded, so a small file that claims a huge image (a
     decompression bomb) costs nothing.
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ...io.video import load_image
+    from ...io.image import load_image
 
     if not data:
         raise InputError("portrait is empty (0 bytes)")
