@@ -18,6 +18,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from common import header, median_seconds, peak_rss_mb, run_child, write_section
+from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker.config import GeneratorConfig
 from imtalker.constants import FPS, SAMPLE_RATE
 from imtalker.models.audio import AudioEncoder, num_frames_for_samples
@@ -36,7 +37,8 @@ def child(mode: str, seconds: float, nfe: int, cfg_scale: float, repeats: int, q
             model = MotionGenerator(TINY_GENERATOR if quick else GeneratorConfig()).eval()
             features = torch.randn(1, frames, model.config.audio_dim)
             reference = torch.randn(1, model.config.motion_dim)
-            run = lambda: model.sample(features, reference, cfg_scale=cfg_scale, nfe=nfe, seed=0)  # noqa: E731
+            options = SamplingOptions(cfg_scale=cfg_scale, nfe=nfe, seed=0)
+            run = lambda: sample_motion(model, features, reference, options=options)  # noqa: E731
         elif mode == "audio":
             model = AudioEncoder(Wav2Vec2Config(**TINY_AUDIO) if quick else Wav2Vec2Config()).eval()
             waveform = torch.randn(1, num_samples)

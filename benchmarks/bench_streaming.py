@@ -25,6 +25,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from common import header, median_seconds, run_child, write_section
+from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker import GeneratorConfig, RendererConfig
 from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from imtalker.models.audio import AudioEncoder
@@ -82,7 +83,7 @@ def child(encoder_name: str, seconds: float, quick: bool, weights: str | None = 
     options = dict(cfg_scale=3.0, nfe=10, seed=0)
     with torch.inference_mode():
         whole = pipe.audio_encoder(torch.from_numpy(audio)[None], frames)[0]  # (T, C): the offline features
-        motion = pipe.generator.sample(whole[None], source.state.motion, **options)[0]
+        motion = sample_motion(pipe.generator, whole[None], source.state.motion, options=SamplingOptions(**options))[0]
         shifted = pipe.audio_encoder(torch.from_numpy(np.concatenate([np.zeros(160, np.float32), audio[:-160]]))[None],
                                      frames)[0]
     scale_f, scale_m = whole.abs().mean().item(), motion.std().item()

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imtalker.evaluation import mouth_box, mouth_contrast, pearson, psnr
+from imtalker.evaluation import mouth_box, mouth_contrast
+from imtalker.metrics import pearson, psnr
 from imtalker.training.data import synthetic_truth
 from imtalker.weights import load_renderer
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imtalker.evaluation import psnr
+from imtalker.metrics import psnr
 
 NEIGHBOURS = 8  # landmarks (or border anchors) each pixel's flow is interpolated from
 

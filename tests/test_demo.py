@@ -19,7 +19,6 @@ import imtalker.weights
 from imtalker.io.audio import load_audio
 from imtalker.apps.cli import main
 from imtalker.apps.demo import WEIGHT_FILES, write_model_card
-from imtalker.weights import bundled_demo_model
 from imtalker.data.synthetic import demo_asset, synthesize_speech
 from tiny_models import save_tiny_weights
 

@@ -11,7 +11,8 @@ import pytest
 
 from imtalker.apps.demo import WEIGHT_FILES, demo_evaluation
 from imtalker.weights import bundled_demo_model
-from imtalker.evaluation import Evaluator, pearson
+from imtalker.evaluation import Evaluator
+from imtalker.metrics import pearson
 from imtalker.data.synthetic import demo_asset, synthesize_speech
 
 # the bundled speech is synthesize_speech(4.0, seed=7) (scripts/make_demo_assets.py); its mouth track is the truth

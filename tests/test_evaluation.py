@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from imtalker.apps.cli import main
-from imtalker.evaluation import evaluate, mouth_box, mouth_contrast, pearson, psnr, ssim
+from imtalker.evaluation import evaluate, mouth_box, mouth_contrast
+from imtalker.metrics import pearson, psnr, ssim
 from tiny_models import save_tiny_weights
 
 

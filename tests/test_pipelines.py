@@ -14,10 +14,12 @@ import pytest
 import torch
 from skimage import data as skdata
 
+from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker import CheckpointError
 from imtalker.apps.cli import main
 from imtalker.errors import InputError, NoFaceError
-from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline, iter_audio_features
+from imtalker.features import iter_audio_features
+from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline
 from tiny_models import save_tiny_weights
 
 
@@ -123,7 +125,7 @@ def test_streamed_frames_equal_the_whole_run(pipe, portrait, speech):
     num_frames = math.ceil(len(waveform) * 25 / 16000)
     with torch.inference_mode():
         features = pipe.audio_encoder(waveform[None], num_frames)
-        motion = pipe.generator.sample(features, source.state.motion, nfe=3, seed=3)[0]
+        motion = sample_motion(pipe.generator, features, source.state.motion, options=SamplingOptions(nfe=3, seed=3))[0]
         whole = pipe.renderer.render(source.state, motion)
     whole = (whole.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert streamed.shape == whole.shape

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker import (CheckpointError, GeneratorConfig, RendererConfig, load_audio_encoder, load_generator,
                       load_renderer, save_model)
 from imtalker.models.audio import AudioEncoder
@@ -196,10 +197,10 @@ def test_generator_golden_sample_through_published_file(generator_reference, tmp
     path = lightning_file(tmp_path / "generator.ckpt", {**{f"model.{k}": v for k, v in state.items()}, **wav2vec2})
     model = load_generator(path)
     r = generator_reference
-    sample = model.sample(r.input("audio_features", (1, 117, 768), 0, 0.5), r.input("ref_motion", (1, 32), 0, 1),
-                          pose=r.input("pose", (117, 3), 0, 0.2), gaze=r.input("gaze", (117, 2), 0, 0.2),
-                          cam=r.input("cam", (117, 3), 0, 0.2), cfg_scale=3.0, nfe=10,
-                          noise=list(r.input("noise", (3, 1, 50, 32), 0, 1)))
+    sample = sample_motion(model, r.input("audio_features", (1, 117, 768), 0, 0.5), r.input("ref_motion", (1, 32), 0, 1),
+                           pose=r.input("pose", (117, 3), 0, 0.2), gaze=r.input("gaze", (117, 2), 0, 0.2),
+                           cam=r.input("cam", (117, 3), 0, 0.2), noise=list(r.input("noise", (3, 1, 50, 32), 0, 1)),
+                           options=SamplingOptions(cfg_scale=3.0, nfe=10))
     r.check("sample_cond_cfg3_nfe10", sample)
 
 
@@ -207,7 +208,8 @@ def test_generator_safetensors_round_trip(tmp_path):
     generator = randomized(MotionGenerator(TINY_GENERATOR))
     loaded = load_generator(save_model(generator, tmp_path / "generator.safetensors"))
     audio, ref = torch.randn(1, 60, 16), torch.randn(1, 32)
-    assert torch.equal(loaded.sample(audio, ref, nfe=3, seed=5), generator.sample(audio, ref, nfe=3, seed=5))
+    options = SamplingOptions(nfe=3, seed=5)
+    assert torch.equal(sample_motion(loaded, audio, ref, options=options), sample_motion(generator, audio, ref, options=options))
 
 
 # -- audio encoder --------------------------------------------------------------------------------------------

@@ -6,3 +6,5 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CLIP_FRAMES = 50  # frames the generator samples at once (2 s)
 PREV_FRAMES = 10  # frames of context carried from one chunk to the next
 MOTION_DIM = 32  # size of a motion latent
+DEFAULT_CFG_SCALE = 3.0  # audio guidance of the published inference
+DEFAULT_NFE = 10  # points of the sampler's Euler time grid (nfe - 1 steps)

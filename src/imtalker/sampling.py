@@ -1,12 +1,55 @@
-"""Flow-matching ODE sampling helpers (MODEL.md section 4.3).
+"""Sampling motion from the flow-matching generator (MODEL.md section 4.3).
 
-Pure tensor functions with no modules or state: the chunk loop in `MotionGenerator.sample` composes them, and
-tests or other samplers can reuse them on their own.
+`SamplingOptions` holds the sampler's settings with their defaults, checked once. `sample_motion` integrates the
+generator's velocity over a whole sequence, chunk by chunk; `ChunkSampler` does one chunk at a time for callers that
+receive audio as it arrives. Both compose the pure tensor functions below (time grid, Euler step, guidance, padding).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
+
+from .constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
+from .errors import InputError
+from .models.generator import MotionConditions
+
+if TYPE_CHECKING:
+    from .models.generator import MotionGenerator
+
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Settings of the motion sampler, checked when made.
+
+    Args:
+        cfg_scale: audio guidance scale; 1 disables guidance (one network pass per step).
+        nfe: points of the Euler time grid (nfe - 1 steps), at least 2.
+        seed: seeds a private `torch.Generator` for the noise, leaving the global RNG untouched; None draws from
+            the global RNG.
+
+    Raises:
+        InputError (a ValueError): a setting out of range or of the wrong type.
+    """
+
+    cfg_scale: float = DEFAULT_CFG_SCALE
+    nfe: int = DEFAULT_NFE
+    seed: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, numbers.Real) or not math.isfinite(
+                self.cfg_scale):
+            raise InputError(f"cfg_scale must be a finite number, got {self.cfg_scale!r}")
+        if isinstance(self.nfe, bool) or not isinstance(self.nfe, numbers.Integral) or self.nfe < 2:
+            raise InputError(f"nfe must be an integer >= 2 (nfe - 1 Euler steps), got {self.nfe!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise InputError(f"seed must be an integer or None, got {self.seed!r}")
 
 
 def time_grid(
@@ -91,3 +134,170 @@ def repeat_pad(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     if missing <= 0:
         return x
     return torch.cat([x, x[:, -1:].expand(-1, missing, -1)], dim=1)
+
+
+@torch.inference_mode()
+def sample_motion(
+    generator: "MotionGenerator",
+    audio_features: torch.Tensor,
+    ref_motion: torch.Tensor,
+    *,
+    pose: torch.Tensor | None = None,
+    gaze: torch.Tensor | None = None,
+    cam: torch.Tensor | None = None,
+    options: SamplingOptions = SamplingOptions(),
+    noise: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Samples motion latents for every audio frame (MODEL.md 4.3).
+
+    The sequence is cut into chunks of `clip_frames`; each chunk sees the last `prev_frames` of the previous
+    chunk (latents and conditions) as context, and the first chunk sees zeros.
+
+    Args:
+        audio_features: (B, T, audio_dim) raw audio features, one per video frame.
+        ref_motion: (B, motion_dim) reference motion latent of the source image.
+        pose: optional (B, T', pose_dim) or (T', pose_dim) head pose; cut or zero-padded to T frames.
+        gaze: optional (B, T', gaze_dim) or (T', gaze_dim) gaze (pitch, yaw), likewise.
+        cam: optional (B, T', cam_dim) or (T', cam_dim) camera translation, likewise.
+        options: guidance, steps and seed (`SamplingOptions`).
+        noise: optional initial noise, one (B, clip_frames, motion_dim) tensor per chunk (ceil(T / clip_frames)
+            chunks). Takes precedence over `seed`.
+
+    Returns:
+        (B, T, motion_dim) motion latents, on the model's device and dtype.
+
+    Raises:
+        TypeError: a tensor argument is not a tensor.
+        ValueError: a shape, dtype, batch size or sampler setting is not what is expected.
+    """
+    cfg = generator.config
+    _check_tensor("audio_features", audio_features, ndim=3, last_dim=cfg.audio_dim, layout="(B, T, audio_dim)")
+    batch, num_frames = audio_features.shape[:2]
+    if batch == 0 or num_frames == 0:
+        shape = tuple(audio_features.shape)
+        raise ValueError(f"audio_features needs at least one sample and one frame, got shape {shape}")
+    _check_tensor("ref_motion", ref_motion, ndim=2, last_dim=cfg.motion_dim, layout="(B, motion_dim)")
+    if ref_motion.shape[0] != batch:
+        raise ValueError(f"ref_motion has batch {ref_motion.shape[0]}, expected {batch} as in audio_features")
+    tracks = {"pose": (pose, cfg.pose_dim), "gaze": (gaze, cfg.gaze_dim), "cam": (cam, cfg.cam_dim)}
+    for name, (track, dim) in tracks.items():
+        if track is not None:
+            _check_track(name, track, dim, batch)
+    if not isinstance(options, SamplingOptions):
+        raise TypeError(f"options must be a SamplingOptions, got {type(options).__name__}")
+
+    clip = cfg.clip_frames
+    chunks = num_chunks(num_frames, clip)
+    noise_shape = (batch, clip, cfg.motion_dim)
+    if noise is not None:
+        _check_noise(noise, chunks, noise_shape)
+
+    def fitted(track):  # cut or zero-pad a track to T frames, with a batch axis
+        if track is None:
+            return None
+        return fit_frames(track.expand(batch, -1, -1) if track.ndim == 2 else track, num_frames)
+
+    tracks = {name: fitted(track) for name, (track, _) in tracks.items()}
+    sampler = ChunkSampler(generator, ref_motion, options)
+    outputs = []
+    for k in range(chunks):
+        window = slice(k * clip, (k + 1) * clip)
+        outputs.append(sampler.step(
+            audio_features[:, window],
+            **{name: (track[:, window] if track is not None else None) for name, track in tracks.items()},
+            noise=noise[k] if noise is not None else None))
+    return torch.cat(outputs, dim=1)  # (B, T, motion_dim)
+
+
+class ChunkSampler:
+    """Samples motion one chunk at a time, carrying the context between chunks (MODEL.md 4.3).
+
+    `sample_motion` runs it over a whole sequence; streaming callers feed chunks as the audio arrives.
+    Every chunk but the last must hold exactly `clip_frames` frames; a shorter chunk is padded by repeating its
+    last frame and ends the sequence.
+    """
+
+    def __init__(self, model: "MotionGenerator", ref_motion: torch.Tensor,
+                 options: SamplingOptions = SamplingOptions()):
+        param = next(model.parameters())
+        self.model, self.device, self.dtype = model, param.device, param.dtype
+        self.ref_motion = ref_motion.to(self.device, self.dtype)
+        self.options = options
+        seed = options.seed
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        # float32 even for half models, so the step sizes stay exact
+        self.times = time_grid(options.nfe, device=self.device)
+        self.prev_x: torch.Tensor | None = None  # (B, prev, motion_dim); None before the first chunk
+        self.prev_conditions: MotionConditions | None = None
+        self.finished = False
+
+    @torch.inference_mode()
+    def step(self, audio_features: torch.Tensor, pose: torch.Tensor | None = None, gaze: torch.Tensor | None = None,
+             cam: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Motion latents (B, n, motion_dim) for the next n <= clip_frames frames of raw audio features (B, n, A)."""
+        model, cfg = self.model, self.model.config
+        clip, prev = cfg.clip_frames, cfg.prev_frames
+        batch, n = audio_features.shape[:2]
+        if self.finished:
+            raise ValueError("a chunk shorter than clip_frames ended the sequence; start a new ChunkSampler")
+        if not 1 <= n <= clip:
+            raise ValueError(f"a chunk holds 1 to {clip} frames, got {n}")
+        self.finished = n < clip
+        conditions = model.project(*(None if v is None else v.to(self.device, self.dtype)
+                                     for v in (audio_features, pose, gaze, cam)))
+        conditions = conditions.map(lambda c: repeat_pad(c, clip))  # (B, clip, cond_dim) each
+        if self.prev_x is None:
+            self.prev_x = conditions.audio.new_zeros(batch, prev, cfg.motion_dim)
+            self.prev_conditions = conditions.map(lambda c: c.new_zeros(batch, prev, cfg.cond_dim))
+        if noise is not None:
+            z = noise.to(self.device, self.dtype)
+        else:
+            # drawn in float32 so a seed gives the same noise whatever the model dtype
+            z = torch.randn((batch, clip, cfg.motion_dim), generator=self.generator, device=self.device,
+                            dtype=torch.float32).to(self.dtype)
+        times, context = self.times, self.prev_x.shape[1]
+        for i in range(self.options.nfe - 1):
+            v = model.velocity(times[i], z, self.prev_x, self.ref_motion, conditions, self.prev_conditions,
+                               cfg_scale=self.options.cfg_scale)[:, context:]  # (B, clip, motion_dim)
+            z = euler_step(z, v, times[i], times[i + 1])
+        self.prev_x = z[:, -prev:] if prev else z[:, :0]
+        self.prev_conditions = conditions.map(lambda c: c[:, -prev:] if prev else c[:, :0])
+        return z[:, :n]
+
+
+def _check_tensor(name: str, x: object, *, ndim: int, last_dim: int, layout: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim != ndim or x.shape[-1] != last_dim:
+        raise ValueError(f"{name} must have shape {layout} with last dim {last_dim}, got {tuple(x.shape)}")
+
+
+def _check_track(name: str, x: object, dim: int, batch: int) -> None:
+    layout = f"(B, T, {dim}) or (T, {dim})"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim not in (2, 3) or x.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
+    if x.ndim == 3 and x.shape[0] != batch:
+        raise ValueError(f"{name} has batch {x.shape[0]}, expected {batch} as in audio_features")
+
+
+def _check_noise(noise: object, chunks: int, shape: tuple[int, int, int]) -> None:
+    if isinstance(noise, torch.Tensor) and noise.ndim != 4:
+        got = tuple(noise.shape)
+        raise ValueError(f"noise must be {chunks} tensors of shape {shape}, got one tensor of shape {got}")
+    if not isinstance(noise, (Sequence, torch.Tensor)):
+        raise TypeError(f"noise must be a sequence of {chunks} tensors, got {type(noise).__name__}")
+    if len(noise) != chunks:
+        raise ValueError(f"noise must hold one tensor per chunk: expected {chunks}, got {len(noise)}")
+    for k, z in enumerate(noise):
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"noise[{k}] must be a torch.Tensor, got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise ValueError(f"noise[{k}] must be a floating-point tensor, got dtype {z.dtype}")
+        if tuple(z.shape) != shape:
+            raise ValueError(f"noise[{k}] must have shape {shape}, got {tuple(z.shape)}")

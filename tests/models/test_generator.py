@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from imtalker.config import GeneratorConfig
-from imtalker.models.generator import MotionGenerator
-from imtalker.sampling import euler_step, fit_frames, guided_velocity, num_chunks, repeat_pad, time_grid
+from imtalker.models.generator import MotionConditions, MotionGenerator
+from imtalker.sampling import (SamplingOptions, euler_step, fit_frames, guided_velocity, num_chunks, repeat_pad,
+                               sample_motion, time_grid)
 
 FRAMES = 117  # golden sampling length: chunks of 50, 50 and 17 frames
 
@@ -79,10 +80,9 @@ def _single_call_args(model: MotionGenerator, inputs: dict[str, torch.Tensor]) -
     pose = model.pose_projection(inputs["pose"][None, :50])
     gaze = model.gaze_projection(inputs["gaze"][None, :50])
     cam = model.cam_projection(inputs["cam"][None, :50])
-    return (
-        inputs["noise"][0], a, inputs["prev_x"], prev_a, inputs["ref_motion"],
-        gaze, gaze[:, 40:], pose, pose[:, 40:], cam, cam[:, 40:],
-    )  # fmt: skip
+    conditions = MotionConditions(audio=a, pose=pose, gaze=gaze, cam=cam)
+    prev_conditions = MotionConditions(audio=prev_a, pose=pose[:, 40:], gaze=gaze[:, 40:], cam=cam[:, 40:])
+    return inputs["noise"][0], inputs["prev_x"], inputs["ref_motion"], conditions, prev_conditions
 
 
 @torch.no_grad()
@@ -109,14 +109,8 @@ def test_fmt_velocity_cfg_parity(reference_model, generator_reference, golden_in
 )
 def test_sample_parity(reference_model, generator_reference, golden_inputs, name, with_conditions, cfg_scale, nfe):
     conditions = {k: golden_inputs[k] for k in ("pose", "gaze", "cam")} if with_conditions else {}
-    motion = reference_model.sample(
-        golden_inputs["audio_features"],
-        golden_inputs["ref_motion"],
-        **conditions,
-        cfg_scale=cfg_scale,
-        nfe=nfe,
-        noise=list(golden_inputs["noise"]),
-    )
+    motion = sample_motion(reference_model, golden_inputs["audio_features"], golden_inputs["ref_motion"], **conditions,
+                           noise=list(golden_inputs["noise"]), options=SamplingOptions(cfg_scale=cfg_scale, nfe=nfe))
     generator_reference.check(name, motion)
 
 
@@ -130,7 +124,7 @@ def test_sample_shapes(tiny_model, num_frames):
     audio, ref = tiny_inputs(num_frames, batch=2)
     pose = torch.randn(num_frames + 5, 3)  # longer than T: cut
     gaze = torch.randn(2, max(num_frames - 3, 1), 2)  # shorter: zero-padded
-    motion = tiny_model.sample(audio, ref, pose=pose, gaze=gaze, nfe=2, seed=0)
+    motion = sample_motion(tiny_model, audio, ref, pose=pose, gaze=gaze, options=SamplingOptions(nfe=2, seed=0))
     assert motion.shape == (2, num_frames, TINY.motion_dim)
     assert motion.dtype == torch.float32
     assert torch.isfinite(motion).all()
@@ -139,20 +133,23 @@ def test_sample_shapes(tiny_model, num_frames):
 def test_seed_determinism(tiny_model):
     audio, ref = tiny_inputs(60)
     state = torch.get_rng_state()
-    first = tiny_model.sample(audio, ref, nfe=3, seed=7)
+    first = sample_motion(tiny_model, audio, ref, options=SamplingOptions(nfe=3, seed=7))
     assert torch.equal(state, torch.get_rng_state()), "a seeded run must not touch the global RNG"
-    assert torch.equal(first, tiny_model.sample(audio, ref, nfe=3, seed=7))
-    assert not torch.allclose(first, tiny_model.sample(audio, ref, nfe=3, seed=8))
+    assert torch.equal(first, sample_motion(tiny_model, audio, ref, options=SamplingOptions(nfe=3, seed=7)))
+    other = sample_motion(tiny_model, audio, ref, options=SamplingOptions(nfe=3, seed=8))
+    assert not torch.allclose(first, other)
 
 
 def test_noise_list_is_honoured(tiny_model):
     audio, ref = tiny_inputs(70)
     noise = [torch.randn(1, TINY.clip_frames, TINY.motion_dim) for _ in range(2)]
-    a = tiny_model.sample(audio, ref, nfe=3, noise=noise, seed=1)
-    b = tiny_model.sample(audio, ref, nfe=3, noise=noise, seed=2)  # explicit noise wins over the seed
+    a = sample_motion(tiny_model, audio, ref, noise=noise, options=SamplingOptions(nfe=3, seed=1))
+    # explicit noise wins over the seed
+    b = sample_motion(tiny_model, audio, ref, noise=noise, options=SamplingOptions(nfe=3, seed=2))
     assert torch.equal(a, b)
-    assert torch.equal(a, tiny_model.sample(audio, ref, nfe=3, noise=torch.stack(noise)))  # stacked (K, B, L, D)
-    c = tiny_model.sample(audio, ref, nfe=3, noise=[noise[0], -noise[1]])
+    stacked = torch.stack(noise)  # (K, B, L, D)
+    assert torch.equal(a, sample_motion(tiny_model, audio, ref, noise=stacked, options=SamplingOptions(nfe=3)))
+    c = sample_motion(tiny_model, audio, ref, noise=[noise[0], -noise[1]], options=SamplingOptions(nfe=3))
     assert torch.equal(a[:, : TINY.clip_frames], c[:, : TINY.clip_frames])  # chunk 0 does not see chunk 1
     assert not torch.allclose(a[:, TINY.clip_frames :], c[:, TINY.clip_frames :])
 
@@ -162,7 +159,7 @@ def test_chunk_context_matches_manual_loop(tiny_model):
     cfg = TINY
     audio, ref = tiny_inputs(cfg.clip_frames + 7)
     noise = [torch.randn(1, cfg.clip_frames, cfg.motion_dim) for _ in range(2)]
-    motion = tiny_model.sample(audio, ref, cfg_scale=1.0, nfe=3, noise=noise)
+    motion = sample_motion(tiny_model, audio, ref, noise=noise, options=SamplingOptions(cfg_scale=1.0, nfe=3))
 
     with torch.no_grad():
         a = repeat_pad(tiny_model.audio_projection(audio), 2 * cfg.clip_frames)
@@ -173,9 +170,8 @@ def test_chunk_context_matches_manual_loop(tiny_model):
         for k in range(2):
             z, a_k = noise[k], a[:, k * cfg.clip_frames : (k + 1) * cfg.clip_frames]
             for n in range(2):
-                v = tiny_model.fmt(
-                    times[n], z, a_k, prev_x, prev_a, ref, zero, zero_prev, zero, zero_prev, zero, zero_prev
-                )
+                v = tiny_model.fmt(times[n], z, prev_x, ref, MotionConditions(a_k, zero, zero, zero),
+                                   MotionConditions(prev_a, zero_prev, zero_prev, zero_prev))
                 z = euler_step(z, v[:, cfg.prev_frames :], times[n], times[n + 1])
             chunks.append(z)
             prev_x, prev_a = z[:, -cfg.prev_frames :], a_k[:, -cfg.prev_frames :]
@@ -215,23 +211,28 @@ def _bad_calls():
         "pose ndim": dict(audio_features=audio, ref_motion=ref, pose=torch.randn(1, 1, 60, 3)),
         "gaze batch": dict(audio_features=audio, ref_motion=ref, gaze=torch.randn(3, 60, 2)),
         "cam dtype": dict(audio_features=audio, ref_motion=ref, cam=torch.zeros(60, 3, dtype=torch.int64)),
-        "nfe 1": dict(audio_features=audio, ref_motion=ref, nfe=1),
-        "noise count": dict(audio_features=audio, ref_motion=ref, noise=[torch.randn(1, clip, d)]),
+                "noise count": dict(audio_features=audio, ref_motion=ref, noise=[torch.randn(1, clip, d)]),
         "noise shape": dict(audio_features=audio, ref_motion=ref, noise=[torch.randn(1, clip - 1, d)] * 2),
         "noise batch": dict(audio_features=audio, ref_motion=ref, noise=[torch.randn(2, clip, d)] * 2),
-        "cfg nan": dict(audio_features=audio, ref_motion=ref, cfg_scale=float("nan")),
-    }
+            }
+
+
+@pytest.mark.parametrize("settings", [dict(nfe=1), dict(nfe=2.0), dict(cfg_scale=float("nan")), dict(cfg_scale=True),
+                                      dict(seed="1")])
+def test_sampling_options_reject_bad_settings(settings):
+    with pytest.raises(ValueError):
+        SamplingOptions(**settings)
 
 
 @pytest.mark.parametrize("case", list(_bad_calls()))
 def test_sample_rejects_bad_input(tiny_model, case):
     with pytest.raises(ValueError):
-        tiny_model.sample(**_bad_calls()[case])
+        sample_motion(tiny_model, **_bad_calls()[case])
 
 
 def test_sample_error_message_says_what_came(tiny_model):
     audio, ref = tiny_inputs(60)
     with pytest.raises(ValueError, match=r"expected 2, got 1"):
-        tiny_model.sample(audio, ref, noise=[torch.randn(1, TINY.clip_frames, TINY.motion_dim)])
+        sample_motion(tiny_model, audio, ref, noise=[torch.randn(1, TINY.clip_frames, TINY.motion_dim)])
     with pytest.raises(ValueError, match=r"\(B, T, audio_dim\).*got \(60, 16\)"):
-        tiny_model.sample(audio[0], ref)
+        sample_motion(tiny_model, audio[0], ref)

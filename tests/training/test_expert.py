@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from imtalker.errors import InputError
-from imtalker.evaluation import pearson
+from imtalker.metrics import pearson
 from imtalker.training.data import RendererPairDataset, clip_folders
 from imtalker.training.expert import (FACE_STATES, face_state_truth, load_face_state_expert, save_face_state_expert,
                                       train_face_state_expert)

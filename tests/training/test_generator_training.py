@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import imtalker
+from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker.config import GeneratorConfig
 from imtalker.training.generator_module import (
     GeneratorModule,
@@ -102,7 +103,7 @@ def test_resume_and_load_checkpoint(tmp_path):
         model = imtalker.load_generator(last, ema=ema)
         expected = ckpt["ema_state_dict" if ema else "state_dict"]["model.fmt.c_embedder.weight"]
         assert torch.equal(model.fmt.c_embedder.weight, expected)
-        out = model.sample(torch.randn(1, 25, 8), torch.randn(1, 32), nfe=2, seed=0)
+        out = sample_motion(model, torch.randn(1, 25, 8), torch.randn(1, 32), options=SamplingOptions(nfe=2, seed=0))
         assert out.shape == (1, 25, 32)
         assert torch.isfinite(out).all()
 

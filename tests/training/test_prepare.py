@@ -11,7 +11,8 @@ import pytest
 from imtalker.apps.cli import main
 from imtalker.constants import SAMPLES_PER_FRAME
 from imtalker.errors import InputError
-from imtalker.training.prepare import (EYE_LABEL, MOUTH_LABEL, PrepareConfig, load_manifest, prepare_dataset,
+from imtalker.data.dataset import load_manifest
+from imtalker.training.prepare import (EYE_LABEL, MOUTH_LABEL, PrepareConfig, prepare_dataset,
                                        region_masks)
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import IMTalkerError, InputError
+from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 
 EXAMPLES = """\
 examples:
@@ -472,8 +473,8 @@ def _add_training(sub) -> None:
     evaluation.add_argument("--out", help="write the full result (per clip) as JSON here")
     evaluation.add_argument("--max-clips", type=int, help="only the first clips")
     evaluation.add_argument("--seed", type=int, default=0, help="audio-driven sampling seed")
-    evaluation.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance")
-    evaluation.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
+    evaluation.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance")
+    evaluation.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     evaluation.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     evaluation.add_argument("-q", "--quiet", action="store_true", help="no line per clip")
     evaluation.set_defaults(func=_eval)
@@ -491,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-i", "--source", dest="image", help="portrait; when not given, the bundled synthetic portrait")
     demo.add_argument("-a", "--audio", help="speech; when not given, the bundled synthetic speech")
     demo.add_argument("--seed", type=int, default=0, help="makes the motion reproducible")
-    demo.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance")
-    demo.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
+    demo.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance")
+    demo.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     demo.add_argument("--paste-back", action="store_true", help="render into the full original photo")
     demo.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     demo.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer speech")
@@ -507,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(generate)
     generate.add_argument("--generator", help="motion generator file (overrides the one in --weights)")
     generate.add_argument("--audio-encoder", help="audio encoder file or wav2vec2 folder (overrides --weights)")
-    generate.add_argument("--cfg-scale", type=float, default=3.0, help="audio guidance (2-3 recommended)")
-    generate.add_argument("--nfe", type=int, default=10, help="points of the Euler time grid")
+    generate.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance (2-3 recommended)")
+    generate.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     generate.add_argument("--seed", type=int, help="makes the motion reproducible")
     generate.add_argument("--pose", help="head pose track (T, 3): yaw, pitch, roll as .npy or .csv")
     generate.add_argument("--gaze", help="gaze track (T, 2): pitch, yaw as .npy or .csv")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 from ..errors import InputError
 from ..pipelines import AudioDrivenPipeline, PreparedSource, VideoDrivenPipeline
 
@@ -115,7 +116,7 @@ class Handlers:
         self._tmp = None if output_dir else tempfile.TemporaryDirectory(prefix="imtalker-ui-")  # removed on GC/exit
         self.output_dir = Path(output_dir or self._tmp.name)
 
-    def talk(self, image, audio, cfg_scale=3.0, nfe=10, seed=0, crop=True, paste_back=False, tracks_from=None,
+    def talk(self, image, audio, cfg_scale=DEFAULT_CFG_SCALE, nfe=DEFAULT_NFE, seed=0, crop=True, paste_back=False, tracks_from=None,
              progress=gr.Progress()):
         """Portrait + speech -> talking video (AudioDrivenPipeline); seed < 0 or empty means random."""
         _require(image, "Upload a portrait (or pick the sample) first.")
@@ -210,8 +211,8 @@ def _audio_tab(handlers: Handlers, portrait: str | None, speech: str | None) -> 
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech",
                              elem_id="talk-audio")
             with gr.Accordion("Options", open=False, elem_id="talk-options"):
-                cfg_scale = gr.Slider(1.0, 5.0, value=3.0, step=0.1, label="Audio guidance (cfg scale, 2-3 usual)")
-                nfe = gr.Slider(2, 50, value=10, step=1, label="Steps (nfe)")
+                cfg_scale = gr.Slider(1.0, 5.0, value=DEFAULT_CFG_SCALE, step=0.1, label="Audio guidance (cfg scale, 2-3 usual)")
+                nfe = gr.Slider(2, 50, value=DEFAULT_NFE, step=1, label="Steps (nfe)")
                 seed = gr.Number(value=0, precision=0, label="Seed (-1: random)")
                 crop = gr.Checkbox(value=True, label="Find and crop the face")
                 paste_back = gr.Checkbox(value=False, label="Paste back into the full photo")

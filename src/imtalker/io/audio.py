@@ -23,7 +23,7 @@ import numpy as np
 
 from ..constants import FPS, SAMPLE_RATE
 from ..errors import InputError
-from .media import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_file, check_rate, decode_packets, describe_error,
+from .media import (check_file, check_rate, decode_packets, describe_error,
                     is_number, open_container)
 
 if TYPE_CHECKING:

@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..constants import FPS, SAMPLE_RATE
 from ..errors import InputError, NoFaceError
-from ..models.audio import AudioEncoder, normalize_waveform
-from ..models.generator import ChunkSampler, MotionGenerator
+from ..features import Rechunker, iter_audio_features
+from ..models.audio import AudioEncoder
+from ..models.generator import MotionGenerator
 from ..models.renderer import IMTRenderer, SourceState
+from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
+from ..sampling import ChunkSampler, SamplingOptions
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
 
@@ -34,8 +37,6 @@ ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
 # file never holds wav2vec2's convolution activations (512 channels at 3.2 kHz: about 6.5 MB per second of audio
 # and layer) or its attention over the whole length. Files up to window + 2 * context frames run in one piece,
 # exactly as the published code does.
-FEATURE_WINDOW_FRAMES = 250  # 10 s
-FEATURE_CONTEXT_FRAMES = 50  # 2 s
 
 
 @dataclass
@@ -105,60 +106,6 @@ def center_square(image: np.ndarray) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     return image[top:top + side, left:left + side]
-
-
-def iter_audio_features(encoder: AudioEncoder, waveform: torch.Tensor, num_frames: int,
-                        window: int = FEATURE_WINDOW_FRAMES, context: int = FEATURE_CONTEXT_FRAMES
-                        ) -> Iterator[torch.Tensor]:
-    """Frame-rate audio features (1, n, feature_dim) in consecutive pieces covering num_frames frames.
-
-    The waveform is normalised once over the whole file (MODEL.md 5); each window of `window` frames is encoded
-    with `context` frames of audio on both sides, which are then dropped.
-    """
-    waveform = normalize_waveform(waveform.reshape(1, -1).float())
-    if num_frames <= window + 2 * context:
-        yield encode_window(encoder, waveform, 0, num_frames, slice(0, num_frames))
-        return
-    for start in range(0, num_frames, window):
-        stop = min(start + window, num_frames)
-        lo, hi = max(0, start - context), min(num_frames, stop + context)
-        yield encode_window(encoder, waveform, lo, hi, slice(start, stop))
-
-
-def encode_window(encoder: AudioEncoder, waveform: torch.Tensor, lo: int, hi: int, keep: slice,
-                  offset: int = 0) -> torch.Tensor:
-    """Features (1, n, feature_dim) of frames `keep` (absolute indices), encoded from the audio of frames [lo, hi).
-
-    Args:
-        encoder: the frame-rate audio encoder.
-        waveform: (1, N) normalised 16 kHz audio whose first sample is absolute sample `offset`; it must hold the
-            audio of frames [lo, hi) (the last frames may run past its end: the encoder pads by repeating the
-            final sample, exactly as for a whole file).
-        lo, hi: the window, in frames; `keep` lies inside it.
-        offset: absolute index of `waveform`'s first sample (streaming callers keep only a recent tail).
-    """
-    total = offset + waveform.shape[1]
-    piece = waveform[:, lo * SAMPLES_PER_FRAME - offset:min(total, hi * SAMPLES_PER_FRAME) - offset]
-    if piece.shape[1] == 0:  # the last frame may start past the final sample: repeat it
-        piece = waveform[:, -1:]
-    with torch.inference_mode():
-        return encoder(piece, hi - lo, normalize=False)[:, keep.start - lo:keep.stop - lo]
-
-
-class _Rechunker:
-    """Turns a stream of (1, n, C) pieces into pieces of exactly `size` frames (the last may be shorter)."""
-
-    def __init__(self, pieces: Iterator[torch.Tensor], size: int):
-        self.pieces, self.size, self.buffer = pieces, size, None
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for piece in self.pieces:
-            self.buffer = piece if self.buffer is None else torch.cat([self.buffer, piece], dim=1)
-            while self.buffer.shape[1] >= self.size:
-                yield self.buffer[:, :self.size]
-                self.buffer = self.buffer[:, self.size:]
-        if self.buffer is not None and self.buffer.shape[1]:
-            yield self.buffer
 
 
 # -- shared machinery -----------------------------------------------------------------------------------------
@@ -293,12 +240,14 @@ class AudioDrivenPipeline(_PipelineBase):
         waveform = load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
         yield from self._frames(waveform, image, **options)
 
-    def _frames(self, waveform: np.ndarray, image, *, cfg_scale: float = 3.0, nfe: int = 10, seed: int | None = None,
+    def _frames(self, waveform: np.ndarray, image, *, cfg_scale: float = DEFAULT_CFG_SCALE, nfe: int = DEFAULT_NFE,
+                seed: int | None = None,
                 pose=None, gaze=None, cam=None, tracks_from=None, crop: bool = True, paste_back: bool = False,
                 face_index: int | None = None, batch_size: int = 8, progress: ProgressCallback | None = None,
                 source: PreparedSource | None = None) -> Iterator[np.ndarray]:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        sampling = SamplingOptions(cfg_scale, nfe, seed)  # checked before any work
         if tracks_from is not None:  # head pose, gaze and camera of a driving video; explicit tracks win
             from ..preprocess.tracks import tracks_from_video
 
@@ -313,9 +262,9 @@ class AudioDrivenPipeline(_PipelineBase):
         source = source or self.prepare_source(image, crop=crop, face_index=face_index)
         num_frames = math.ceil(len(waveform) * FPS / SAMPLE_RATE)
         wave = torch.from_numpy(waveform).to(self.device)
-        sampler = ChunkSampler(self.generator, source.state.motion, cfg_scale=cfg_scale, nfe=nfe, seed=seed)
+        sampler = ChunkSampler(self.generator, source.state.motion, sampling)
         done = 0
-        features = _Rechunker(iter_audio_features(self.audio_encoder, wave, num_frames), config.clip_frames)
+        features = Rechunker(iter_audio_features(self.audio_encoder, wave, num_frames), config.clip_frames)
         for piece in features:
             window = slice(done, done + piece.shape[1])
             conditions = {name: self._track_slice(track, window) for name, track in tracks.items()}
@@ -346,7 +295,7 @@ class AudioDrivenPipeline(_PipelineBase):
             audio: speech (path to wav/flac/mp3/ogg/m4a/..., or (waveform, sample_rate)), any rate, mono or stereo.
             frames_dir: also save every frame as PNG in this folder.
             max_seconds: refuse longer audio (None: no limit).
-            **options: cfg_scale (3.0), nfe (10), seed, pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays or
+            **options: cfg_scale (3.0), nfe (10), seed (see `imtalker.sampling.SamplingOptions`), pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays or
                 .npy/.csv files), tracks_from (a video whose head pose, gaze and camera motion to use), crop (True), paste_back (False: the face crop; True: the full photo),
                 face_index, batch_size (8), progress (callback(done, total)).
         """

@@ -37,8 +37,10 @@ from ..io.media import check_rate
 from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..errors import InputError
 from ..models.audio import NORM_EPS
-from ..models.generator import ChunkSampler
-from . import AudioDrivenPipeline, PreparedSource, encode_window
+from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
+from ..sampling import ChunkSampler, SamplingOptions
+from ..features import encode_window
+from . import AudioDrivenPipeline, PreparedSource
 
 DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each chunk's window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after it (latency it costs: 0.2 s)
@@ -118,7 +120,8 @@ class StreamingSession:
     """
 
     def __init__(self, pipeline: AudioDrivenPipeline, source: PreparedSource, *, sample_rate: int = SAMPLE_RATE,
-                 sample_format: str = "s16le", cfg_scale: float = 3.0, nfe: int = 10, seed: int | None = None,
+                 sample_format: str = "s16le", cfg_scale: float = DEFAULT_CFG_SCALE, nfe: int = DEFAULT_NFE,
+                 seed: int | None = None,
                  paste_back: bool = False, batch_size: int = 8, context_frames: int = DEFAULT_CONTEXT_FRAMES,
                  lookahead_frames: int = DEFAULT_LOOKAHEAD_FRAMES, max_seconds: float | None = None):
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
@@ -135,14 +138,7 @@ class StreamingSession:
         self.clip_frames = pipeline.generator.config.clip_frames
         self._decoder = PcmDecoder(sample_format)
         self._resampler = StreamResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
-        # ChunkSampler checks nothing itself; MotionGenerator.sample's checks raise ValueError, we want InputError
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 2:
-            raise InputError(f"nfe must be an integer >= 2, got {nfe!r}")
-        if not isinstance(cfg_scale, (int, float)) or isinstance(cfg_scale, bool) or not math.isfinite(cfg_scale):
-            raise InputError(f"cfg_scale must be a finite number, got {cfg_scale!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InputError(f"seed must be an integer or None, got {seed!r}")
-        self._sampler = ChunkSampler(pipeline.generator, source.state.motion, cfg_scale=cfg_scale, nfe=nfe, seed=seed)
+        self._sampler = ChunkSampler(pipeline.generator, source.state.motion, SamplingOptions(cfg_scale, nfe, seed))
         self._audio = np.zeros(0, np.float32)  # the 16 kHz samples still needed, from absolute sample _offset
         self._offset = 0
         self._received = 0  # 16 kHz samples received in all (input samples, before resampling: _input_samples)

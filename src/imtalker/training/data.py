@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ..constants import SAMPLES_PER_FRAME
 from ..errors import InputError
-from .prepare import CLIPS, load_manifest
+from ..data.dataset import CLIPS, load_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from ..config import GeneratorConfig, config_from_dict, config_to_dict
 from ..constants import SAMPLES_PER_FRAME
 from ..models.mel import MelAudioEncoder, MelConfig
+from ..sampling import SamplingOptions, sample_motion
 from ..weights import CHECKPOINT_INFO
 from ..models.generator import MotionGenerator
 from .losses import flow_matching_loss, rectified_flow_pair
@@ -128,31 +129,25 @@ class GeneratorModule(lightning.LightningModule):
         if n <= p + 1:
             raise ValueError(f"motion needs more than prev_frames + 1 = {p + 1} frames, got {n}")
 
-        conds = {"audio": model.audio_projection(self._audio_features(batch, self.audio_encoder))}  # (B, N, cond)
-        projections = {"pose": model.pose_projection, "gaze": model.gaze_projection, "cam": model.cam_projection}
-        for name, projection in projections.items():
-            track = batch.get(name)
-            conds[name] = projection(track) if track is not None else motion.new_zeros(b, n, cfg.cond_dim)
+        features = self._audio_features(batch, self.audio_encoder)
+        conditions = model.project(features, batch.get("pose"), batch.get("gaze"), batch.get("cam"))  # (B, N, cond)
         prev_x = motion[:, :p]  # (B, P, motion_dim)
-        prev = {name: c[:, :p] for name, c in conds.items()}  # (B, P, cond_dim)
-        clip = {name: c[:, p:] for name, c in conds.items()}  # (B, L, cond_dim)
+        prev = conditions.map(lambda c: c[:, :p])  # (B, P, cond_dim) each
+        clip = conditions.map(lambda c: c[:, p:])  # (B, L, cond_dim) each
 
         if dropout:
             tc = self.training_config
             # Each condition is dropped on the clip frames only: the guided sampler's unconditional pass zeroes the
             # clip audio and keeps the context audio.
-            clip = {name: c * _per_sample_keep(b, tc.cond_dropout, c) for name, c in clip.items()}
+            clip = clip.map(lambda c: c * _per_sample_keep(b, tc.cond_dropout, c))
             keep = _per_sample_keep(b, tc.context_dropout, motion)  # one mask for all context tensors
             prev_x = prev_x * keep
-            prev = {name: c * keep for name, c in prev.items()}
+            prev = prev.map(lambda c: c * keep)
 
         x1 = motion[:, p:]  # (B, L, motion_dim)
         t = torch.rand(b, device=motion.device, dtype=motion.dtype)  # (B,)
         x_t, target = rectified_flow_pair(x1, torch.randn_like(x1), t)
-        velocity = model.fmt(
-            t, x_t, clip["audio"], prev_x, prev["audio"], ref,
-            clip["gaze"], prev["gaze"], clip["pose"], prev["pose"], clip["cam"], prev["cam"],
-        )[:, p:]  # (B, L, motion_dim)
+        velocity = model.fmt(t, x_t, prev_x, ref, clip, prev)[:, p:]  # (B, L, motion_dim)
         return flow_matching_loss(velocity, target)
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -171,7 +166,8 @@ class GeneratorModule(lightning.LightningModule):
         with torch.no_grad():
             audio = self._audio_features(batch, self.ema_audio_encoder)[:, p:]
             tracks = {name: batch[name][:, p:] for name in OPTIONAL_TRACKS if name in batch}
-            motion = self.ema.sample(audio, batch["ref"], cfg_scale=1.0, nfe=10, seed=batch_idx, **tracks)
+            motion = sample_motion(self.ema, audio, batch["ref"], options=SamplingOptions(cfg_scale=1.0, seed=batch_idx),
+                                   **tracks)
         self.log("val/motion_l1", (motion - batch["motion"][:, p:]).abs().mean(), sync_dist=True, batch_size=b)
         return loss
 

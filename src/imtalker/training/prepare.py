@@ -34,15 +34,13 @@ import cv2
 import numpy as np
 
 from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..data.dataset import CLIPS, MANIFEST, MANIFEST_VERSION
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-CLIPS = "clips"
 SKIPPED_SUFFIX = ".skipped.json"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-MANIFEST_VERSION = 1
 
 # Face-mesh contours (mediapipe 478-point topology): each eye's lid outline and the outer lip line.
 RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
@@ -363,20 +361,3 @@ def write_manifest(out: Path, config: PrepareConfig, videos: Sequence[Path], ids
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, path)
     return path
-
-
-def load_manifest(folder: str | os.PathLike) -> dict:
-    """The manifest of a prepared dataset folder.
-
-    Raises:
-        InputError: the folder has no readable manifest (it was not made by `imtalker prepare`).
-    """
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{folder} is not a prepared dataset (no {MANIFEST}); run `imtalker prepare` first")
-    try:
-        manifest = json.loads(path.read_text())
-        manifest["clips"]
-    except (ValueError, KeyError) as err:
-        raise InputError(f"{path} is not a dataset manifest ({err})") from None
-    return manifest

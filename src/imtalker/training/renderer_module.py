@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict
-from ..evaluation import psnr, ssim
+from ..metrics import psnr, ssim
 from ..preprocess.face import NUM_LANDMARKS
 from ..models.discriminator import MultiScaleDiscriminator
 from ..models.renderer import IMTRenderer
