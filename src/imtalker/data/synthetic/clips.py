@@ -10,7 +10,7 @@ import numpy as np
 from ...constants import FPS, SAMPLE_RATE
 from .drawing import background_image, draw_face
 from .faces import FaceState, Identity, sample_identity
-from .motion import camera_track, sample_motion
+from .motion import camera_track, sample_head_motion
 from .params import SYNTH_VERSION, check_seed, check_size, frame_count, seed_sequences
 from .speech import Voice, sample_voice, synthesize_frames
 
@@ -79,7 +79,7 @@ def make_clip(seed: int, seconds: float = 8.0, size: int = 256, *, index: int = 
     identity = sample_identity(np.random.default_rng(identity_seed))
     plan_rng, voice_rng, noise_rng = (np.random.default_rng(s) for s in speech_seed.spawn(3))
     speech = synthesize_frames(num_frames, sample_voice(voice_rng), plan_rng, noise_rng)
-    motion = sample_motion(np.random.default_rng(motion_seed), num_frames, speech.voicing)
+    motion = sample_head_motion(np.random.default_rng(motion_seed), num_frames, speech.voicing)
 
     background = background_image(identity, size)
     frames = np.empty((num_frames, size, size, 3), np.uint8)

@@ -1,5 +1,5 @@
 """Motion over a clip: head pose that wanders and nods with the voice, gaze, blinks and camera drift
-(:func:`sample_motion`), and the camera track they give in the tracks convention (:func:`camera_track`)."""
+(:func:`sample_head_motion`), and the camera track they give in the tracks convention (:func:`camera_track`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class _Motion:
     zoom: np.ndarray  # (N,)
 
 
-def sample_motion(rng: np.random.Generator, num_frames: int, voicing: np.ndarray) -> _Motion:
+def sample_head_motion(rng: np.random.Generator, num_frames: int, voicing: np.ndarray) -> _Motion:
     """Head pose, gaze, blinks and camera motion for a clip; the head nods a little with the voice."""
     limit = math.radians(15.0)
     nod = moving_average(voicing.astype(np.float64), 7)
