@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import InputError
 from ..pipelines import AudioDrivenPipeline
 from .errors import ApiError
+from .guards import ConnectionLimit, HostGuard, KeyGuard
 from .inputs import load_uploaded_audio, parse_bool, parse_options
 from .jobs import DONE, Job, JobManager, QueueFull
 from .metrics import Metrics
@@ -63,12 +64,17 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
 
     app = FastAPI(title="imtalker", summary="Talking-face video from a portrait and speech", lifespan=lifespan)
     app.state.server = state
+    # the last added runs first: connection count, Host, CORS (its preflights carry no key), API key, body size
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(KeyGuard, authorize=state.authorize)
     if settings.allow_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Job-Id"])
+    app.add_middleware(HostGuard, allows_host=settings.allows_host)
+    app.add_middleware(ConnectionLimit, max_connections=settings.max_connections)
     _add_error_handlers(app)
     _add_routes(app, state)
     return app
@@ -79,7 +85,7 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
 
 def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     async def input_error(request: Request, err: InputError) -> JSONResponse:
         return await api_error(request, ApiError.from_input(err))
