@@ -19,6 +19,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -57,10 +58,12 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
         state.jobs = JobManager(settings.workers, settings.max_queue, root, settings.job_ttl_seconds,
                                 settings.max_jobs_kept)
         state.jobs.start()
+        state.converter = ThreadPoolExecutor(1, thread_name_prefix="imtalker-pcm")
         try:
             yield
         finally:
             await run_in_threadpool(state.jobs.shutdown)
+            state.converter.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="imtalker", summary="Talking-face video from a portrait and speech", lifespan=lifespan)
     app.state.server = state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,6 +22,9 @@ class ServerState:
     sources: SourceCache
     metrics: Metrics
     jobs: JobManager | None = None  # made and started when the app starts, shut down when it stops
+    # the one thread that converts streams' large PCM messages (made and shut down with the app): one thread, not
+    # the request pool's dozens, because each thread's malloc arena keeps what passed through it (tens of MB)
+    converter: ThreadPoolExecutor | None = None
 
     def authorize(self, headers, given: str | None = None) -> None:
         """Check the API key from `X-API-Key`, `Authorization: Bearer ...` or `given`; no key set: all pass."""

@@ -38,6 +38,7 @@ from .errors import ApiError
 from .inputs import parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
 from .jobs import Job, JobCancelled, QueueFull
+from .metrics import return_free_memory
 from .render import IMAGE_FORMATS, encode_image, pack_frame
 from .sources import Portrait, resolve_portrait
 from .state import ServerState, busy
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 OUTBOX_FRAMES = 16  # frames rendered ahead of a slow client at most
 INLINE_CONVERT_BYTES = 16 * 1024  # smaller PCM pieces (a microphone's) are converted without a thread hop
 SHUTDOWN_RETRY_SECONDS = 5
+TRIM_AFTER_BYTES = 64 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key")
@@ -87,6 +89,8 @@ class _Stream:
                 self.state.jobs.forget(self.job.id)
             self.inbox.close()  # drops the audio held and wakes a worker waiting for it
             self.state.metrics.stream_ended()
+            if self.audio_bytes > TRIM_AFTER_BYTES:
+                await run_in_threadpool(return_free_memory)
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -178,14 +182,14 @@ class _Stream:
 
     async def _take_audio(self, data: bytes) -> None:
         """Convert a PCM message slice by slice into the inbox, waiting for room (which is the backpressure: no
-        next message is read meanwhile). Large messages are converted off the event loop."""
+        next message is read meanwhile). Large messages are converted off the event loop, on the converter thread."""
         view, step = memoryview(data), self.intake.slice_bytes
         for start in range(0, len(view), step):
             piece = view[start:start + step]
             if len(piece) <= INLINE_CONVERT_BYTES:
                 samples = self.intake.convert(piece)
             else:
-                samples = await run_in_threadpool(self.intake.convert, piece)
+                samples = await self.loop.run_in_executor(self.state.converter, self.intake.convert, piece)
             await self.inbox.put(samples)
 
     async def _send_frames(self) -> None:
