@@ -58,6 +58,10 @@ def test_api_key_is_enforced(client, small_server, drawn_png):
     assert client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert small_job(client, drawn_png, headers={}).status_code == 401
     assert client.get("/v1/videos/whatever").status_code == 401  # no probing of job ids without the key
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/no/such/path", "/v1/videos"):
+        refused = client.get(path)  # nothing but /healthz without the key, API description pages included
+        assert refused.status_code == 401 and refused.json()["error"] == "unauthorized", path
+    assert client.get("/openapi.json", headers=AUTH).status_code == 200
     with connect(f"{small_server.ws_url}/v1/stream", open_timeout=30) as ws:
         ws.send(start_message(drawn_png))
         assert json.loads(ws.recv(timeout=30))["status"] == 401
@@ -77,9 +81,11 @@ def test_disconnecting_client_frees_its_worker(client, small_server, drawn_png):
         assert isinstance(ws.recv(timeout=120), bytes)  # rendering has started
         busy = small_job(client, drawn_png)  # the only worker is taken and there is no queue
         assert busy.status_code == 429 and busy.json()["error"] == "busy" and "try again" in busy.json()["message"]
+        assert int(busy.headers["retry-after"]) >= 1
         with connect(f"{small_server.ws_url}/v1/stream", additional_headers=AUTH, open_timeout=30) as other:
             other.send(start_message(drawn_png))
-            assert json.loads(other.recv(timeout=30))["status"] == 429
+            refused = json.loads(other.recv(timeout=30))
+            assert refused["status"] == 429 and refused["retry_after"] >= 1
     # the client left mid-stream (no "end"): its job is cancelled within a render batch
     wait_idle(client)
     accepted = small_job(client, drawn_png)

@@ -264,7 +264,8 @@ def _serve(args: argparse.Namespace) -> None:
                               api_key=args.api_key or os.environ.get("IMTALKER_API_KEY") or None,
                               max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                               max_audio_seconds=args.max_seconds, ws_idle_seconds=args.idle_seconds,
-                              batch_size=args.batch_size, allow_origins=tuple(args.allow_origin))
+                              batch_size=args.batch_size, allow_origins=tuple(args.allow_origin),
+                              allow_hosts=tuple(args.allow_host))
     paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
                                load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args))
@@ -288,6 +289,8 @@ def _add_serve(sub) -> None:
     serve.add_argument("--batch-size", type=int, default=8, help="frames rendered at once")
     serve.add_argument("--allow-origin", action="append", default=[], help="CORS origin for browser clients "
                                                                            "(repeatable)")
+    serve.add_argument("--allow-host", action="append", default=[], help="a host name clients may call the server "
+                       "by besides localhost and --host (repeatable; others get 421: DNS rebinding)")
     serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     precision = serve.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")

@@ -470,9 +470,9 @@ class VideoWriter(_MediaEncoder):
 class FragmentedMp4Writer(_MediaEncoder):
     """Writes H.264 + AAC as fragmented MP4 into a binary stream, playable while it is still being written.
 
-    The header (an empty `moov`) comes first and every `keyframe_interval` frames a self-contained fragment
-    (`moof` + `mdat`) follows, so a browser's <video> element, or any player reading a pipe, can start as soon as
-    the first fragment arrives. x264 runs with `tune=zerolatency` so no frames are held back for look-ahead.
+    The header (a `moov` without samples) comes first, with the first fragment, and every `keyframe_interval`
+    frames a self-contained fragment (`moof` + `mdat`) follows, so a browser's <video> element, or any player
+    reading a pipe, can start as soon as the first fragment arrives. x264 runs with `tune=zerolatency` so no frames are held back for look-ahead.
 
     Args:
         sink: a writable binary object with `write(bytes)` (a file, a pipe, a queue adapter); it is flushed after
@@ -484,7 +484,10 @@ class FragmentedMp4Writer(_MediaEncoder):
         InputError: bad audio, fps or crf; later, when the sink cannot be written.
     """
 
-    MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+    # delay_moov, not empty_moov: the header waits for the first fragment, when the AAC encoder's priming delay
+    # is known, so it carries the edit list that skips it (an empty moov cannot, and every frame after the first
+    # came out 64 ms late)
+    MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof"
 
     def __init__(self, sink: Any, fps: float = FPS, audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE,
                  crf: int = 23, *, preset: str = "veryfast", keyframe_interval: int = 25):

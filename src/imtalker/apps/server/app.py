@@ -19,6 +19,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ...errors import InputError
 from ...pipelines import AudioDrivenPipeline
 from .errors import ApiError
+from .guards import ConnectionLimit, HostGuard, KeyGuard
 from .inputs import load_uploaded_audio, parse_bool, parse_options
 from .jobs import DONE, Job, JobManager, QueueFull
 from .metrics import Metrics
@@ -56,19 +58,26 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
         state.jobs = JobManager(settings.workers, settings.max_queue, root, settings.job_ttl_seconds,
                                 settings.max_jobs_kept)
         state.jobs.start()
+        state.converter = ThreadPoolExecutor(1, thread_name_prefix="imtalker-pcm")
         try:
             yield
         finally:
             await run_in_threadpool(state.jobs.shutdown)
+            state.converter.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="imtalker", summary="Talking-face video from a portrait and speech", lifespan=lifespan)
     app.state.server = state
+    # the last added runs first: connection count, Host, CORS (its preflights carry no key), API key, body size
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(KeyGuard, authorize=state.authorize)
     if settings.allow_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Job-Id"])
+    app.add_middleware(HostGuard, allows_host=settings.allows_host)
+    app.add_middleware(ConnectionLimit, max_connections=settings.max_connections)
     _add_error_handlers(app)
     _add_routes(app, state)
     return app
@@ -79,7 +88,7 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
 
 def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     async def input_error(request: Request, err: InputError) -> JSONResponse:
         return await api_error(request, ApiError.from_input(err))

@@ -115,7 +115,9 @@ def decode_portrait(data: bytes, max_pixels: int) -> np.ndarray:
         raise InputError("portrait is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # PIL's own guard, for images far past any limit (twice its default)
+        raise InputError(f"portrait has more pixels than the limit of {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InputError("portrait cannot be read as an image (not an image)") from None
     with image:
         width, height = image.size

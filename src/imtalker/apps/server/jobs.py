@@ -43,7 +43,8 @@ class Job:
     """One unit of rendering work and what clients may ask about it."""
 
     kind: str  # "video" (POST /v1/videos) or "stream" (WS /v1/stream)
-    run: Callable[["Job"], Any]  # called on a worker thread; may raise JobCancelled, InputError, anything
+    run: Callable[["Job"], Any] | None  # called on a worker thread (may raise JobCancelled, InputError, anything);
+    # dropped when the job finishes
     folder: Path | None = None  # server-side scratch folder, removed when the job is forgotten
     streamed: bool = False  # its output can be read while it is being made
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -229,6 +230,7 @@ class JobManager:
             _remove(job.folder)  # nobody will download a cancelled job's partial video
 
     def _finish(self, job: Job, status: str) -> None:
+        job.run = None  # what the job was given (audio, portrait, a stream's buffers) goes now, not when it expires
         job.status, job.finished_at = status, time.time()
         self.completed[status] += 1
         job._finished.set()

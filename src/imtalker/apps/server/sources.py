@@ -115,8 +115,10 @@ def resolve_portrait(cache: SourceCache, options: GenerationOptions, max_pixels:
     """Check a portrait given as bytes or as the id of an earlier upload, finding its face unless cached.
 
     Runs the face detector (tens of ms) but not the encoder, so it may run on a request thread; raises InputError
-    (bad image, NoFaceError) or ApiError 404 (unknown id).
+    (bad image, NoFaceError), ApiError 400 (neither or both given) or 404 (unknown id).
     """
+    if data is not None and portrait_id is not None:  # which one was meant? refused rather than guessed
+        raise ApiError(400, "bad_request", "give a portrait (an image file) or a portrait_id, not both")
     if data is not None:
         digest = content_id(data)
     elif portrait_id is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,6 +22,9 @@ class ServerState:
     sources: SourceCache
     metrics: Metrics
     jobs: JobManager | None = None  # made and started when the app starts, shut down when it stops
+    # the one thread that converts streams' large PCM messages (made and shut down with the app): one thread, not
+    # the request pool's dozens, because each thread's malloc arena keeps what passed through it (tens of MB)
+    converter: ThreadPoolExecutor | None = None
 
     def authorize(self, headers, given: str | None = None) -> None:
         """Check the API key from `X-API-Key`, `Authorization: Bearer ...` or `given`; no key set: all pass."""
@@ -41,20 +45,29 @@ class ServerState:
 
         A page anywhere on the web can post a form or open a WebSocket to 127.0.0.1 (neither is stopped by CORS),
         which would let it use this server's CPU/GPU. Browsers say where such a request comes from in `Origin`;
-        only the server's own origin and `allow_origins` pass. Clients that are not browsers send no Origin.
+        only `allow_origins` and the server's own origin pass: the Host the request was sent to, when that is a
+        host the server answers to (so a DNS-rebinding page, whose Origin equals its Host, does not pass either).
+        Clients that are not browsers send no Origin.
         """
         origin = headers.get("origin")
         if origin is None:
             return
         allowed = self.settings.allow_origins
-        if "*" in allowed or origin in allowed or urlsplit(origin).netloc == headers.get("host"):
+        if "*" in allowed or origin in allowed:
+            return
+        own = urlsplit(origin).netloc
+        if own and own == headers.get("host") and self.settings.allows_host(own):
             return
         raise ApiError(403, "forbidden_origin", f"requests from web pages at {origin} are not allowed "
                                                 "(start the server with --allow-origin for that site)")
+
+
+BUSY_RETRY_SECONDS = 5  # Retry-After of a 429: about what a short job takes to free its worker
 
 
 def busy(state: ServerState) -> ApiError:
     """The 429 answer when every worker is rendering and the queue is full (counted in the metrics)."""
     state.metrics.refused()
     return ApiError(429, "busy", f"the server is busy: all {state.settings.workers} workers are rendering and "
-                                 f"{state.settings.max_queue} jobs are waiting; try again later")
+                                 f"{state.settings.max_queue} jobs are waiting; try again later",
+                    retry_after=BUSY_RETRY_SECONDS)

@@ -9,9 +9,10 @@
     server -> client  text   {"type": "done", "frames": N, "duration": N / 25, ...}, then close 1000
     on any error      text   {"type": "error", "status": 4xx/5xx, "error": code, "message": ...}, then close
 
-Three parties: this coroutine's receiver (audio into a thread-safe inbox), a worker thread running a
-`StreamingSession` (frames into a bounded outbox, so a slow client slows the render instead of filling memory),
-and the sender (outbox to the socket). A client that disconnects, goes quiet for `ws_idle_seconds` before "end",
+Three parties: this coroutine's receiver (PCM converted to 16 kHz float32 as it arrives, into an inbox bounded in
+samples: a client sending faster than its stream renders waits, as the server stops reading its socket), a worker
+thread running a `StreamingSession` (frames into a bounded outbox, so a slow client slows the render instead of
+filling memory), and the sender (outbox to the socket). A client that disconnects, goes quiet for `ws_idle_seconds` before "end",
 stops reading frames for as long, or breaks the protocol cancels the job, and the worker is free again within one
 render batch.
 """
@@ -24,27 +25,30 @@ import binascii
 import concurrent.futures
 import json
 import logging
-import queue
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ...constants import FPS
+from ...constants import FPS, SAMPLE_RATE
 from ...errors import InputError
 from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession
 from .errors import ApiError
 from .inputs import parse_int, parse_options
+from .intake import END, AudioInbox, PcmIntake
 from .jobs import Job, JobCancelled, QueueFull
+from .metrics import return_free_memory
 from .render import IMAGE_FORMATS, encode_image, pack_frame
 from .sources import Portrait, resolve_portrait
 from .state import ServerState, busy
 
 logger = logging.getLogger(__name__)
 
-END = object()  # the inbox item that says the client sent {"type": "end"}
 OUTBOX_FRAMES = 16  # frames rendered ahead of a slow client at most
+INLINE_CONVERT_BYTES = 16 * 1024  # smaller PCM pieces (a microphone's) are converted without a thread hop
+SHUTDOWN_RETRY_SECONDS = 5
+TRIM_AFTER_BYTES = 64 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key")
@@ -59,7 +63,8 @@ class _Stream:
     def __init__(self, websocket: WebSocket, state: ServerState):
         self.ws, self.state, self.settings = websocket, state, state.settings
         self.loop = asyncio.get_running_loop()
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox = AudioInbox(max(1, round(self.settings.ws_buffer_seconds * SAMPLE_RATE)), self.loop)
+        self.intake: PcmIntake | None = None
         self.outbox: asyncio.Queue = asyncio.Queue(maxsize=OUTBOX_FRAMES)
         self.job: Job | None = None
         self.audio_bytes = 0
@@ -81,9 +86,11 @@ class _Stream:
         finally:
             if self.job is not None:
                 self.job.cancel()
-                self.inbox.put(END)  # wake a worker waiting for audio
                 self.state.jobs.forget(self.job.id)
+            self.inbox.close()  # drops the audio held and wakes a worker waiting for it
             self.state.metrics.stream_ended()
+            if self.audio_bytes > TRIM_AFTER_BYTES:
+                await run_in_threadpool(return_free_memory)
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -118,8 +125,8 @@ class _Stream:
             raise InputError("portrait_id must be a string")
         portrait = await run_in_threadpool(resolve_portrait, self.state.sources, options,
                                            self.settings.max_image_pixels, data, portrait_id)
-        stream = dict(options=options, sample_rate=sample_rate, sample_format=sample_format,
-                      image_format=image_format, quality=quality, portrait=portrait)
+        self.intake = PcmIntake(sample_rate, sample_format)
+        stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait)
         self.job = Job("stream", lambda job: self._work(job, **stream))
         try:
             self.state.jobs.submit(self.job)
@@ -133,14 +140,13 @@ class _Stream:
             "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
             "context_frames": self.settings.context_frames, "lookahead_frames": self.settings.lookahead_frames,
             "chunk_frames": self.state.pipeline.generator.config.clip_frames,
-            "max_seconds": self.settings.max_audio_seconds})
+            "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds})
         return stream
 
     # -- audio in, frames out -------------------------------------------------------------------------------
 
     async def _exchange(self, stream: dict[str, Any]) -> None:
-        bytes_per_second = SAMPLE_FORMATS[stream["sample_format"]].itemsize * stream["sample_rate"]
-        receiver = asyncio.create_task(self._receive_audio(bytes_per_second))
+        receiver = asyncio.create_task(self._receive_audio())
         sender = asyncio.create_task(self._send_frames())
         try:
             done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -152,7 +158,9 @@ class _Stream:
                 task.cancel()
             await asyncio.gather(receiver, sender, return_exceptions=True)
 
-    async def _receive_audio(self, bytes_per_second: int) -> None:
+    async def _receive_audio(self) -> None:
+        intake = self.intake
+        bytes_per_second = intake.bytes_per_sample * intake.sample_rate
         ended = False
         while True:
             message = await self._receive(None if ended else self.settings.ws_idle_seconds)
@@ -163,13 +171,26 @@ class _Stream:
                 if self.audio_bytes / bytes_per_second > self.settings.max_audio_seconds:
                     raise ApiError(413, "too_large", f"the audio is longer than the limit of "
                                                      f"{self.settings.max_audio_seconds:g} s")
-                self.inbox.put(message["bytes"])
+                await self._take_audio(message["bytes"])
                 continue
             control = _json(message.get("text") or "")
             if control.get("type") != "end":
                 raise ApiError(400, "bad_request", 'after "start" send binary PCM and finally {"type": "end"}')
-            self.inbox.put(END)
+            await self.inbox.put(intake.finish())
+            self.inbox.put_end()
             ended = True
+
+    async def _take_audio(self, data: bytes) -> None:
+        """Convert a PCM message slice by slice into the inbox, waiting for room (which is the backpressure: no
+        next message is read meanwhile). Large messages are converted off the event loop, on the converter thread."""
+        view, step = memoryview(data), self.intake.slice_bytes
+        for start in range(0, len(view), step):
+            piece = view[start:start + step]
+            if len(piece) <= INLINE_CONVERT_BYTES:
+                samples = self.intake.convert(piece)
+            else:
+                samples = await self.loop.run_in_executor(self.state.converter, self.intake.convert, piece)
+            await self.inbox.put(samples)
 
     async def _send_frames(self) -> None:
         while True:
@@ -177,15 +198,16 @@ class _Stream:
                 item = await asyncio.wait_for(self.outbox.get(), timeout=1.0)
             except asyncio.TimeoutError:
                 if self.job.finished and self.outbox.empty():  # ended without a last word: shutdown
-                    raise ApiError(503, "unavailable", "the server is shutting down") from None
+                    raise ApiError(503, "unavailable", "the server is shutting down",
+                                   retry_after=SHUTDOWN_RETRY_SECONDS) from None
                 continue
             if isinstance(item, bytes):
                 await self._send(self.ws.send_bytes(item))
             elif item.get("type") == "error":
                 raise ApiError(item["status"], item["error"], item["message"])
             else:
-                await self.ws.send_json(item)
-                await self.ws.close(1000)
+                await self._send(self.ws.send_json(item))
+                await self._send(self.ws.close(1000))
                 return
 
     async def _send(self, sending) -> None:
@@ -195,6 +217,8 @@ class _Stream:
         except asyncio.TimeoutError:
             raise ApiError(408, "slow_client", f"the client read nothing for {self.settings.ws_idle_seconds:g} s"
                            ) from None
+        except WebSocketDisconnect:
+            raise _ClientGone() from None
 
     async def _receive(self, timeout: float | None) -> dict[str, Any]:
         try:
@@ -213,29 +237,29 @@ class _Stream:
         if self.ws.client_state != WebSocketState.CONNECTED:
             return
         try:
-            await self.ws.send_json({"type": "error", "status": err.status, **err.body()})
+            await self.ws.send_text(err.websocket_message())
             await self.ws.close(err.close_code, err.message[:120])
         except Exception:  # the client may be gone already; nothing else to tell it
             pass
 
     # -- the worker's side --------------------------------------------------------------------------------------
 
-    def _work(self, job: Job, options, sample_rate, sample_format, image_format, quality, portrait: Portrait):
-        """Runs on a worker thread: audio from the inbox through a StreamingSession, frames to the outbox."""
+    def _work(self, job: Job, options, image_format, quality, portrait: Portrait):
+        """Runs on a worker thread: 16 kHz audio from the inbox through a StreamingSession, frames to the outbox.
+
+        The receiver has decoded, resampled and counted the audio against the limit already.
+        """
         settings = self.settings
         try:
             session = StreamingSession(
-                self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=sample_rate,
-                sample_format=sample_format, paste_back=options.paste_back, batch_size=settings.batch_size,
-                context_frames=settings.context_frames, lookahead_frames=settings.lookahead_frames,
-                max_seconds=settings.max_audio_seconds, **options.sampler_options())
+                self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
+                paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
+                lookahead_frames=settings.lookahead_frames, **options.sampler_options())
             while True:
-                try:
-                    item = self.inbox.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    job.check()
-                    continue
+                item = self.inbox.get(timeout=POLL_SECONDS)
                 job.check()
+                if item is None:
+                    continue
                 for frame in session.finish() if item is END else session.push(item):
                     header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
                     self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
@@ -245,7 +269,7 @@ class _Stream:
                 if item is END:
                     break
             self._emit(job, {"type": "done", "frames": session.frames_done, "duration": session.frames_done / FPS,
-                             "audio_seconds": round(session.seconds_received, 6)})
+                             "audio_seconds": round(self.intake.seconds_received, 6)})
         except JobCancelled:
             raise
         except InputError as err:
