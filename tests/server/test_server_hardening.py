@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from imtalker.server import ServerSettings
-from imtalker.server.intake import AudioInbox, PcmIntake
-from imtalker.server.metrics import rss_mb
+from imtalker.apps.server import ServerSettings
+from imtalker.apps.server.intake import AudioInbox, PcmIntake
+from imtalker.apps.server.metrics import rss_mb
 from server_helpers import FAST, pcm16, running_server, voice, wav_bytes
 
 FLOOD_RATE = 768000  # f32le: 3 MB of audio a second, the costliest start message
@@ -208,8 +208,8 @@ def test_allowed_hosts(settings, host, allowed):
 
 
 def test_origin_must_name_an_allowed_host(pipe):
-    from imtalker.server.errors import ApiError
-    from imtalker.server.state import ServerState
+    from imtalker.apps.server.errors import ApiError
+    from imtalker.apps.server.state import ServerState
 
     state = ServerState(ServerSettings(allow_origins=("https://app.example",)), pipe, None, None)
     state.check_origin({"origin": "https://app.example", "host": "localhost:8000"})

@@ -10,14 +10,12 @@ the `ui` extra (`pip install "imtalker[ui]"`); the core package never imports it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import gradio as gr
 from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 from ..errors import InputError
 from ..pipelines import AudioDrivenPipeline, PreparedSource, VideoDrivenPipeline
+from ..pipelines.portraits import PortraitCache, file_content_id
 
 SOURCE_CACHE_SIZE = 4  # prepared portraits kept (renderer caches of a few MB each at 512 px)
 OUTPUT_MAX_AGE_S = 3600.0  # our mp4s are copied into Gradio's cache when returned; ours can go after this
@@ -50,36 +49,12 @@ def bundled_asset(name: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
-class SourceCache:
-    """The last few prepared portraits, keyed by the image file's hash.
-
-    Finding the face and encoding the source is the same work for every take of one photo, so trying other
-    options (or the other tab) with the same portrait skips it.
-    """
-
-    def __init__(self, size: int = SOURCE_CACHE_SIZE):
-        self.size = size
-        self.items: OrderedDict[tuple, PreparedSource] = OrderedDict()
-
-    def get(self, pipeline: AudioDrivenPipeline | VideoDrivenPipeline, image: str, crop: bool) -> PreparedSource:
-        # the renderer is part of the key: a source encoded by one network is meaningless to another
-        key = (_file_hash(image), crop, id(pipeline.renderer))
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        source = pipeline.prepare_source(image, crop=crop)
-        self.items[key] = source
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-        return source
-
-
-def _file_hash(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def prepared_source(cache: PortraitCache, pipeline: AudioDrivenPipeline | VideoDrivenPipeline, image: str,
+                    crop: bool) -> PreparedSource:
+    """The portrait prepared for `pipeline`, from the cache when this photo was used with these settings before."""
+    # the renderer is part of the key: a source encoded by one network is meaningless to another
+    key = (file_content_id(image), crop, id(pipeline.renderer))
+    return cache.get(key) or cache.put(key, pipeline.prepare_source(image, crop=crop))
 
 
 @contextlib.contextmanager
@@ -112,7 +87,7 @@ class Handlers:
                  output_dir: str | Path | None = None, max_seconds: float | None = DEFAULT_MAX_SECONDS):
         self.audio_pipeline, self.video_pipeline = audio_pipeline, video_pipeline
         self.max_seconds = max_seconds
-        self.sources = SourceCache()
+        self.sources = PortraitCache(SOURCE_CACHE_SIZE)
         self._tmp = None if output_dir else tempfile.TemporaryDirectory(prefix="imtalker-ui-")  # removed on GC/exit
         self.output_dir = Path(output_dir or self._tmp.name)
 
@@ -124,7 +99,7 @@ class Handlers:
         path = self._new_output("talking")
         with _shown_to_user():
             progress(0, desc="preparing the portrait")
-            source = self.sources.get(self.audio_pipeline, image, bool(crop))
+            source = prepared_source(self.sources, self.audio_pipeline, image, bool(crop))
             self.audio_pipeline.to_file(
                 path, image, audio, source=source, cfg_scale=float(cfg_scale), nfe=int(nfe),
                 seed=None if seed is None or seed < 0 else int(seed), paste_back=bool(paste_back),
@@ -139,7 +114,7 @@ class Handlers:
         path = self._new_output("reenacted")
         with _shown_to_user():
             progress(0, desc="preparing the portrait")
-            source = self.sources.get(self.video_pipeline, image, bool(crop))
+            source = prepared_source(self.sources, self.video_pipeline, image, bool(crop))
             self.video_pipeline.to_file(
                 path, image, driving, source=source, relative=bool(relative), crop_driving=bool(crop_driving),
                 paste_back=bool(paste_back), max_seconds=self.max_seconds, progress=_frames_progress(progress))

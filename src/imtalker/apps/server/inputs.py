@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...constants import SAMPLE_RATE
+from ...constants import DEFAULT_CFG_SCALE, DEFAULT_NFE, SAMPLE_RATE
 from ...errors import InputError
 
 MAX_NFE = 50  # more Euler points than this buys nothing and would let one request hold a worker for long
@@ -26,8 +26,8 @@ TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 class GenerationOptions:
     """Per-request knobs, as `AudioDrivenPipeline.to_file` takes them."""
 
-    cfg_scale: float = 3.0
-    nfe: int = 10
+    cfg_scale: float = DEFAULT_CFG_SCALE
+    nfe: int = DEFAULT_NFE
     seed: int | None = None
     crop: bool = True
     paste_back: bool = False
@@ -53,7 +53,7 @@ def parse_options(values: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tup
         raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(sorted(known | set(extra)))}")
     options = GenerationOptions(
-        cfg_scale=parse_float(values.get("cfg_scale"), "cfg_scale", 3.0, 0.0, MAX_CFG_SCALE),
+        cfg_scale=parse_float(values.get("cfg_scale"), "cfg_scale", DEFAULT_CFG_SCALE, 0.0, MAX_CFG_SCALE),
         nfe=parse_int(values.get("nfe"), "nfe", 10, 2, MAX_NFE),
         seed=parse_int(values.get("seed"), "seed", None, 0, 2**63 - 1),
         crop=parse_bool(values.get("crop"), "crop", True),

@@ -8,59 +8,30 @@ serves one thread at a time; encoding runs outside it, on the caller's thread.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections import OrderedDict
-
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...pipelines import AudioDrivenPipeline, PreparedSource, SourceCrop
+from ...pipelines.portraits import PortraitCache, content_id
 from .errors import ApiError
 from .inputs import GenerationOptions, decode_portrait
 
 SourceKey = tuple[str, bool, "int | None"]
 
 
-def content_id(data: bytes) -> str:
-    """The id of a portrait: the first 32 hex digits of the sha256 of its bytes (the same file, the same id)."""
-    return hashlib.sha256(data).hexdigest()[:32]
+class SourceCache(PortraitCache):
+    """The server's portrait cache: keys (content id, crop, face_index), one pipeline's detector and renderer.
 
-
-class SourceCache:
-    """LRU cache of prepared portraits.
-
-    Args:
-        pipeline: whose detector and renderer prepare the portraits.
-        capacity: portraits kept (each holds the photo and the renderer's source features: a few MB at 128 px,
-            tens of MB at 512 px).
+    Face detection runs under a lock because one mediapipe detector serves one thread at a time; encoding runs
+    outside it, on the caller's thread.
     """
 
     def __init__(self, pipeline: AudioDrivenPipeline, capacity: int):
-        self.pipeline, self.capacity = pipeline, capacity
-        self._entries: OrderedDict[SourceKey, PreparedSource] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(capacity)
+        self.pipeline = pipeline
         self._detector_lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: SourceKey) -> PreparedSource | None:
-        with self._lock:
-            source = self._entries.get(key)
-            if source is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return source
-
-    def photo(self, digest: str) -> np.ndarray | None:
-        """The photo of any cached entry with this content id (to prepare it with other crop settings)."""
-        with self._lock:
-            for (entry_digest, _, _), source in self._entries.items():
-                if entry_digest == digest:
-                    return source.photo
-        return None
 
     def locate(self, photo: np.ndarray, crop: bool, face_index: int | None) -> SourceCrop:
         """Find the face and the square to animate (raises NoFaceError); cheap next to encoding."""
@@ -72,17 +43,7 @@ class SourceCache:
         cached = self.get(key)
         if cached is not None:
             return cached
-        source = self.pipeline.encode_crop(crop)
-        with self._lock:
-            self._entries[key] = source
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-        return source
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"size": len(self._entries), "capacity": self.capacity, "hits": self.hits, "misses": self.misses}
+        return self.put(key, self.pipeline.encode_crop(crop))
 
 
 @dataclass
