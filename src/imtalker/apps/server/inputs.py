@@ -54,7 +54,7 @@ def parse_options(values: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tup
                          f"known: {', '.join(sorted(known | set(extra)))}")
     options = GenerationOptions(
         cfg_scale=parse_float(values.get("cfg_scale"), "cfg_scale", DEFAULT_CFG_SCALE, 0.0, MAX_CFG_SCALE),
-        nfe=parse_int(values.get("nfe"), "nfe", 10, 2, MAX_NFE),
+        nfe=parse_int(values.get("nfe"), "nfe", DEFAULT_NFE, 2, MAX_NFE),
         seed=parse_int(values.get("seed"), "seed", None, 0, 2**63 - 1),
         crop=parse_bool(values.get("crop"), "crop", True),
         paste_back=parse_bool(values.get("paste_back"), "paste_back", False),
