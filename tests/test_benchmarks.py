@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import save_tiny_weights
+from helpers.tiny_models import save_tiny_weights
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

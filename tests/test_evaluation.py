@@ -12,7 +12,7 @@ import torch
 from imtalker.apps.cli import main
 from imtalker.evaluation import evaluate, mouth_box, mouth_contrast
 from imtalker.metrics import pearson, psnr, ssim
-from tiny_models import save_tiny_weights
+from helpers.tiny_models import save_tiny_weights
 
 
 def test_pearson_ignores_missing_frames_and_is_undefined_for_flat_series():

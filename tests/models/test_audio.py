@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from imtalker.models.audio import AudioEncoder, normalize_waveform, num_frames_for_samples, pad_waveform
-from io_checks import BAD_WAVEFORMS
+from helpers.io_checks import BAD_WAVEFORMS
 
 NUM_SAMPLES = 52923
 NUM_FRAMES = 83

@@ -10,7 +10,7 @@ import torch
 from imtalker.constants import SAMPLE_RATE
 from imtalker.models.audio import num_frames_for_samples
 from imtalker.models.mel import MelAudioEncoder, MelConfig, mel_center_frequencies, mel_filterbank
-from io_checks import BAD_WAVEFORMS
+from helpers.io_checks import BAD_WAVEFORMS
 
 TINY = MelConfig(hidden_dim=16, feature_dim=12, num_layers=2)
 

@@ -13,7 +13,7 @@ from skimage import data as skdata
 from imtalker.config import RendererConfig
 from imtalker.training.prepare import PrepareConfig, PrepareReport, prepare_dataset
 from imtalker.io.video import VideoWriter
-from tiny_models import RENDERER
+from helpers.tiny_models import RENDERER
 
 SIZE = 128
 CLIP_FRAMES = 75  # 3 s

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from server_helpers import FAST, pcm16, running_server, voice, wav_bytes
+from helpers.server import FAST, pcm16, running_server, voice, wav_bytes
 
 CLIENTS, STREAMS = 50, 10  # of the 50 clients, 10 open WebSocket streams and 40 post video jobs
 MAX_RSS_GROWTH_MB = 400  # the tiny networks, 6 jobs in hand at most, their buffers and the HTTP machinery

@@ -14,7 +14,7 @@ import pytest
 import imtalker.apps.cli
 import imtalker.weights
 from imtalker.apps.cli import main
-from server_helpers import free_port
+from helpers.server import free_port
 
 
 def test_help_shows_the_api(capsys):

@@ -11,7 +11,7 @@ import pytest
 from imtalker.io.audio import StreamResampler, load_audio
 from imtalker.errors import InputError
 from imtalker.pipelines.streaming import PcmDecoder, StreamingSession
-from server_helpers import FAST, drawn_portrait, pcm16, voice
+from helpers.server import FAST, drawn_portrait, pcm16, voice
 
 # Window effect with these tiny untrained networks on this voice (docs/streaming.md has the numbers for the
 # published-size front ends): the motion latents of a 6.3 s stream differ from the whole-file run by at most 0.24

@@ -17,7 +17,7 @@ import torch
 
 from imtalker.io.audio import audio_duration, load_audio, num_video_frames
 from imtalker.errors import InputError
-from io_checks import check_input_error, need
+from helpers.io_checks import check_input_error, need
 
 SR = 16000
 

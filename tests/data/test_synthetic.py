@@ -26,7 +26,7 @@ from imtalker.data.synthetic import (
 from imtalker.io.image import load_image
 from imtalker.io.video import probe_video
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_assets.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_demo_assets.py"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from imtalker.apps.cli import main
 from imtalker.errors import InputError, NoFaceError
 from imtalker.features import iter_audio_features
 from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline
-from tiny_models import save_tiny_weights
+from helpers.tiny_models import save_tiny_weights
 
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from imtalker.errors import InputError
 from imtalker.io.image import load_image
 from imtalker.io.video import VideoInfo, VideoWriter, probe_video, read_frames, save_frames_png
-from io_checks import check_input_error, need
+from helpers.io_checks import check_input_error, need
 
 SIZE = 64
 STRIPES = 8

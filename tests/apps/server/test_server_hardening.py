@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from imtalker.apps.server import ServerSettings
 from imtalker.apps.server.intake import AudioInbox, PcmIntake
 from imtalker.apps.server.metrics import rss_mb
-from server_helpers import FAST, pcm16, running_server, voice, wav_bytes
+from helpers.server import FAST, pcm16, running_server, voice, wav_bytes
 
 FLOOD_RATE = 768000  # f32le: 3 MB of audio a second, the costliest start message
 FLOOD_SECONDS = 3.0

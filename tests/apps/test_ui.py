@@ -23,7 +23,7 @@ gr = pytest.importorskip("gradio", reason="the web UI needs the `ui` extra (grad
 from imtalker.apps.cli import main  # noqa: E402
 from imtalker.apps.ui import Handlers, build_ui, load_pipelines  # noqa: E402
 from imtalker.io.video import VideoWriter  # noqa: E402
-from tiny_models import save_tiny_weights  # noqa: E402
+from helpers.tiny_models import save_tiny_weights  # noqa: E402
 
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")

@@ -17,7 +17,7 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from imtalker.apps.server.render import unpack_frame
-from server_helpers import FAST, pcm16, png_bytes, voice, wav_bytes
+from helpers.server import FAST, pcm16, png_bytes, voice, wav_bytes
 
 FORM = {key: str(value) for key, value in FAST.items()}
 # WebSocket frames against the offline pipeline for the same audio and seed: the first chunk's features come from

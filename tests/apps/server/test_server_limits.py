@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from server_helpers import FAST, pcm16, running_server, voice, wav_bytes
+from helpers.server import FAST, pcm16, running_server, voice, wav_bytes
 
 KEY = "test-key-0123456789"
 AUTH = {"X-API-Key": KEY}

@@ -9,8 +9,8 @@ import pytest
 from skimage import data as skdata
 
 from imtalker.pipelines import AudioDrivenPipeline
-from server_helpers import drawn_portrait, png_bytes, running_server
-from tiny_models import save_tiny_weights
+from helpers.server import drawn_portrait, png_bytes, running_server
+from helpers.tiny_models import save_tiny_weights
 
 # The server tests need the serve extra (in dev) and its test clients; without them only test_streaming.py runs.
 SERVER_MODULES = ("fastapi", "uvicorn", "websockets", "httpx")

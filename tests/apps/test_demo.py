@@ -20,7 +20,7 @@ from imtalker.io.audio import load_audio
 from imtalker.apps.cli import main
 from imtalker.apps.demo import WEIGHT_FILES, write_model_card
 from imtalker.data.synthetic import demo_asset, synthesize_speech
-from tiny_models import save_tiny_weights
+from helpers.tiny_models import save_tiny_weights
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_server_flood.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_server_flood.py"
 
 
 @pytest.mark.slow
 def test_flooding_and_normal_clients_for_two_minutes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2] / "src"),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[3] / "src"),
                                                                      os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, str(SCRIPT), "--json", "--window", "120"], capture_output=True,
                             text=True, timeout=900, cwd=tmp_path, env=env)
