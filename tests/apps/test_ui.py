@@ -107,7 +107,7 @@ def test_handlers_make_videos_and_reuse_the_prepared_portrait(pipelines, media, 
     assert button.visible and mp4_frames(video) == 20  # 0.8 s at 25 fps
     video, _ = handlers.reenact(str(media["portrait"]), str(media["driving"]), crop=False, crop_driving=False)
     assert mp4_frames(video) == 6
-    assert len(handlers.sources.items) == 1  # the shared renderer lets both tabs use one encoded portrait
+    assert handlers.sources.stats()["size"] == 1  # the shared renderer lets both tabs use one encoded portrait
     assert len(list(tmp_path.glob("*.mp4"))) == 2
 
 
