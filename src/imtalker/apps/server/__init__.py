@@ -4,8 +4,9 @@
     app = create_app(ServerSettings(workers=2), AudioDrivenPipeline.from_pretrained("weights/"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Modules: settings (ServerSettings), app (routes), stream (WS /v1/stream), jobs (worker pool and queue),
-sources (portrait cache), render (what a worker does), inputs (checking requests), metrics.
+Modules: settings (ServerSettings), app (routes), guards (connection limit, Host check, API key), stream
+(WS /v1/stream), intake (a stream's audio on its way in), jobs (worker pool and queue), sources (portrait cache),
+render (what a worker does), inputs (checking requests), metrics.
 FastAPI is imported only when an app is made, so `import imtalker` never needs it.
 """
 

@@ -36,7 +36,7 @@ from .errors import ApiError
 from .guards import ConnectionLimit, HostGuard, KeyGuard
 from .inputs import load_uploaded_audio, parse_bool, parse_options
 from .jobs import DONE, Job, JobManager, QueueFull
-from .metrics import Metrics
+from .metrics import Metrics, return_free_memory
 from .render import VIDEO_NAME, VideoRequest, run_video_job
 from .settings import ServerSettings
 from .sources import SourceCache, resolve_portrait
@@ -56,7 +56,7 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
     async def lifespan(app: FastAPI):
         root = Path(tempfile.mkdtemp(prefix="imtalker-server-", dir=settings.temp_dir))
         state.jobs = JobManager(settings.workers, settings.max_queue, root, settings.job_ttl_seconds,
-                                settings.max_jobs_kept)
+                                settings.max_jobs_kept, when_idle=return_free_memory)
         state.jobs.start()
         state.converter = ThreadPoolExecutor(1, thread_name_prefix="imtalker-pcm")
         try:

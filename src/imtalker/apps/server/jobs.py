@@ -101,10 +101,14 @@ class JobManager:
         root: folder under which job folders are made (`new_folder`); removed by `shutdown`.
         ttl_seconds, max_kept: finished jobs are forgotten (and their folders removed) after this long, or when
             more than `max_kept` have finished, oldest first.
+        when_idle: called on a worker thread when it finishes a job and no other job is running or waiting
+            (the server hands freed memory back to the system then, at no cost to any job).
     """
 
-    def __init__(self, workers: int, max_queue: int, root: Path, ttl_seconds: float = 3600.0, max_kept: int = 64):
+    def __init__(self, workers: int, max_queue: int, root: Path, ttl_seconds: float = 3600.0, max_kept: int = 64,
+                 when_idle: Callable[[], None] | None = None):
         self.workers, self.max_queue = workers, max_queue
+        self.when_idle = when_idle
         self.root = Path(root)
         self.ttl_seconds, self.max_kept = ttl_seconds, max_kept
         self._lock = threading.Condition()
@@ -208,6 +212,9 @@ class JobManager:
             self._run(job)
             with self._lock:
                 self._running.discard(job.id)
+                idle = not self._running and not self._waiting
+            if idle and self.when_idle is not None:
+                self.when_idle()
 
     def _run(self, job: Job) -> None:
         try:

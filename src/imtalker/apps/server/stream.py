@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 OUTBOX_FRAMES = 16  # frames rendered ahead of a slow client at most
 INLINE_CONVERT_BYTES = 16 * 1024  # smaller PCM pieces (a microphone's) are converted without a thread hop
 SHUTDOWN_RETRY_SECONDS = 5
-TRIM_AFTER_BYTES = 64 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
+TRIM_AFTER_BYTES = 4 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key")
