@@ -7,8 +7,8 @@ then:
 
 - copy: the source itself (what a renderer that ignores motion scores);
 - warp: the source resampled by that flow, pixel by pixel (bilinear);
-- block warp: the source's 4 x 4 pixel blocks moved by the flow at their centres, rounded to whole blocks (what
-  `source_skip` can do with a perfect arg-max at 128 px);
+- block warp: the source's 4 x 4 pixel blocks moved by the flow at their centres, rounded to whole blocks (what a
+  renderer moving the source's pixels by the finest attention's arg-max could do with a perfect arg-max at 128 px);
 - best of warp and copy: per pixel whichever is closer to the real frame, an optimistic bound for a warp that knew
   which pixels belong to the moving head.
 
@@ -16,7 +16,8 @@ None of them paints what the source does not show (an open mouth, closed eyes, h
 The landmark flow is a poor guess away from the face mesh (hair, neck, the head's outline), so the script also
 optimises, for every pair on its own, a smooth flow on a g x g grid (upsampled bilinearly) against the real frame:
 L1, Adam, the images blurred at first so that moves of several pixels have a gradient. That flow knows the answer;
-it bounds what a renderer that moves its source by a flow of that resolution (`source_warp`) can reach.
+it bounds what a renderer that moves its source by a flow of that resolution (the demo renderer's `SourceWarp`) can
+reach.
 
     python benchmarks/warp_ceiling.py runs/demo/heldout
 

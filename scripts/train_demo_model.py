@@ -8,9 +8,7 @@ Stages (each one skips what an earlier, interrupted run finished; run the same c
 1. a synthetic talking-head corpus (`imtalker synth-data`): training clips (seed 0) and held-out clips (seed 1,
    other faces and voices) for the evaluation;
 2. `imtalker prepare` of both at the demo resolution (128 px);
-3. when the recipe has the `expert` loss: the face-state expert (`imtalker.training.expert`: mouth opening, lip
-   rounding, blink read from a frame), fitted on the corpus's ground truth in a few minutes; then renderer
-   training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
+3. renderer training (configs/demo-renderer.yaml) for a wall-clock budget, then export;
 4. motion-generator training with the log-mel front end (configs/demo-generator.yaml) on the exported renderer's
    motion latents, for a wall-clock budget, then export;
 5. float16 copies of the three networks (what the package ships), then the evaluation of those on the held-out
@@ -64,26 +62,11 @@ def make_data(work: Path, clips: int, seconds: float, heldout: int, workers: int
               f"{len(report.skipped)} skipped {report.skipped or ''}", flush=True)
 
 
-def expert_stage(work: Path) -> Path:
-    from imtalker.training.expert import save_face_state_expert, train_face_state_expert
-
-    path = work / "expert.safetensors"
-    if not path.is_file():
-        _stage("face-state expert (mouth, rounding, blink) for the renderer's expert loss")
-        expert, report = train_face_state_expert(work / "data", image_size=DEMO_SIZE)
-        save_face_state_expert(expert, path)
-        (work / "expert.json").write_text(json.dumps(report, indent=1))
-        print(f"face-state expert, validation L1 (mean baseline beside): {report}", flush=True)
-    return path
-
-
-def train_renderer_stage(work: Path, minutes: float, config: dict, expert: Path | None) -> Path:
+def train_renderer_stage(work: Path, minutes: float, config: dict) -> Path:
     from imtalker.training.run import export_run, train_renderer
 
     _stage(f"renderer training ({minutes:g} min budget)")
     run = work / "renderer"
-    if expert is not None:
-        config["training"]["expert_path"] = str(expert)
     train_renderer(work / "data", run, config, overrides={"max_time": _minutes(minutes)}, enable_progress_bar=False)
     export_run(run, work / "weights")
     return work / "weights" / "renderer.safetensors"
@@ -187,13 +170,8 @@ def main() -> None:
     from imtalker.training.run import read_config
 
     renderer_config = read_config(CONFIGS / "demo-renderer.yaml")
-    expert = None
-    if renderer_config["training"].get("weights", {}).get("expert"):  # only a recipe with the expert loss needs one
-        t0 = time.monotonic()
-        expert = expert_stage(args.work)
-        lap("expert", t0)
     t0 = time.monotonic()
-    renderer = train_renderer_stage(args.work, args.renderer_minutes, renderer_config, expert)
+    renderer = train_renderer_stage(args.work, args.renderer_minutes, renderer_config)
     lap("renderer", t0)
     t0 = time.monotonic()
     train_generator_stage(args.work, renderer, args.generator_minutes)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker import (CheckpointError, GeneratorConfig, RendererConfig, load_audio_encoder, load_generator,
                       load_renderer, save_model)
+from imtalker.config import (DemoRendererConfig, config_to_dict, renderer_config_from_dict,
+                             renderer_config_to_dict)
 from imtalker.models.audio import AudioEncoder
+from imtalker.models.demo_renderer import DemoRenderer
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.renderer import IMTRenderer
+from imtalker.weights import describe_checkpoint
 
 TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
                                motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
@@ -108,6 +114,79 @@ def test_wrong_kind_is_named(tiny_renderer, tmp_path):
     ours = save_model(generator, tmp_path / "generator.safetensors")
     with pytest.raises(CheckpointError, match="is a generator checkpoint, not a renderer"):
         load_renderer(ours)
+
+
+# -- renderer variants ----------------------------------------------------------------------------------------
+
+TINY_DEMO = DemoRendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32),
+                               motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4,
+                               warp_hidden=16, warp_fields=4)
+# the demo variant's config as files wrote it before the variant had a class: the switches as fields
+RETIRED_DEMO_CONFIG = {"image_size": 128, "feature_channels": [8, 8, 16, 16, 32],
+                       "motion_channels": [8, 16, 16, 32, 32, 32], "motion_dim": 32, "adapt_dim": 32,
+                       "const_channels": 8, "num_heads": 4, "window_size": 8,
+                       "motion_norm": True, "motion_skip": True, "attention_locality": 0.5, "source_skip": True,
+                       "motion_encoder": "compact", "motion_modulation": True, "source_warp": True}
+
+
+def header(path: pathlib.Path) -> dict:
+    with open(path, "rb") as f:
+        return json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
+
+
+def test_renderer_files_name_their_variant_and_load_as_its_class(tiny_renderer, tmp_path):
+    published = save_model(tiny_renderer, tmp_path / "published.safetensors")
+    assert json.loads(header(published)["config"])["variant"] == "published"
+    assert type(load_renderer(published)) is IMTRenderer
+    torch.manual_seed(0)
+    demo = save_model(DemoRenderer(TINY_DEMO), tmp_path / "demo.safetensors")
+    assert header(demo)["kind"] == "renderer" and json.loads(header(demo)["config"])["variant"] == "demo"
+    loaded = load_renderer(demo)
+    assert type(loaded) is DemoRenderer and loaded.config == TINY_DEMO
+    assert describe_checkpoint(demo)["config"]["attention_locality"] == 0.5
+
+
+def test_retired_switch_configs_are_read_as_the_network_they_describe(tiny_renderer, tmp_path):
+    """Files written before the demo variant had a class carry the switches; the tensors are read unchanged."""
+    config = dataclasses.replace(TINY_DEMO, warp_hidden=64, warp_fields=16)  # the warp's sizes were constants then
+    torch.manual_seed(0)
+    demo = randomized(DemoRenderer(config))
+    state = {k: v.contiguous() for k, v in demo.state_dict().items()}
+    old = tmp_path / "old-demo.safetensors"
+    save_file(state, str(old), metadata={"format": "imtalker", "format_version": "1", "kind": "renderer",
+                                         "config": json.dumps(RETIRED_DEMO_CONFIG)})
+    loaded = load_renderer(old)
+    assert type(loaded) is DemoRenderer and loaded.config == config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    assert describe_checkpoint(old)["config"] == renderer_config_to_dict(config)
+
+    switches_off = {**config_to_dict(TINY_RENDERER), "motion_norm": False, "motion_skip": False,
+                    "attention_locality": None, "source_skip": False, "motion_encoder": "published",
+                    "motion_modulation": False, "source_warp": False}
+    assert renderer_config_from_dict(switches_off) == TINY_RENDERER
+    plain = tmp_path / "old-published.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_renderer.state_dict().items()}, str(plain),
+              metadata={"kind": "renderer", "config": json.dumps(switches_off)})
+    assert type(load_renderer(plain)) is IMTRenderer
+
+    mixed = {**RETIRED_DEMO_CONFIG, "source_warp": False}  # block moves: a path no class has any more
+    with pytest.raises(ValueError, match="no renderer class builds them"):
+        renderer_config_from_dict(mixed)
+    save_file(state, str(old), metadata={"kind": "renderer", "config": json.dumps(mixed)})
+    with pytest.raises(CheckpointError, match="unusable renderer config"):
+        load_renderer(old)
+    with pytest.raises(ValueError, match="unknown renderer variant 'tiny'; known: published, demo"):
+        renderer_config_from_dict({"variant": "tiny"})
+
+
+def test_the_bundled_demo_renderer_is_read_as_the_demo_variant():
+    from imtalker.demo import demo_weights_dir
+
+    path = demo_weights_dir() / "renderer.safetensors"
+    assert json.loads(header(path)["config"])["source_warp"] is True  # written with the retired switches
+    model = load_renderer(path)
+    assert type(model) is DemoRenderer
+    assert model.config.attention_locality == 0.5 and model.config.num_levels == 5
 
 
 # -- refusing bad files ---------------------------------------------------------------------------------------

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
 class RendererConfig:
-    """Sizes of the renderer (MODEL.md section 3).
+    """Sizes of the published renderer (MODEL.md section 3).
 
-    The published six appearance levels sit at image_size / 2 ... image_size / 64. The four coarsest (image_size / 64
-    ... image_size / 8) use cross-attention, the two finest the guided resampler, so image_size must be a multiple
-    of 128 (the motion decoder starts from a constant of image_size / 128 pixels).
-
-    Five widths drop the coarsest level (not a published layout): levels image_size / 2 ... / 32, cross-attention
-    down to image_size / 4 and one resampled level. Appearance then reaches the decoder on a grid of image_size / 4
-    instead of / 8, which small images need (at 128 px a / 8 grid is 16 x 16: an eye or a mouth opening is one cell).
+    Six appearance levels sit at image_size / 2 ... image_size / 64. The four coarsest (image_size / 64 ... / 8) use
+    cross-attention, the two finest the guided resampler, so image_size must be a multiple of 128 (the motion decoder
+    starts from a constant of image_size / 128 pixels).
     """
 
+    variant: ClassVar[str] = "published"  # what a config file's `variant:` names this class
+    level_counts: ClassVar[tuple[int, ...]] = (6,)  # appearance levels this layout allows
+
     image_size: int = 512
-    # identity-encoder widths from the finest level (image_size / 2) to the coarsest (image_size / 64; 5 or 6 levels)
+    # identity-encoder widths from the finest level (image_size / 2) to the coarsest (image_size / 64)
     feature_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 512)
     # motion-encoder widths: the first convolution, then each of the five downsampling residual blocks
     motion_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
@@ -30,48 +30,11 @@ class RendererConfig:
     const_channels: int = 32  # channels of the motion decoder's learned constant
     num_heads: int = 8  # heads of every attention in the renderer
     window_size: int = 8  # window of the fine-level Swin blocks
-    # BatchNorm after the motion encoder's first convolution and after each of its residual blocks (not published,
-    # whose encoder has no normalisation): the un-normalised encoder needs far more steps than a short CPU run has
-    # to make its latent follow a face's motion (BENCHMARKS.md, demo model)
-    motion_norm: bool = False
-    # The synthesis network also reads the driving motion maps at the four coarse levels: their departure from the
-    # source's maps, normalised, through a 1x1 convolution, added to the aligned appearance (`motion_skip.L`, not
-    # published). In the published renderer motion reaches the frame only through attention weights; a small model
-    # trained briefly learns to decode the arg-max resampled level alone, which passes no gradient, and its motion
-    # latent collapses (BENCHMARKS.md, demo model). A direct path gives the latent a gradient from the first step and
-    # lets the decoder paint what no source block holds (an open mouth when the source's is closed).
-    motion_skip: bool = False
-    # None (published), or sigma in cells: every coarse cross-attention adds -d^2 / (2 sigma^2) to its scores, d the
-    # distance of query and key cell (not published). An untrained renderer then copies its source instead of
-    # averaging it, and learns motion as departures from that copy; no weights, the checkpoint keys are unchanged.
-    attention_locality: float | None = None
-    # The frame is the source image resampled block by block by the finest cross-attention's arg-max (the guided
-    # resampler applied to pixels), plus a correction the synthesis network paints in logit space, its last
-    # convolution starting at 1% of its usual size (not published; no new weights). An untrained renderer then
-    # reproduces its source nearly exactly instead of a blur, and a short run spends its steps on what moves.
-    source_skip: bool = False
-    # "published", or "compact" (not published; other state-dict keys under `latent_token_encoder`): plain strided
-    # convolutions with BatchNorm whose last map is flattened, not averaged, into the latent. Alone on predicting the
-    # mouth opening, eyelids and head position from the face-mesh landmarks, the published encoder does not beat the
-    # mean in 200 steps on the demo corpus, the compact one gets a third lower and runs seven times faster.
-    motion_encoder: str = "published"
-    # Every synthesis stage is scaled and shifted per channel by a linear map of the driving latent's departure from
-    # the source's, normalised (`motion_modulation`, not published; its maps start at zero, so the renderer starts
-    # unchanged). Mouth opening and blinks are nearly global quantities; this hands them to every stage of the
-    # decoder, which knows from the source features where the mouth and eyes are, instead of leaving them to be
-    # painted into the motion maps position by position.
-    motion_modulation: bool = False
-    # With `source_skip`: the base image is the source resampled by a smooth flow (`source_warp.*`, not published)
-    # instead of moved in whole pixel blocks. The flow is painted at the third cross-attention level (16 x 16 at
-    # 128 px) from the source's appearance, the driving motion maps' departure from the source's and the latents'
-    # departure, and starts at zero. Four-pixel blocks cannot follow the one- to five-pixel moves of a turning head,
-    # and a per-pair optimised flow of that resolution reconstructs the demo corpus at 36 dB where copying the source
-    # gets 23 (BENCHMARKS.md, "Demo model: sixth CPU training run").
-    source_warp: bool = False
 
     def __post_init__(self):
-        if len(self.feature_channels) not in (5, 6):
-            raise ValueError(f"feature_channels needs 6 widths (or 5), got {len(self.feature_channels)}")
+        if len(self.feature_channels) not in self.level_counts:
+            counts = " or ".join(map(str, sorted(self.level_counts, reverse=True)))
+            raise ValueError(f"feature_channels needs {counts} widths, got {len(self.feature_channels)}")
         multiple = 2 ** (len(self.feature_channels) + 1)
         if self.image_size < multiple or self.image_size % multiple:
             raise ValueError(f"image_size must be a positive multiple of {multiple}, got {self.image_size}")
@@ -80,10 +43,6 @@ class RendererConfig:
         for width in self.feature_channels:
             if width % self.num_heads:
                 raise ValueError(f"feature width {width} is not divisible by num_heads={self.num_heads}")
-        if self.source_warp and not self.source_skip:
-            raise ValueError("source_warp corrects a base image: it needs source_skip")
-        if self.motion_encoder not in ("published", "compact"):
-            raise ValueError(f"motion_encoder must be 'published' or 'compact', got {self.motion_encoder!r}")
         object.__setattr__(self, "feature_channels", tuple(self.feature_channels))
         object.__setattr__(self, "motion_channels", tuple(self.motion_channels))
 
@@ -93,7 +52,7 @@ class RendererConfig:
 
     @property
     def num_levels(self) -> int:
-        """Appearance levels: 6 published (4 cross-attention + 2 resampled), or 5 (4 + 1)."""
+        """Appearance levels: 4 cross-attention levels, then guided-resampler levels (2 published)."""
         return len(self.feature_channels)
 
     @property
@@ -101,11 +60,32 @@ class RendererConfig:
         """Side of the finest cross-attention grid, whose attention guides the resampler."""
         return self.image_size // 2 ** (self.num_levels - 3)
 
-    @property
-    def coarse_cell(self) -> int:
-        """Pixels along one side of a `coarse_grid` cell (the pixel blocks `source_skip` moves)."""
-        return self.image_size // self.coarse_grid
 
+@dataclass(frozen=True)
+class DemoRendererConfig(RendererConfig):
+    """Sizes and options of the demo renderer (`imtalker.models.demo_renderer`, not published; docs/demo-model.md).
+
+    Besides the published six levels it allows five, which drop the coarsest: cross-attention down to image_size / 4
+    and one resampled level, so appearance reaches the decoder on a grid of image_size / 4, which small images need
+    (at 128 px a / 8 grid is 16 x 16, where an eye or a mouth opening is one cell).
+    """
+
+    variant: ClassVar[str] = "demo"
+    level_counts: ClassVar[tuple[int, ...]] = (5, 6)
+
+    # width in cells of the locality prior added to every cross-attention's scores (an untrained renderer then
+    # copies its source instead of averaging it)
+    attention_locality: float = 0.5
+    warp_hidden: int = 64  # hidden width of the source warp's networks
+    warp_fields: int = 16  # flow fields the source warp mixes by the latent's departure
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.attention_locality > 0:
+            raise ValueError(f"attention_locality must be a positive width in cells, got {self.attention_locality}")
+
+
+RENDERER_VARIANTS: dict[str, type[RendererConfig]] = {cls.variant: cls for cls in (RendererConfig, DemoRendererConfig)}
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -169,6 +149,49 @@ def config_from_dict(cls: type, data: dict) -> Any:
         if f.name in values and isinstance(values[f.name], dict):
             values[f.name] = {int(k): v for k, v in values[f.name].items()}
     return cls(**values)
+
+
+# The switches the renderer config had before the demo variant got its own class (files written until then carry
+# them, e.g. the bundled demo renderer): their values at which the file is the published network ...
+RETIRED_PUBLISHED_SWITCHES = {"motion_norm": False, "motion_skip": False, "attention_locality": None,
+                              "source_skip": False, "motion_encoder": "published", "motion_modulation": False,
+                              "source_warp": False}
+# ... and at which it is the demo variant (attention_locality is then the variant's own option, and motion_norm is
+# ignored: it only added layers to the published motion encoder, which the compact one replaces)
+RETIRED_DEMO_SWITCHES = {"motion_skip": True, "source_skip": True, "motion_encoder": "compact",
+                         "motion_modulation": True, "source_warp": True}
+
+
+def renderer_config_to_dict(config: RendererConfig) -> dict:
+    """Plain-JSON form of a renderer config, with the `variant` that says which class it is."""
+    return {"variant": config.variant, **config_to_dict(config)}
+
+
+def renderer_config_from_dict(data: Mapping[str, Any]) -> RendererConfig:
+    """Inverse of `renderer_config_to_dict`; no `variant` means the published renderer.
+
+    A config written before the variants had classes of their own (with the retired switches `motion_skip`,
+    `source_warp`, ... as fields) is read as the published renderer when every switch is off, and as the demo
+    variant when the switches are the demo's composition; any other combination is an error, as no class builds it.
+    """
+    values = dict(data)
+    if "variant" not in values and RETIRED_PUBLISHED_SWITCHES.keys() & values.keys():
+        values = _upgrade_retired_switches(values)
+    variant = values.pop("variant", RendererConfig.variant)
+    if variant not in RENDERER_VARIANTS:
+        raise ValueError(f"unknown renderer variant {variant!r}; known: {', '.join(RENDERER_VARIANTS)}")
+    return config_from_dict(RENDERER_VARIANTS[variant], values)
+
+
+def _upgrade_retired_switches(values: dict) -> dict:
+    switches = {name: values.pop(name, default) for name, default in RETIRED_PUBLISHED_SWITCHES.items()}
+    if switches == RETIRED_PUBLISHED_SWITCHES:
+        return values
+    if (all(switches[name] == value for name, value in RETIRED_DEMO_SWITCHES.items())
+            and switches["attention_locality"] is not None):
+        return {"variant": DemoRendererConfig.variant, **values, "attention_locality": switches["attention_locality"]}
+    raise ValueError(f"renderer switches {switches} are neither the published network (all off) nor the demo "
+                     f"variant ({RETIRED_DEMO_SWITCHES} with an attention_locality); no renderer class builds them")
 
 
 PRESETS: dict[str, Any] = {

@@ -4,7 +4,8 @@ Two formats are read:
 - the published files: Lightning checkpoints (`renderer.ckpt` with `gen.*` / `disc.*` keys, `generator.ckpt`
   with `model.*` keys and maybe `ema_state_dict`) and a Hugging Face `wav2vec2-base-960h` folder;
 - our own: one `.safetensors` file per network whose header metadata holds the network kind and its config as
-  JSON, so a model of any size round-trips.
+  JSON, so a model of any size round-trips. A renderer's config names its `variant` (the published network or the
+  demo one, `imtalker.config.renderer_config_from_dict`), which picks the class `load_renderer` builds.
 
 Nothing here runs pickled code: `.ckpt` files go through `torch.load(weights_only=True)`, and the few metadata
 classes Lightning files carry (hyper-parameter namespaces, paths) are replaced by inert placeholders; any other
@@ -27,7 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import GeneratorConfig, RendererConfig, config_from_dict, config_to_dict
+from .config import (GeneratorConfig, RendererConfig, config_from_dict, config_to_dict, renderer_config_from_dict,
+                     renderer_config_to_dict)
 from .errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -243,14 +245,18 @@ def _finish(model: nn.Module, device, dtype) -> nn.Module:
 
 def load_renderer(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                   config: RendererConfig | None = None) -> "IMTRenderer":
-    """Load the renderer from the published `renderer.ckpt` or our `.safetensors` file.
+    """Load the renderer from the published `renderer.ckpt`, our `.safetensors` file or our training checkpoint.
+
+    The class is the one the file's config names (`variant`): `IMTRenderer` for the published network,
+    `DemoRenderer` for the demo one. Files written before the variants had classes of their own carry the retired
+    switch fields instead, which `renderer_config_from_dict` reads as the same network.
 
     Args:
         path: the checkpoint file.
         device, dtype: where to put the model (default: CPU, float32).
-        config: sizes for a Lightning/PyTorch file of a non-published size (our files carry their own config).
+        config: sizes (and variant) for a Lightning/PyTorch file without a config of its own (our files carry theirs).
     """
-    from .models.renderer import IMTRenderer
+    from .models.variants import build_renderer
 
     path = Path(path)
     raw = read_checkpoint(path)
@@ -262,9 +268,11 @@ def load_renderer(path: str | os.PathLike, device: str | torch.device = "cpu", d
             raise CheckpointError(f"{path}: not a renderer checkpoint: no 'gen.*' keys{hint}")
         state = strip_prefix(state, "gen.")  # `disc.*` is the training-only discriminator
     if raw.config:
-        config = config_from_dict(RendererConfig, raw.config)
-    config = config or RendererConfig()
-    model = load_strict(IMTRenderer(config), state, str(path))
+        try:
+            config = renderer_config_from_dict(raw.config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: unusable renderer config: {err}") from None
+    model = load_strict(build_renderer(config or RendererConfig()), state, str(path))
     return _finish(model, device, dtype)
 
 
@@ -434,7 +442,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | N
     if path.suffix != ".safetensors":
         raise ValueError(f"our weights files end in .safetensors, got {path.name}")
     if isinstance(model, IMTRenderer):
-        kind, config = "renderer", config_to_dict(model.config)
+        kind, config = "renderer", renderer_config_to_dict(model.config)
     elif isinstance(model, MotionGenerator):
         kind, config = "generator", config_to_dict(model.config)
     elif isinstance(model, AudioEncoder):
@@ -478,6 +486,8 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
             info["config"] = config_to_dict(infer_generator_config(generator))
         else:
             raise CheckpointError(f"{path}: neither a renderer ('gen.*') nor a generator ('model.fmt.*') checkpoint")
+    elif kind == "renderer" and raw.config:
+        info["config"] = renderer_config_to_dict(renderer_config_from_dict(raw.config))  # retired switches read anew
     else:
         info["config"] = raw.config
     info["kind"] = kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,9 +11,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from imtalker.training.losses import (
-    attention_alignment_loss,
-    correspondence_loss,
-    landmark_cells,
+    PUBLISHED_RENDERER_LOSS_WEIGHTS,
+    RendererLossInputs,
     VGG19Features,
     discriminator_loss,
     flow_matching_loss,
@@ -21,7 +21,6 @@ from imtalker.training.losses import (
     load_vgg19,
     masked_l1_loss,
     perceptual_loss,
-    RendererLossWeights,
     rectified_flow_pair,
     renderer_generator_loss,
 )
@@ -171,42 +170,51 @@ def test_rectified_flow_pair():
     assert torch.allclose(x_half, (x1 + noise) / 2)
 
 
-def test_renderer_generator_loss_weights(vgg):
+class FakeRenderer(nn.Module):
+    """What the consistency term reads of a renderer: an identity encoder (image -> features, identity) and `adapt`."""
+
+    def __init__(self):
+        super().__init__()
+        self.adapt = nn.Bilinear(4, 3, 4)
+
+    def dense_feature_encoder(self, images: torch.Tensor):
+        return None, images.mean(dim=(2, 3))  # (B, 3) identities
+
+
+def loss_inputs(fake: torch.Tensor, real: torch.Tensor, **kwargs) -> RendererLossInputs:
+    motion = torch.randn(fake.shape[0], 4, generator=torch.Generator().manual_seed(0))
+    result = SimpleNamespace(frame=fake, motion=motion)
+    batch = {"driving": real, "other": images(5, size=fake.shape[-1], batch=fake.shape[0]), **kwargs.pop("batch", {})}
+    return RendererLossInputs(result, batch, FakeRenderer(), **kwargs)
+
+
+def test_renderer_generator_loss_sums_the_weighted_terms_the_recipe_names(vgg):
     torch.manual_seed(0)
     fake, real = images(2, batch=2).requires_grad_(True), images(1, batch=2)
-    adapt = nn.Bilinear(4, 3, 4)
-    common = dict(
-        adapt=adapt, motion=torch.randn(2, 4), identity_own=torch.randn(2, 3), identity_other=torch.randn(2, 3)
-    )
-    logits = [torch.randn(2, 1), torch.randn(2, 1)]
+    def discriminator(frames: torch.Tensor) -> list[torch.Tensor]:  # two "scales" of logits
+        return [frames.mean(dim=(1, 2, 3))[:, None], frames.std(dim=(1, 2, 3))[:, None]]
 
-    total, terms = renderer_generator_loss(fake, real, logits, **common)
-    assert set(terms) == {"l1", "consistency", "adversarial", "total"}
+    inputs = loss_inputs(fake, real, discriminator=discriminator)
+
+    total, terms = renderer_generator_loss(inputs, PUBLISHED_RENDERER_LOSS_WEIGHTS)
+    assert set(terms) == {"l1", "consistency", "adversarial", "total"}  # no VGG19: no perceptual terms
     assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + terms["adversarial"]).item(), rel=1e-6)
-    # no identities (training with the consistency weight at 0 skips their encoder passes): no consistency term
-    total, terms = renderer_generator_loss(fake, real, logits, **{**common, "identity_own": None,
-                                                                  "identity_other": None})
-    assert set(terms) == {"l1", "adversarial", "total"}
-    assert total.item() == pytest.approx((terms["l1"] + terms["adversarial"]).item(), rel=1e-6)
+    assert terms["adversarial"].item() == pytest.approx(generator_adversarial_loss(discriminator(fake)).item())
+    # a term the recipe leaves out (or weights 0) is not computed
+    total, terms = renderer_generator_loss(inputs, {"l1": 2.0, "consistency": 0.0})
+    assert set(terms) == {"l1", "total"} and total.item() == pytest.approx(2 * terms["l1"].item())
 
     mask = box_mask(16, 48).expand(2, -1, -1, -1)
-    total, terms = renderer_generator_loss(fake, real, logits, vgg=vgg, region_mask=mask, scales=SMALL_SCALES, **common)
+    inputs = loss_inputs(fake, real, discriminator=discriminator, vgg=vgg, scales=SMALL_SCALES, batch={"mask": mask})
+    total, terms = renderer_generator_loss(inputs, PUBLISHED_RENDERER_LOSS_WEIGHTS)
     weighted = 10 * terms["perceptual"] + 100 * terms["region"]
     expected = terms["l1"] + weighted + terms["consistency"] + terms["adversarial"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["region"].item() == pytest.approx(
+        perceptual_loss(vgg, fake, real, SMALL_SCALES, mask=mask).item(), rel=1e-6)
     assert all(not v.requires_grad for v in terms.values())
     total.backward()
     assert fake.grad.abs().sum() > 0
-
-
-def test_attention_alignment_loss_is_the_cross_entropy_to_the_identity_map():
-    n = 16
-    uniform = torch.zeros(2, 4, n, n)
-    assert attention_alignment_loss(uniform).item() == pytest.approx(math.log(n), rel=1e-6)
-    sharp = 20 * torch.eye(n).expand(2, 4, n, n)
-    assert attention_alignment_loss(sharp).item() < 1e-6
-    shifted = 20 * torch.eye(n).roll(1, dims=1).expand(2, 4, n, n)  # every query looks at its neighbour
-    assert attention_alignment_loss(shifted).item() > 19
 
 
 def test_masked_l1_loss_averages_over_the_masked_pixels_only():
@@ -220,49 +228,25 @@ def test_masked_l1_loss_averages_over_the_masked_pixels_only():
     assert masked_l1_loss(fake, real, torch.zeros(2, 1, 8, 8)).item() == 0.0  # empty mask: no NaN
 
 
-def test_region_l1_term_joins_the_total_when_weighted(vgg):
+def test_region_l1_term_joins_the_total_when_weighted():
     torch.manual_seed(0)
     fake, real = torch.rand(2, 3, 64, 64, requires_grad=True), torch.rand(2, 3, 64, 64)
     mask = torch.zeros(2, 1, 64, 64)
     mask[:, :, 40:50, 20:44] = 1.0
-    adapt = lambda motion, identity: motion  # noqa: E731
-    common = dict(adapt=adapt, motion=torch.zeros(2, 4), identity_own=torch.zeros(2, 4),
-                  identity_other=torch.zeros(2, 4), region_mask=mask)
-    weights = RendererLossWeights(adversarial=0.0, region_l1=2.0)
-    total, terms = renderer_generator_loss(fake, real, None, weights=weights, **common)
+    inputs = loss_inputs(fake, real, batch={"mask": mask})
+    total, terms = renderer_generator_loss(inputs, {"l1": 1.0, "region_l1": 2.0})
     assert terms["region_l1"].item() == pytest.approx(masked_l1_loss(fake, real, mask).item())
-    assert total.item() == pytest.approx((terms["l1"] + terms["consistency"] + 2 * terms["region_l1"]).item(), rel=1e-6)
-    _, off = renderer_generator_loss(fake, real, None, weights=RendererLossWeights(adversarial=0.0), **common)
-    assert "region_l1" not in off
+    assert total.item() == pytest.approx((terms["l1"] + 2 * terms["region_l1"]).item(), rel=1e-6)
+    _, without_mask = renderer_generator_loss(loss_inputs(fake, real), {"l1": 1.0, "region_l1": 2.0})
+    assert "region_l1" not in without_mask
 
 
-def test_landmark_cells_are_row_major_grid_cells():
-    points = torch.tensor([[[0.0, 0.0], [127.9, 0.0], [0.0, 127.9], [70.0, 20.0], [200.0, -5.0]]])
-    assert landmark_cells(points, 128, 16).tolist() == [[0, 15, 15 * 16, 2 * 16 + 8, 15]]  # clamped at the border
-
-
-def test_correspondence_loss_rewards_attending_to_the_landmarks_source_cell():
-    n = 16  # a 4 x 4 grid
-    source = torch.tensor([[[8.0, 8.0], [40.0, 56.0]]])  # cells 0 and 3 * 4 + 2 = 14 at 64 px
-    driving = torch.tensor([[[24.0, 8.0], [40.0, 40.0]]])  # cells 1 and 2 * 4 + 2 = 10
-    right = torch.full((1, 2, n, n), -30.0)
-    right[:, :, 1, 0] = right[:, :, 10, 14] = 30.0
-    assert correspondence_loss(right, source, driving, 64).item() < 1e-6
-    wrong = torch.full((1, 2, n, n), -30.0)
-    wrong[:, :, 1, 5] = wrong[:, :, 10, 3] = 30.0
-    assert correspondence_loss(wrong, source, driving, 64).item() > 50
-    uniform = torch.zeros(1, 2, n, n)
-    assert correspondence_loss(uniform, source, driving, 64).item() == pytest.approx(math.log(n), rel=1e-6)
-
-    lost = driving.clone()
-    lost[0, 1] = float("nan")  # a landmark missing in one frame is left out, not counted as wrong
-    mixed = right.clone()
-    mixed[:, :, 10] = wrong[:, :, 10]
-    assert correspondence_loss(mixed, source, lost, 64).item() < 1e-6
-    logits = torch.zeros(1, 2, n, n, requires_grad=True)
-    none = correspondence_loss(logits, source, torch.full_like(driving, float("nan")), 64)
-    assert none.item() == 0.0
-    none.backward()  # still part of the graph
+def test_demo_terms_say_what_they_need():
+    fake = torch.rand(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="warp loss term needs a renderer with a source warp"):
+        renderer_generator_loss(loss_inputs(fake, fake), {"warp": 1.0})
+    with pytest.raises(ValueError, match="motion_landmarks loss term needs batches with landmarks"):
+        renderer_generator_loss(loss_inputs(fake, fake), {"motion_landmarks": 1.0})
 
 
 def test_landmark_shift_loss_is_the_l1_of_the_move_in_unit_coordinates_and_skips_lost_points():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import lightning
 import numpy as np
@@ -11,12 +10,15 @@ import pytest
 import torch
 
 import imtalker
+from imtalker.config import DemoRendererConfig
+from imtalker.models.demo_renderer import DemoRenderer
 from imtalker.training.data import RendererPairDataset
-from imtalker.training.losses import RendererLossWeights, VGG19Features
-from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig
+from imtalker.training.losses import PUBLISHED_RENDERER_LOSS_WEIGHTS, VGG19Features
+from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig, training_config_from
 from imtalker.training.run import export_run
 from imtalker.training.trainer import fit
 
+NO_GAN = {name: weight for name, weight in PUBLISHED_RENDERER_LOSS_WEIGHTS.items() if name != "adversarial"}
 QUIET = dict(enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
              devices=1, loggers=("csv",))
 
@@ -50,7 +52,7 @@ def test_items_pair_frames_of_one_clip_with_another_clip(prepared, tiny_renderer
 def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer_config, tmp_path):
     torch.manual_seed(0)
     # a dozen steps: the reconstruction term leads, so its progress is not hidden by the young GAN's noise
-    weights = RendererLossWeights(consistency=0.1, adversarial=0.05)
+    weights = {**PUBLISHED_RENDERER_LOSS_WEIGHTS, "consistency": 0.1, "adversarial": 0.05}
     module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
     train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=48)
     probe = torch.utils.data.default_collate([train[i] for i in range(4)])
@@ -78,8 +80,7 @@ def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer
 
 def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_renderer_config, tmp_path):
     torch.manual_seed(0)
-    weights = RendererLossWeights(adversarial=0.0, alignment=0.1)  # the demo recipe's terms
-    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights)
+    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=NO_GAN)
     module = RendererModule(tiny_renderer_config, training)
     assert module.disc is None and len(module.configure_optimizers().param_groups) == 1
     train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=40)
@@ -91,7 +92,6 @@ def test_without_a_gan_term_no_discriminator_is_built_or_saved(prepared, tiny_re
     assert reconstruction_l1(module, probe) < 0.9 * before
     assert "train/adversarial" not in terms.steps[-1] and "train/disc" not in terms.steps[-1]
     assert terms.steps[-1]["train/motion_std"] > 0  # logged to catch a collapsed motion encoder
-    assert terms.steps[-1]["train/alignment"] < terms.steps[0]["train/alignment"]
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not any(k.startswith("disc.") for k in state)
     renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")
@@ -113,15 +113,18 @@ def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer
     assert not any(k.startswith("vgg.") for k in state) and any(k.startswith("disc.") for k in state)
 
 
-def test_defaults_are_the_published_recipe(tiny_renderer_config):
+def test_defaults_are_the_published_recipe_and_a_recipe_names_its_terms(tiny_renderer_config):
     defaults = dataclasses.asdict(RendererTrainingConfig())
-    assert defaults["weights"]["region"] == 100.0  # the published weights
-    # the terms and the gradient that short CPU runs add are off
-    assert defaults["weights"]["alignment"] == defaults["weights"]["correspondence"] == 0.0
-    assert defaults["weights"]["region_l1"] == 0.0 and defaults["top1_gradient"] is False
-    assert RendererModule(tiny_renderer_config).gen.top1_gradient is False
-    switched = RendererTrainingConfig(weights=RendererLossWeights(adversarial=0.0), top1_gradient=True)
-    assert RendererModule(tiny_renderer_config, switched).gen.top1_gradient is True
+    assert defaults["weights"] == {"l1": 1.0, "perceptual": 10.0, "region": 100.0, "consistency": 1.0,
+                                   "adversarial": 1.0}
+    assert training_config_from({"weights": {"l1": 1, "region_l1": 2}}).weights == {"l1": 1.0, "region_l1": 2.0}
+    with pytest.raises(ValueError, match=r"unknown renderer loss terms \['alignment'\]; known: l1, perceptual, "
+                                         r"region, region_l1, motion_landmarks, consistency, adversarial, warp, "
+                                         r"flow_landmarks"):
+        training_config_from({"weights": {"l1": 1.0, "alignment": 0.1}})
+    with pytest.raises(ValueError, match="no renderer loss term"):
+        RendererModule(tiny_renderer_config, RendererTrainingConfig(weights={"l1": 0.0})).generator_loss(
+            {"driving": torch.rand(2, 3, 128, 128), "source": torch.rand(2, 3, 128, 128)})
 
 
 def test_landmarks_come_with_the_frames_at_the_training_size(prepared):
@@ -135,26 +138,11 @@ def test_landmarks_come_with_the_frames_at_the_training_size(prepared):
     assert (item["driving_landmarks"][known] <= 133).all()  # pixels of the 128 px frame, give or take the border
 
 
-def test_correspondence_term_trains_the_attention_towards_the_landmarks(prepared, tiny_renderer_config, tmp_path):
-    torch.manual_seed(0)
-    weights = RendererLossWeights(adversarial=0.0, correspondence=1.0)
-    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
-    steps = Terms()  # the same four pairs every step
-    fit(module, RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=4, with_landmarks=True),
-        max_steps=10, default_root_dir=tmp_path, callbacks=[steps], **QUIET)
-    first, last = steps.steps[0]["train/correspondence"], steps.steps[-1]["train/correspondence"]
-    assert first == pytest.approx(math.log(16 * 16), rel=0.05)  # untrained: about uniform over the 16 x 16 grid
-    assert last < first - 0.1
-    with pytest.raises(ValueError, match="landmarks"):
-        module._generator_terms(torch.utils.data.default_collate(
-            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
-
-
 def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_renderer(prepared, tiny_renderer_config,
                                                                                         tmp_path):
     torch.manual_seed(0)
     assert RendererModule(tiny_renderer_config).landmark_probe is None  # published recipe: no probe
-    weights = RendererLossWeights(adversarial=0.0, motion_landmarks=1.0)
+    weights = {**NO_GAN, "motion_landmarks": 1.0}
     module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
     encoder_before = {k: v.clone() for k, v in module.gen.latent_token_encoder.state_dict().items()}
     steps = Terms()  # the same four pairs every step
@@ -167,21 +155,18 @@ def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_re
     renderer = imtalker.load_renderer(exported[0])
     assert set(renderer.state_dict()) == set(module.gen.state_dict())  # the probe is not part of the model
     with pytest.raises(ValueError, match="landmarks"):
-        module._generator_terms(torch.utils.data.default_collate(
+        module.generator_loss(torch.utils.data.default_collate(
             [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
 
 
-def test_warp_terms_train_the_source_warp_flow(prepared, tiny_renderer_config, tmp_path):
-    weights = RendererLossWeights(adversarial=0.0, warp=1.0, flow_landmarks=1.0)
-    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights)
-    plain = RendererModule(tiny_renderer_config, training)
-    with pytest.raises(ValueError, match="source_warp"):
-        plain._generator_terms(torch.utils.data.default_collate(
-            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2, with_landmarks=True)[i]
-             for i in range(2)]))
+def test_warp_terms_train_the_demo_renderers_source_warp(prepared, tiny_renderer_config, tmp_path):
+    training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights={**NO_GAN, "warp": 1.0, "flow_landmarks": 1.0})
+    with pytest.raises(ValueError, match=r"\['warp', 'flow_landmarks'\] need a renderer with a source warp"):
+        RendererModule(tiny_renderer_config, training)
     torch.manual_seed(0)
-    config = dataclasses.replace(tiny_renderer_config, source_skip=True, source_warp=True)
+    config = DemoRendererConfig(**dataclasses.asdict(tiny_renderer_config))
     module = RendererModule(config, training)
+    assert isinstance(module.gen, DemoRenderer)
     steps = Terms()  # the same four pairs every step
     fit(module, RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=4, with_landmarks=True),
         max_steps=20, default_root_dir=tmp_path, callbacks=[steps], **QUIET)
@@ -189,10 +174,15 @@ def test_warp_terms_train_the_source_warp_flow(prepared, tiny_renderer_config, t
     assert last < first, (first, last)
     assert module.gen.source_warp.field_head[-1].weight.abs().sum() > 0  # the flow left zero
     assert "train/warp" in steps.steps[-1]
+    renderer = imtalker.load_renderer(tmp_path / "checkpoints" / "last.ckpt")  # the checkpoint names its variant
+    assert type(renderer) is DemoRenderer and renderer.config == config
+    with pytest.raises(ValueError, match="flow_landmarks loss term needs batches with landmarks"):
+        module.generator_loss(torch.utils.data.default_collate(
+            [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
 
 
 def test_motion_lr_scale_gives_the_motion_path_its_own_rate(tiny_renderer_config):
-    no_gan = RendererLossWeights(adversarial=0.0)
+    no_gan = NO_GAN
     published = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=1e-3, weights=no_gan))
     (group,) = published.configure_optimizers().param_groups
     assert len(group["params"]) == len(list(published.gen.parameters())) and group["lr"] == 1e-3

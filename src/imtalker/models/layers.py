@@ -6,7 +6,6 @@ Attribute names are the published state-dict keys, so checkpoints load with a pl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -282,22 +281,3 @@ def run_mlp_stack(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = F.leaky_relu(layer(x), 0.2)
     return x
-
-
-class StridedEncoder(nn.Module):
-    """Strided 3x3 convolutions with BatchNorm and ReLU, each halving the side, the last map flattened (not
-    averaged, so where things are survives) into a linear layer: (B, widths[0], S, S) -> (B, out_dim)."""
-
-    def __init__(self, widths: Sequence[int], image_size: int, out_dim: int):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)
-                                    for i in range(len(widths) - 1)])
-        self.norms = nn.ModuleList([nn.BatchNorm2d(width) for width in widths[1:]])
-        side = image_size // 2 ** len(self.convs)
-        self.final_linear = nn.Linear(widths[-1] * side * side, out_dim)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image
-        for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(conv_batchnorm(x, conv, norm))
-        return self.final_linear(x.flatten(1))

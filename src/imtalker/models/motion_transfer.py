@@ -59,40 +59,13 @@ class Attention(nn.Module):
         return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
-def locality_bias(grid: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Additive attention scores (grid^2, grid^2) of -d^2 / (2 sigma^2), d the distance in cells of query and key.
-
-    A prior, not published: with it an untrained cross-attention already maps each driving cell onto the same source
-    cell, so a renderer starts as a copy of its source and learns motion as departures from it.
-    """
-    cells = torch.arange(grid, device=device, dtype=dtype)
-    positions = torch.stack(torch.meshgrid(cells, cells, indexing="ij"), dim=-1).reshape(-1, 2)  # row-major (y, x)
-    return torch.cdist(positions, positions).square() * (-0.5 / sigma ** 2)
-
-
 def tile_bias(bias: torch.Tensor | None, num_queries: int) -> torch.Tensor | None:
     """One grid's score bias (P, Nk) repeated down to `num_queries` rows, for several frames' queries stacked."""
     return None if bias is None else bias.repeat(num_queries // bias.shape[0], 1)
 
 
 class CrossAttention(Attention):
-    """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source.
-
-    Args:
-        locality: None (published), or the width in cells of the `locality_bias` prior added to the scores.
-    """
-
-    def __init__(self, dim: int, num_heads: int, locality: float | None = None):
-        super().__init__(dim, num_heads)
-        self.locality = locality
-
-    def score_bias(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor | None:
-        """The locality prior (H*W, H*W) for an H x W grid, or None without one."""
-        if self.locality is None:
-            return None
-        if h != w:
-            raise ValueError(f"the locality prior needs a square grid, got {h} x {w}")
-        return locality_bias(h, self.locality, like.device, like.dtype)
+    """`block_efc`: attention from driving motion (queries) to the source (keys, values), keys cached per source."""
 
     def project_source(self, source_motion: torch.Tensor, source_features: torch.Tensor):
         """Per-source keys and values, (B, heads, N, D) each; computed once per source image."""
@@ -101,13 +74,14 @@ class CrossAttention(Attention):
         return k, v
 
     def forward(self, driving_motion: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                with_top1: bool = False):
+                with_top1: bool = False, bias: torch.Tensor | None = None):
         """Attend from the driving motion map to the projected source.
 
         Args:
             driving_motion: (B, C, H, W) motion map of the driving frames.
             k, v: (B or 1, heads, H*W, C / heads) from `project_source`.
             with_top1: also return, per query, the key index with the highest head-mean probability.
+            bias: None (published), or scores (H*W, H*W) added to every head's before the softmax (a prior).
 
         Returns:
             The aligned feature map (B, C, H, W), and with `with_top1` the arg-max indices (B, H*W).
@@ -117,7 +91,8 @@ class CrossAttention(Attention):
         shared = k.shape[0] == 1 and b > 1
         if shared:  # one source for all frames: stack the frames' queries instead of copying keys B times
             q = q.transpose(0, 1).reshape(1, self.num_heads, b * h * w, -1)
-        bias = self.score_bias(h, w, q)
+        if bias is not None:
+            bias = bias.to(q.dtype)
         if with_top1:
             out, top1 = attention_with_top1(q, k, v, bias=bias)
         else:
@@ -184,16 +159,12 @@ def pool_blocks(features: torch.Tensor, ratio: int) -> torch.Tensor:
     return to_tokens(F.avg_pool2d(features, ratio)).contiguous()
 
 
-def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: int,
-                    probs: torch.Tensor | None = None) -> torch.Tensor:
+def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: int) -> torch.Tensor:
     """Fill each ratio x ratio output block with the pooled source block its coarse cell attends to most.
 
     Args:
         pooled: (B or 1, grid * grid, C) pooled source blocks from `pool_blocks`.
         top1: (B, grid * grid) arg-max key index per low-resolution cell.
-        probs: (B, grid * grid, grid * grid) head-mean attention probabilities of the top-1 level, or None. With
-            them the output is unchanged but its gradient also reaches the attention, as if the blocks had been
-            mixed by `probs` (a straight-through estimate): the arg-max alone passes no gradient to the motion.
 
     Returns:
         (B, C, grid * ratio, grid * ratio), channels-last.
@@ -201,9 +172,6 @@ def guided_resample(pooled: torch.Tensor, top1: torch.Tensor, grid: int, ratio: 
     b, c = top1.shape[0], pooled.shape[2]
     pooled = pooled.expand(b, -1, -1)
     picked = torch.gather(pooled, 1, top1[:, :, None].expand(-1, -1, c))  # (B, N, C)
-    if probs is not None:
-        soft = probs @ pooled
-        picked = picked + (soft - soft.detach())
     picked = picked.view(b, grid, 1, grid, 1, c)
     picked = picked.expand(-1, -1, ratio, -1, ratio, -1).reshape(b, grid * ratio, grid * ratio, c)
     return picked.permute(0, 3, 1, 2)
@@ -216,14 +184,13 @@ class GuidedResampler(nn.Module):
         super().__init__()
         self.ratio = ratio
 
-    def forward(self, pooled: torch.Tensor, top1: torch.Tensor, grid: int,
-                probs: torch.Tensor | None = None) -> torch.Tensor:
-        return guided_resample(pooled, top1, grid, self.ratio, probs)
+    def forward(self, pooled: torch.Tensor, top1: torch.Tensor, grid: int) -> torch.Tensor:
+        return guided_resample(pooled, top1, grid, self.ratio)
 
 
 class CoarseLevel(nn.Module):
     """Coarse `imt.L` level; the published checkpoint nests the attention under `block_efc`."""
 
-    def __init__(self, dim: int, num_heads: int, locality: float | None = None):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.block_efc = CrossAttention(dim, num_heads, locality)
+        self.block_efc = CrossAttention(dim, num_heads)

@@ -1,14 +1,19 @@
 """The IMTalker renderer (MODEL.md section 3): source portrait + motion latents -> frames.
 
-Attribute names are the published `gen.*` state-dict keys. Everything that depends only on the source image
-is computed once by `encode_source`; `render` does only the per-frame work, in batches.
+The published network, top to bottom: identity encoder, motion encoder, identity-adaptive MLP, motion decoder,
+implicit motion transfer (`imt`: cross-attention at the four coarse levels, guided resampling at the finer ones) and
+the synthesis network (`frame_decoder`, models/synthesis.py). Attribute names are the published `gen.*` state-dict
+keys. Everything that depends only on the source image is computed once by `encode_source`; `render` does only the
+per-frame work, in batches.
+
+A variant (models/demo_renderer.py) subclasses `IMTRenderer`: it may swap the two component classes
+(`motion_encoder_class`, `frame_decoder_class`) and override `source_state` (what is kept of a source), `transfer`
+(how the source's appearance is aligned to the driving motion) and `render_latents` (how the aligned appearance
+becomes frames).
 """
 
 from __future__ import annotations
 
-import math
-
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,13 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RendererConfig
-from .layers import (ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StridedEncoder, StyledConv, mlp_stack,
-                     run_mlp_stack)
-from .motion_transfer import CoarseLevel, GuidedResampler, guided_resample, pool_blocks, split_heads, to_tokens
+from .layers import ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack
+from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks
 from .synthesis import FrameDecoder
 
-NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining two use the guided resampler
-WARP_LEVEL = 2  # the coarse level whose grid `source_warp` paints its flow on (16 x 16 at 128 px)
+NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining ones use the guided resampler
 
 
 def cpu_micro_batch(device: torch.device, training: bool = False) -> int | None:
@@ -87,124 +90,13 @@ class MotionEncoder(nn.Module):
         self.equalconv = EqualConv2d(widths[-1], widths[-1], 3, padding=1)
         self.linear_layers = mlp_stack(widths[-1], 4)
         self.final_linear = EqualLinear(widths[-1], config.motion_dim)
-        self.norms = nn.ModuleList([nn.BatchNorm2d(width) for width in widths]) if config.motion_norm else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(self.conv1(image), 0.2)
-        if self.norms is not None:
-            x = self.norms[0](x)
-        for i, block in enumerate(self.res_blocks):
+        for block in self.res_blocks:
             x = block(x)
-            if self.norms is not None:
-                x = self.norms[i + 1](x)
         x = self.equalconv(x).mean(dim=(2, 3))
         return self.final_linear(run_mlp_stack(self.linear_layers, x))
-
-
-class CompactMotionEncoder(StridedEncoder):
-    """A motion encoder for small, briefly trained models (`motion_encoder="compact"`, not published): five strided
-    3x3 convolutions with BatchNorm and ReLU, the last map flattened into a linear layer, so where things are (the
-    head, the mouth) reaches the latent instead of being averaged away."""
-
-    def __init__(self, config: RendererConfig):
-        super().__init__((3,) + config.motion_channels[1:], config.image_size, config.motion_dim)
-
-
-class MotionSkip(nn.Module):
-    """`motion_skip.L` (not published): the driving motion map's departure from the source's, normalised, then a 1x1
-    convolution, added to the aligned appearance of a coarse level.
-
-    The departure is zero for the source's own motion, so the decoder starts from the source and reads only what
-    moved. Normalised, because a motion latent changes within a clip by under 1% of its size (it also carries the
-    face it came from), which left the decoder's input practically motion-free: no frame of a 1000-step run moved.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = nn.BatchNorm2d(channels)
-        self.proj = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, driving: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(driving - source))
-
-
-class MotionModulation(nn.Module):
-    """`motion_modulation` (not published): per synthesis stage, a channel scale and shift (B, 2 C) from the driving
-    latent's departure from the source's.
-
-    The departure is divided by its running root mean square per dimension (it is under 1% of a latent's size), not
-    centred, so the source's own latent gives exactly no modulation. Each stage's map starts at zero, so an untrained
-    decoder is unmodulated.
-    """
-
-    def __init__(self, motion_dim: int, stage_channels: Sequence[int], momentum: float = 0.1):
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("departure_rms", torch.ones(motion_dim))
-        # no bias: a departure of zero must leave the decoder as it is
-        self.stages = nn.ModuleList([nn.Linear(motion_dim, 2 * channels, bias=False) for channels in stage_channels])
-        for layer in self.stages:
-            nn.init.zeros_(layer.weight)
-
-    def forward(self, driving: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
-        departure = normalised_departure(driving, source, self.departure_rms, self.momentum, self.training)
-        return [layer(departure) for layer in self.stages]
-
-
-def normalised_departure(driving: torch.Tensor, source: torch.Tensor, rms: torch.Tensor, momentum: float,
-                         training: bool) -> torch.Tensor:
-    """(driving - source) divided per channel (dim 1) by a running root mean square that training updates in place.
-
-    Not centred, so the source's own motion departs by exactly zero."""
-    departure = driving - source.expand_as(driving)
-    if training:
-        with torch.no_grad():
-            dims = [d for d in range(departure.ndim) if d != 1]
-            rms.lerp_(departure.square().mean(dims).sqrt(), momentum)
-    shape = (1, -1) + (1,) * (departure.ndim - 2)
-    return departure / rms.clamp_min(1e-6).view(shape)
-
-
-class SourceWarp(nn.Module):
-    """`source_warp` (not published): a smooth backward flow (B, 2, g, g) that resamples the source image into the
-    base frame the synthesis network corrects, in place of `source_skip`'s whole pixel blocks.
-
-    The flow is linear in a few coefficients of the latents' departure (normalised as in `MotionModulation`), times
-    flow fields the source's appearance and motion maps paint on one coarse grid: where a head turn or a camera move
-    takes each part of this face. No biases, so the source's own latent moves nothing; the fields start at zero.
-    """
-
-    def __init__(self, channels: int, motion_dim: int, hidden: int = 64, fields: int = 16, momentum: float = 0.1):
-        super().__init__()
-        self.momentum = momentum
-        self.fields = fields
-        self.register_buffer("departure_rms", torch.ones(motion_dim))
-        self.coefficients = nn.Sequential(nn.Linear(motion_dim, hidden, bias=False), nn.LeakyReLU(0.2),
-                                          nn.Linear(hidden, fields, bias=False))
-        self.field_head = nn.Sequential(nn.Conv2d(2 * channels, hidden, 3, padding=1), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(hidden, 2 * fields, 3, padding=1))
-        nn.init.zeros_(self.field_head[-1].weight)
-        nn.init.zeros_(self.field_head[-1].bias)
-
-    def flow(self, source_maps: torch.Tensor, source_features: torch.Tensor, driving: torch.Tensor,
-             source: torch.Tensor) -> torch.Tensor:
-        """Flow in normalised image coordinates (x, y) per grid cell: where each output cell samples the source."""
-        departure = normalised_departure(driving, source, self.departure_rms, self.momentum, self.training)
-        b0, _, g, _ = source_maps.shape
-        fields = self.field_head(torch.cat([source_maps, source_features], 1)).view(b0, self.fields, 2, g, g)
-        return torch.einsum("bk,bkcij->bcij", self.coefficients(departure), fields.expand(driving.shape[0], -1, -1,
-                                                                                         -1, -1))
-
-    @staticmethod
-    def resample(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        """The source image(s) (B or 1, 3, S, S) sampled at the identity grid plus the flow (B, 2, g, g), upsampled."""
-        b, size = flow.shape[0], image.shape[-1]
-        identity = torch.eye(2, 3, dtype=flow.dtype, device=flow.device).expand(b, 2, 3)
-        grid = F.affine_grid(identity, [b, 3, size, size], align_corners=False)
-        offset = F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
-        return F.grid_sample(image.expand(b, -1, -1, -1), grid + offset.permute(0, 2, 3, 1), mode="bilinear",
-                             padding_mode="border", align_corners=False)
 
 
 class IdentityAdapter(nn.Module):
@@ -263,8 +155,6 @@ class SourceState:
     keys: list[torch.Tensor]  # projected keys per coarse level (B, heads, N, D)
     values: list[torch.Tensor]  # projected values per coarse level (B, heads, N, D)
     pooled: list[torch.Tensor]  # pooled fine-level blocks for the guided resampler (B, C, grid^2)
-    pixels: torch.Tensor | None = None  # with `source_skip`: the image's pixel blocks (B, grid^2, 3 * cell^2)
-    image: torch.Tensor | None = None  # with `source_warp`: the image itself (B, 3, S, S)
 
     @property
     def batch_size(self) -> int:
@@ -272,52 +162,48 @@ class SourceState:
 
     def to(self, *args, **kwargs) -> "SourceState":
         def move(x):
-            if x is None:
-                return None
             return [t.to(*args, **kwargs) for t in x] if isinstance(x, list) else x.to(*args, **kwargs)
 
-        return SourceState(**{name: move(value) for name, value in vars(self).items()})
+        return type(self)(**{name: move(value) for name, value in vars(self).items()})
+
+
+def check_source_batch(source: SourceState, motion: torch.Tensor) -> None:
+    """One source for every latent, or one per latent."""
+    if source.batch_size not in (1, motion.shape[0]):
+        raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion "
+                         "latents")
 
 
 @dataclass
 class Reconstruction:
-    """What `IMTRenderer.reconstruct` computed for a batch of driving frames and their sources."""
+    """What `IMTRenderer.render_latents` computed for a batch of driving latents."""
 
-    frame: torch.Tensor  # (B, 3, S, S) rendered driving frames
+    frame: torch.Tensor  # (B, 3, S, S) rendered frames
     motion: torch.Tensor  # (B, motion_dim) driving motion latents
-    motion_maps: list[torch.Tensor]  # the driving frames' motion maps at the coarse levels
+    motion_maps: list[torch.Tensor]  # the driving motion maps at the coarse levels
     source: SourceState
-    base: torch.Tensor | None = None  # with `source_skip`: the source image moved, which the frame corrects
-    flow: torch.Tensor | None = None  # with `source_warp`: its flow (B, 2, g, g), normalised coordinates (x, y)
 
 
 class IMTRenderer(nn.Module):
     """Identity encoder + motion encoder + identity-adaptive module + motion decoder + IMT + synthesis."""
 
+    # built from the config like the other components; a variant (models/demo_renderer.py) names its own
+    motion_encoder_class: type[nn.Module] = MotionEncoder
+    frame_decoder_class: type[FrameDecoder] = FrameDecoder
+
     def __init__(self, config: RendererConfig | None = None):
         super().__init__()
         self.config = config = config or RendererConfig()
         self.dense_feature_encoder = IdentityEncoder(config)
-        self.latent_token_encoder = (MotionEncoder(config) if config.motion_encoder == "published"
-                                     else CompactMotionEncoder(config))
+        self.latent_token_encoder = self.motion_encoder_class(config)
         self.latent_token_decoder = MotionDecoder(config)
-        self.frame_decoder = FrameDecoder(config.feature_channels, config.image_size, config.num_heads,
-                                          config.window_size, residual=config.source_skip)
+        self.frame_decoder = self.frame_decoder_class(config.feature_channels, config.image_size, config.num_heads,
+                                                      config.window_size)
         self.adapt = IdentityAdapter(config)
         widths = config.feature_channels[::-1]
-        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads, config.attention_locality)
-                                  for level in range(NUM_COARSE_LEVELS)]
-                                 + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1)) for level in self.fine_levels])
-        self.motion_skip = nn.ModuleList(
-            [MotionSkip(widths[level]) for level in range(NUM_COARSE_LEVELS)]) if config.motion_skip else None
-        self.motion_modulation = (MotionModulation(config.motion_dim, widths[1:]) if config.motion_modulation
-                                  else None)
-        self.source_warp = (SourceWarp(widths[WARP_LEVEL], config.motion_dim)
-                            if config.source_warp else None)
-        # Training switch (outputs unchanged): let the fine levels' loss reach the finest attention through a
-        # straight-through estimate of the arg-max. Without it a short run learns to decode the fine levels alone,
-        # whose arg-max passes no gradient, and the motion latent never gets a training signal.
-        self.top1_gradient = False
+        self.imt = nn.ModuleList([CoarseLevel(widths[level], config.num_heads) for level in range(NUM_COARSE_LEVELS)]
+                                 + [GuidedResampler(2 ** (level - NUM_COARSE_LEVELS + 1))
+                                    for level in self.fine_levels])
 
     @property
     def fine_levels(self) -> range:
@@ -357,33 +243,14 @@ class IMTRenderer(nn.Module):
     def decode_motion(self, adapted: torch.Tensor) -> list[torch.Tensor]:
         return self.latent_token_decoder(adapted)
 
-    def self_attention_logits(self, source: SourceState) -> torch.Tensor:
-        """Scores of the finest cross-attention level with a source attending to itself, (B, heads, N, N).
-
-        With driving = source the ideal alignment is the identity map; training can ask for it directly
-        (`attention_alignment_loss`), which teaches the motion maps to tell positions apart much sooner than the
-        reconstruction loss alone does.
-        """
-        return self.attention_logits(source, source.motion_maps)
-
-    def attention_logits(self, source: SourceState, motion_maps: list[torch.Tensor]) -> torch.Tensor:
-        """Scores (B, heads, N, N) of the finest cross-attention level, driving motion maps against the source's keys;
-        its arg-max also picks the fine levels' blocks (`transfer`)."""
-        level = self.imt[NUM_COARSE_LEVELS - 1].block_efc
-        q = split_heads(level.q_proj(to_tokens(motion_maps[NUM_COARSE_LEVELS - 1])), level.num_heads)
-        k = source.keys[NUM_COARSE_LEVELS - 1]  # (B, heads, N, D), projected once per source
-        logits = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
-        grid = motion_maps[NUM_COARSE_LEVELS - 1].shape[-1]
-        bias = level.score_bias(grid, grid, logits)
-        return logits if bias is None else logits + bias
-
     @torch.inference_mode()
     def encode_source(self, image: torch.Tensor) -> SourceState:
         """Encode a source portrait once: image (B, 3, S, S) float in [0, 1]."""
         self._check_images(image, "image")
-        return self._encode_source(image)
+        return self.source_state(image)
 
-    def _encode_source(self, image: torch.Tensor) -> SourceState:
+    def source_state(self, image: torch.Tensor) -> SourceState:
+        """`encode_source` without the input checks, and differentiable (training)."""
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN/cuDNN convolutions run faster so
         features, identity = self.dense_feature_encoder(image)
         motion = self.latent_token_encoder(image)
@@ -394,12 +261,7 @@ class IMTRenderer(nn.Module):
             keys.append(k)
             values.append(v)
         pooled = [pool_blocks(features[level], self.imt[level].ratio) for level in self.fine_levels]
-        pixels = warp_image = None
-        if self.config.source_warp:
-            warp_image = image.contiguous()
-        elif self.config.source_skip:
-            pixels = to_tokens(F.pixel_unshuffle(image, self.config.coarse_cell)).contiguous()
-        return SourceState(features, identity, motion, motion_maps, keys, values, pooled, pixels, warp_image)
+        return SourceState(features, identity, motion, motion_maps, keys, values, pooled)
 
     @torch.inference_mode()
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
@@ -410,52 +272,30 @@ class IMTRenderer(nn.Module):
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Implicit motion transfer: source appearance aligned to driving motion maps, every level coarse to fine."""
-        return self._transfer(source, motion_maps)[0]
+        """Implicit motion transfer: source appearance aligned to driving motion maps, every level coarse to fine.
 
-    def _transfer(self, source: SourceState, motion_maps: list[torch.Tensor]):
-        """`transfer`, plus the source image resampled by the same arg-max with `source_skip` (else None)."""
+        The finest cross-attention level also returns, per query, its arg-max source cell, which picks the pooled
+        source blocks of the guided-resampler levels."""
         aligned = []
         top1 = None
         for level in range(NUM_COARSE_LEVELS):
             attention = self.imt[level].block_efc
-            last = level == NUM_COARSE_LEVELS - 1
-            out = attention(motion_maps[level], source.keys[level], source.values[level], with_top1=last)
-            if last:
-                out, top1 = out
-            if self.motion_skip is not None:
-                out = out + self.motion_skip[level](motion_maps[level], source.motion_maps[level])
-            aligned.append(out)
-        grid = self.config.coarse_grid
-        probs = None
-        if self.top1_gradient and torch.is_grad_enabled():
-            probs = self.attention_logits(source, motion_maps).softmax(dim=-1).mean(dim=1)  # (B, N, N)
+            if level < NUM_COARSE_LEVELS - 1:
+                aligned.append(attention(motion_maps[level], source.keys[level], source.values[level]))
+            else:
+                out, top1 = attention(motion_maps[level], source.keys[level], source.values[level], with_top1=True)
+                aligned.append(out)
         for pooled, level in zip(source.pooled, self.fine_levels):
-            aligned.append(self.imt[level](pooled, top1, grid, probs))
-        base = None
-        if source.pixels is not None:  # each cell's pixel block, a guided resample at ratio 1 then unfolded
-            base = F.pixel_shuffle(guided_resample(source.pixels, top1, grid, 1, probs),
-                                   self.config.coarse_cell)  # (B, 3, S, S)
-        return aligned, base
+            aligned.append(self.imt[level](pooled, top1, self.config.coarse_grid))
+        return aligned
 
-    def _render(self, source: SourceState, motion: torch.Tensor) -> torch.Tensor:
-        return self._render_parts(source, motion)[0]
-
-    def _render_parts(self, source: SourceState, motion: torch.Tensor):
-        """(frames, driving motion maps, base image or None, warp flow or None) for motion latents (B, 32)."""
-        if source.batch_size not in (1, motion.shape[0]):
-            raise ValueError(f"source batch {source.batch_size} must be 1 or match the {motion.shape[0]} motion latents")
+    def render_latents(self, source: SourceState, motion: torch.Tensor) -> Reconstruction:
+        """Frames for motion latents (B, 32) without the input checks, and differentiable (training)."""
+        check_source_batch(source, motion)
         motion_maps = self.decode_motion(self.adapt_motion(motion, source.identity))
-        aligned, base = self._transfer(source, motion_maps)
-        flow = None
-        if self.source_warp is not None:
-            flow = self.source_warp.flow(source.motion_maps[WARP_LEVEL], source.features[WARP_LEVEL], motion,
-                                         source.motion)
-            base = self.source_warp.resample(source.image, flow)
-        modulation = None if self.motion_modulation is None else self.motion_modulation(motion, source.motion)
-        frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training), base=base,
-                                   modulation=modulation)
-        return frame, motion_maps, base, flow
+        aligned = self.transfer(source, motion_maps)
+        frame = self.frame_decoder(aligned, fine_batch=cpu_micro_batch(motion.device, self.training))
+        return Reconstruction(frame, motion, motion_maps, source)
 
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -464,16 +304,14 @@ class IMTRenderer(nn.Module):
         if not isinstance(source, SourceState):
             raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
         if batch_size is None or batch_size >= motion.shape[0] or source.batch_size != 1:
-            return self._render(source, motion)
-        return torch.cat([self._render(source, chunk) for chunk in motion.split(batch_size)])
+            return self.render_latents(source, motion).frame
+        return torch.cat([self.render_latents(source, chunk).frame for chunk in motion.split(batch_size)])
 
     def reconstruct(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> Reconstruction:
-        """Like `forward`, also keeping the source state and the driving motion maps for training losses on the
-        attention."""
-        source = self._encode_source(x_reference)
+        """Like `forward`, also keeping the source state and the driving motion maps (training losses read them)."""
+        source = self.source_state(x_reference)
         motion = self.latent_token_encoder(x_current.contiguous(memory_format=torch.channels_last))
-        frame, motion_maps, base, flow = self._render_parts(source, motion)
-        return Reconstruction(frame, motion, motion_maps, source, base, flow)
+        return self.render_latents(source, motion)
 
     def forward(self, x_current: torch.Tensor, x_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: driving frame + source frame -> (reconstructed driving frame, driving latent)."""

@@ -10,9 +10,6 @@ from .layers import ConvResBlock
 from .motion_transfer import Attention, from_tokens, merge_heads, split_heads, to_tokens
 
 
-RESIDUAL_INIT_SCALE = 0.01  # the residual output layer's default initialisation, scaled down
-
-
 def feed_forward(dim: int, gap: bool) -> nn.Sequential:
     """Linear(d, 2d) -> GELU -> Linear(2d, d). The global block's checkpoint numbers the second linear 3."""
     layers = [nn.Linear(dim, 2 * dim), nn.GELU()]
@@ -178,8 +175,7 @@ class TransformerStage(nn.Module):
 class FrameDecoder(nn.Module):
     """Upsample from the coarsest aligned map, merging each finer one, to a sigmoid RGB frame."""
 
-    def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int,
-                 residual: bool = False):
+    def __init__(self, feature_channels: tuple[int, ...], image_size: int, num_heads: int, window: int):
         super().__init__()
         widths = feature_channels[::-1]  # coarse to fine: 512, 512, 256, 128, 64, 32
         stages = len(widths) - 1
@@ -195,56 +191,33 @@ class FrameDecoder(nn.Module):
             self.transformer_blocks.append(
                 TransformerStage(widths[i + 1], resolution, num_heads, window, use_windows=i >= self.fine_stage))
         self.final_conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[-1], 12, 3, padding=1))
-        if residual:
-            # a correction of a base image (`forward`) that starts near none, so the output starts as the base. Not
-            # exactly none: a zero last layer passes no gradient back, and its best value while the features ignore
-            # the motion is zero, so it would stay there (a 400-step run with it never moved a frame)
-            with torch.no_grad():
-                self.final_conv[1].weight.mul_(RESIDUAL_INIT_SCALE)
-            nn.init.zeros_(self.final_conv[1].bias)
 
-    def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None,
-                base: torch.Tensor | None = None, modulation: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, aligned: list[torch.Tensor], fine_batch: int | None = None) -> torch.Tensor:
         """Synthesise frames from the aligned pyramid.
 
         Args:
             aligned: one map per level (six published), coarse to fine, (B, C_i, H_i, W_i).
             fine_batch: frames per pass through the two finest stages (None: all at once). The results do not
                 depend on it; small passes keep their large activations in cache and out of fresh pages.
-            base: None (published), or images (B, 3, image_size, image_size) in [0, 1] that the output corrects:
-                sigmoid(logit(base) + the synthesised map).
-            modulation: None (published), or per stage (B, 2 C) channel scales and shifts: each stage's features
-                become x * (1 + scale) + shift after its residual block.
 
         Returns:
             (B, 3, image_size, image_size) in [0, 1].
         """
-        modulation = modulation or [None] * len(self.resblocks)
         x = aligned[0]
         for i in range(self.fine_stage):
-            x = self._stage(i, x, aligned[i + 1], modulation[i])
+            x = self.stage(i, x, aligned[i + 1])
         step = fine_batch or x.shape[0]
-
-        def rows(t: torch.Tensor | None, j: int) -> torch.Tensor | None:
-            return None if t is None else t[j:j + step]
-
-        return torch.cat([self._finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]],
-                                       rows(base, j), [rows(m, j) for m in modulation[self.fine_stage:]])
+        return torch.cat([self.finish(x[j:j + step], [a[j:j + step] for a in aligned[self.fine_stage + 1:]])
                           for j in range(0, x.shape[0], step)])
 
-    def _stage(self, i: int, x: torch.Tensor, skip: torch.Tensor, modulation: torch.Tensor | None) -> torch.Tensor:
+    def stage(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Stage i: upsample, merge the aligned map of the next finer level, then attention."""
         x = self.upconv_blocks[i](x)
         x = self.resblocks[i](torch.cat([x, skip], dim=1))
-        if modulation is not None:
-            scale, shift = modulation[:, :, None, None].chunk(2, dim=1)
-            x = x * (1 + scale) + shift
         return self.transformer_blocks[i](x)
 
-    def _finish(self, x: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None,
-                modulation: list[torch.Tensor | None]) -> torch.Tensor:
+    def finish(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The fine stages and the output layer: (B, 3, S, S) in [0, 1]."""
         for i, skip in enumerate(skips, start=self.fine_stage):
-            x = self._stage(i, x, skip, modulation[i - self.fine_stage])
-        logits = F.pixel_shuffle(self.final_conv(x), 2)
-        if base is not None:
-            logits = logits + torch.logit(base, eps=1e-3)
-        return torch.sigmoid(logits)
+            x = self.stage(i, x, skip)
+        return torch.sigmoid(F.pixel_shuffle(self.final_conv(x), 2))

@@ -1,21 +1,24 @@
-"""Training losses of the published recipes (spec §7), as pure tensor / `nn.Module` code.
+"""Training losses (spec §7), as pure tensor / `nn.Module` code.
 
-The renderer is trained with L1 + multi-scale VGG19 perceptual loss + the same loss restricted to eye/mouth masks +
-identity consistency of the adapted motion + a non-saturating GAN loss; the motion generator with a rectified-flow
-velocity loss that also matches frame-to-frame differences.
+The published renderer recipe is L1 + multi-scale VGG19 perceptual loss + the same loss restricted to eye/mouth masks +
+identity consistency of the adapted motion + a non-saturating GAN loss; the motion generator's is a rectified-flow
+velocity loss that also matches frame-to-frame differences. The renderer's terms form a registry
+(`RENDERER_LOSS_TERMS`) that a recipe weights by name, which also holds the demo model's terms.
 """
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..models.renderer import IMTRenderer, Reconstruction
 
 # torchvision's `vgg19().features` layout ("configuration E"): numbers are conv widths, "M" a 2x2 max-pool.
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -298,48 +301,6 @@ def rectified_flow_pair(x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) 
     return t * x1 + (1 - t) * noise, x1 - noise
 
 
-@dataclass(frozen=True)
-class RendererLossWeights:
-    """Weights of the renderer generator loss; defaults are the published recipe (spec §7)."""
-
-    l1: float = 1.0
-    perceptual: float = 10.0
-    region: float = 100.0  # perceptual loss inside the eye and mouth masks
-    consistency: float = 1.0
-    adversarial: float = 1.0
-    # not in the published recipe (0 keeps it out): cross-entropy of the finest attention of a source attending to
-    # itself against the identity map; speeds up learning the alignment for short runs such as the demo model's
-    alignment: float = 0.0
-    # not in the published recipe (0 keeps it out): L1 inside the eye and mouth masks, per masked pixel; a stand-in
-    # for the region term when no VGG19 is available, so the small regions that carry lip sync are not drowned out
-    region_l1: float = 0.0
-    # not in the published recipe (0 keeps it out): cross-entropy of the finest attention from driving to source
-    # against the correspondences of the face-mesh landmarks (the cell holding a landmark in the driving frame should
-    # attend to the cell holding it in the source). The alignment term asks this of a source and itself only; the
-    # arg-max that moves the fine levels passes no gradient, so without such a signal a short run never learns to
-    # move them.
-    correspondence: float = 0.0
-    # not in the published recipe (0 keeps it out): L1 of how far the face-mesh landmarks moved from the source to the
-    # driving frame (coordinates scaled to [-1, 1]), predicted from the difference of their motion latents by a linear
-    # probe that only training has. Without it the latents of a short run hardly change within a clip (0.25% of
-    # their norm) and a linear probe finds in them no held-out mouth opening or pose; predicting absolute landmarks
-    # instead is met by encoding the face's shape. Differences ask the motion encoder for mouth, eyelids, gaze and
-    # head pose from the first step.
-    motion_landmarks: float = 0.0
-    # not in the published recipe (0 keeps it out): L1 between what a frozen face-state expert
-    # (`imtalker.training.expert`, trained on the synthetic corpus's ground truth) reads in the rendered and in the
-    # real frame: mouth opening, lip rounding, blink. It pays only for a mouth that looks open, where L1 lets a short
-    # run blur an uncertain mouth into skin.
-    expert: float = 0.0
-    # not in the published recipe (0 keeps it out), with `source_warp`: L1 of the warped source (the base image the
-    # frame corrects) against the driving frame, averaged over 1, 1/2, 1/4 and 1/8 scale. The coarse scales reach
-    # moves of several pixels, where the full-resolution L1 of a flat-coloured face has no gradient.
-    warp: float = 0.0
-    # not in the published recipe (0 keeps it out), with `source_warp`: L1 of where the flow samples the source at
-    # each face-mesh landmark of the driving frame against where that landmark is in the source (in half images)
-    flow_landmarks: float = 0.0
-
-
 WARP_SCALES = (1, 2, 4, 8)
 
 
@@ -369,13 +330,6 @@ def flow_landmark_loss(flow: torch.Tensor, source_points: torch.Tensor, driving_
     return error[known].mean()
 
 
-def expert_loss(expert: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """L1 between a frozen expert's readings (B, K) of the rendered and of the real frames; gradient to `fake` only."""
-    with torch.no_grad():
-        target = expert(real)
-    return F.l1_loss(expert(fake), target)
-
-
 def landmark_shift_loss(predicted: torch.Tensor, source_points: torch.Tensor, driving_points: torch.Tensor,
                         image_size: int) -> torch.Tensor:
     """Mean L1 of predicted landmark shifts (B, P, 2) against the face-mesh points' move from source to driving
@@ -387,125 +341,163 @@ def landmark_shift_loss(predicted: torch.Tensor, source_points: torch.Tensor, dr
     return (predicted - torch.nan_to_num(target)).abs()[known].mean()
 
 
-def attention_alignment_loss(self_logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every query's scores (B, heads, N, N) against its own position: the identity alignment."""
-    n = self_logits.shape[-1]
-    target = torch.arange(n, device=self_logits.device).repeat(self_logits.shape[0] * self_logits.shape[1])
-    return F.cross_entropy(self_logits.reshape(-1, n), target)
-
-
-def landmark_cells(points: torch.Tensor, image_size: int, grid: int) -> torch.Tensor:
-    """Row-major cell index (B, P) on a grid x grid map of landmark points (B, P, 2) in pixels (x, y)."""
-    cells = (points * (grid / image_size)).floor().long().clamp(0, grid - 1)
-    return cells[..., 1] * grid + cells[..., 0]
-
-
-def correspondence_loss(logits: torch.Tensor, source_points: torch.Tensor, driving_points: torch.Tensor,
-                        image_size: int) -> torch.Tensor:
-    """Cross-entropy of the attention rows of the driving cells that hold a landmark against the source cell holding
-    the same landmark.
-
-    Args:
-        logits: (B, heads, N, N) scores, driving cells (rows) against source cells, on a square grid.
-        source_points, driving_points: (B, P, 2) landmark pixels (x, y); NaN where a frame has no face.
-        image_size: the frames' size in pixels.
-
-    Returns:
-        The mean over heads and over landmarks known in both frames; 0 when there are none.
-    """
-    b, heads, n, _ = logits.shape
-    grid = math.isqrt(n)
-    known = torch.isfinite(source_points).all(-1) & torch.isfinite(driving_points).all(-1)  # (B, P)
-    if not known.any():
-        return logits.sum() * 0.0
-    rows = landmark_cells(torch.nan_to_num(driving_points), image_size, grid)  # (B, P)
-    targets = landmark_cells(torch.nan_to_num(source_points), image_size, grid)
-    picked = torch.gather(logits, 2, rows[:, None, :, None].expand(-1, heads, -1, n))  # (B, heads, P, N)
-    losses = F.cross_entropy(picked.permute(0, 3, 1, 2), targets[:, None, :].expand(-1, heads, -1),
-                             reduction="none")  # (B, heads, P)
-    weights = known[:, None, :].float().expand_as(losses)
-    return (losses * weights).sum() / weights.sum()
-
-
 def masked_l1_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the pixels where `mask` (B, 1, H, W) is 1; 0 when the mask is empty."""
     weighted = ((fake - real).abs() * mask).sum()
     return weighted / (mask.sum() * fake.shape[1]).clamp(min=1.0)
 
 
-def renderer_generator_loss(
-    fake: torch.Tensor,
-    real: torch.Tensor,
-    fake_logits_list: Sequence[torch.Tensor] | None,
-    *,
-    adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    motion: torch.Tensor,
-    identity_own: torch.Tensor | None,
-    identity_other: torch.Tensor | None,
-    vgg: VGG19Features | None = None,
-    region_mask: torch.Tensor | None = None,
-    self_logits: torch.Tensor | None = None,
-    correspondence: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
-    motion_landmarks: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
-    expert: nn.Module | None = None,
-    warped: torch.Tensor | None = None,
-    flow_landmarks: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
-    scales: Sequence[float] = PERCEPTUAL_SCALES,
-    weights: RendererLossWeights = RendererLossWeights(),
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the renderer's generator losses.
+# -- the renderer's generator loss: a registry of named terms, weighted by the recipe --------------------------
 
-    Args:
-        fake: (B, 3, H, W) rendered driving frames in [0, 1].
-        real: (B, 3, H, W) ground-truth driving frames in [0, 1].
-        fake_logits_list: discriminator logits of `fake`, one (B, 1) tensor per scale; None skips the GAN term
-            (training without a discriminator).
-        adapt: the identity-adaptive module.
-        motion: (B, D_m) driving motion latents.
-        identity_own: (B, D_i) identity of the driving frame; None skips the consistency term.
-        identity_other: (B, D_i) identity of a frame from another video (None with `identity_own`).
-        vgg: perceptual network; None skips the perceptual and region terms (e.g. no VGG weights available).
-        region_mask: (B, 1, H, W) eye and mouth mask in {0, 1}; None skips the region term.
-        self_logits: finest-level attention scores of the sources attending to themselves
-            (`IMTRenderer.self_attention_logits`); None skips the alignment term.
-        correspondence: (logits, source landmarks, driving landmarks, image size) for `correspondence_loss`; None
-            skips the correspondence term.
-        motion_landmarks: (predicted shifts, source landmarks, driving landmarks, image size) for
-            `landmark_shift_loss`; None skips the motion-landmark term.
-        expert: a frozen face-state expert for `expert_loss`; None skips the expert term.
-        warped: (B, 3, H, W) the `source_warp` base images for `warp_loss`; None skips the warp term.
-        flow_landmarks: (flow, source landmarks, driving landmarks, image size) for `flow_landmark_loss`; None skips
-            the flow-landmark term.
-        scales: perceptual pyramid factors.
-        weights: term weights.
+
+@dataclass
+class RendererLossInputs:
+    """What one renderer training step hands its loss terms; each term reads what it needs."""
+
+    result: Reconstruction  # the renderer's outputs for the batch (`IMTRenderer.reconstruct`)
+    # "driving" (the target frames), "other" (frames of other videos); with some terms "mask" (eyes and mouth),
+    # "source_landmarks" and "driving_landmarks" (face-mesh points in pixels, NaN where a frame has no face)
+    batch: Mapping[str, torch.Tensor]
+    renderer: IMTRenderer  # the identity-consistency term runs its identity encoder and adaptive MLP
+    vgg: VGG19Features | None = None  # None skips the perceptual terms (no VGG19 weights at hand)
+    discriminator: nn.Module | None = None
+    landmark_probe: nn.Module | None = None  # latent departure -> landmark shifts, training only
+    scales: Sequence[float] = PERCEPTUAL_SCALES
+
+    @property
+    def fake(self) -> torch.Tensor:
+        return self.result.frame
+
+    @property
+    def real(self) -> torch.Tensor:
+        return self.batch["driving"]
+
+    def landmarks(self, term: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if "driving_landmarks" not in self.batch:
+            raise ValueError(f"the {term} loss term needs batches with landmarks "
+                             "(RendererPairDataset(..., with_landmarks=True))")
+        return self.batch["source_landmarks"], self.batch["driving_landmarks"]
+
+    def warp(self, term: str) -> Reconstruction:
+        if not hasattr(self.result, "flow"):
+            raise ValueError(f"the {term} loss term needs a renderer with a source warp (the demo renderer)")
+        return self.result
+
+
+def l1_term(inputs: RendererLossInputs) -> torch.Tensor:
+    return F.l1_loss(inputs.fake, inputs.real)
+
+
+def perceptual_term(inputs: RendererLossInputs) -> torch.Tensor | None:
+    return None if inputs.vgg is None else perceptual_loss(inputs.vgg, inputs.fake, inputs.real, inputs.scales)
+
+
+def region_term(inputs: RendererLossInputs) -> torch.Tensor | None:
+    """The perceptual loss inside the eye and mouth masks."""
+    mask = inputs.batch.get("mask")
+    if inputs.vgg is None or mask is None:
+        return None
+    return perceptual_loss(inputs.vgg, inputs.fake, inputs.real, inputs.scales, mask=mask)
+
+
+def region_l1_term(inputs: RendererLossInputs) -> torch.Tensor | None:
+    """L1 per pixel of the eye and mouth masks: the region term's stand-in when no VGG19 is at hand."""
+    mask = inputs.batch.get("mask")
+    return None if mask is None else masked_l1_loss(inputs.fake, inputs.real, mask)
+
+
+def consistency_term(inputs: RendererLossInputs) -> torch.Tensor:
+    """`identity_consistency_loss` of the driving latents between the driving frame's identity and another video's
+    (two more identity-encoder passes)."""
+    encoder = inputs.renderer.dense_feature_encoder
+    _, identity_own = encoder(inputs.batch["driving"])
+    _, identity_other = encoder(inputs.batch["other"])
+    return identity_consistency_loss(inputs.renderer.adapt, inputs.result.motion, identity_own, identity_other)
+
+
+def adversarial_term(inputs: RendererLossInputs) -> torch.Tensor:
+    if inputs.discriminator is None:
+        raise ValueError("the adversarial loss term needs a discriminator")
+    return generator_adversarial_loss(inputs.discriminator(inputs.fake))
+
+
+def motion_landmarks_term(inputs: RendererLossInputs) -> torch.Tensor:
+    """`landmark_shift_loss` of the landmark probe's reading of the latent departure: it asks the motion encoder for
+    mouth, eyelids, gaze and head pose from the first step."""
+    source_points, driving_points = inputs.landmarks("motion_landmarks")
+    motion = inputs.result.motion
+    shift = inputs.landmark_probe(motion - inputs.result.source.motion).view(motion.shape[0], -1, 2)
+    return landmark_shift_loss(shift, source_points, driving_points, inputs.fake.shape[-1])
+
+
+def warp_term(inputs: RendererLossInputs) -> torch.Tensor:
+    """`warp_loss` of the warped source (the base image the frame corrects) against the driving frame."""
+    return warp_loss(inputs.warp("warp").base, inputs.real)
+
+
+def flow_landmarks_term(inputs: RendererLossInputs) -> torch.Tensor:
+    """`flow_landmark_loss` of the source warp's flow at the driving frame's landmarks."""
+    flow = inputs.warp("flow_landmarks").flow
+    source_points, driving_points = inputs.landmarks("flow_landmarks")
+    return flow_landmark_loss(flow, source_points, driving_points, inputs.fake.shape[-1])
+
+
+@dataclass(frozen=True)
+class RendererLossTerm:
+    """A term of the renderer's generator loss and what a training step must provide for it."""
+
+    compute: Callable[[RendererLossInputs], torch.Tensor | None]  # None: skipped, an optional input is missing
+    needs_landmarks: bool = False  # batches with face-mesh landmarks
+    needs_warp: bool = False  # a renderer with a source warp (the demo renderer)
+
+
+# Every term a recipe may weight, in the order they are computed (which sets the order autograd sums the gradients
+# of a tensor several terms read, so training runs stay reproducible to the bit). The published recipe uses l1,
+# perceptual, region, consistency and adversarial; the others are the demo model's (docs/demo-model.md).
+RENDERER_LOSS_TERMS: dict[str, RendererLossTerm] = {
+    "l1": RendererLossTerm(l1_term),
+    "perceptual": RendererLossTerm(perceptual_term),
+    "region": RendererLossTerm(region_term),
+    "region_l1": RendererLossTerm(region_l1_term),
+    "motion_landmarks": RendererLossTerm(motion_landmarks_term, needs_landmarks=True),
+    "consistency": RendererLossTerm(consistency_term),
+    "adversarial": RendererLossTerm(adversarial_term),
+    "warp": RendererLossTerm(warp_term, needs_warp=True),
+    "flow_landmarks": RendererLossTerm(flow_landmarks_term, needs_landmarks=True, needs_warp=True),
+}
+PUBLISHED_RENDERER_LOSS_WEIGHTS = {"l1": 1.0, "perceptual": 10.0, "region": 100.0, "consistency": 1.0,
+                                   "adversarial": 1.0}
+
+
+def renderer_loss_weights(weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """A recipe's loss weights by term name, checked against `RENDERER_LOSS_TERMS`; None gives the published ones.
+
+    A recipe names the terms it uses: a term it leaves out (or weights 0) is not computed."""
+    if weights is None:
+        return dict(PUBLISHED_RENDERER_LOSS_WEIGHTS)
+    unknown = sorted(set(weights) - set(RENDERER_LOSS_TERMS))
+    if unknown:
+        raise ValueError(f"unknown renderer loss terms {unknown}; known: {', '.join(RENDERER_LOSS_TERMS)}")
+    return {name: float(weight) for name, weight in weights.items()}
+
+
+def renderer_generator_loss(inputs: RendererLossInputs,
+                            weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the renderer's generator loss terms with a non-zero weight.
 
     Returns:
-        (total loss, {term name: detached unweighted value, plus "total"}). Skipped terms are absent.
+        (total loss, {term name: detached unweighted value, plus "total"}). Terms whose optional input is missing
+        (the perceptual ones without a VGG19, the region ones without masks) are skipped and absent.
     """
-    terms = {"l1": F.l1_loss(fake, real)}
-    if vgg is not None:
-        terms["perceptual"] = perceptual_loss(vgg, fake, real, scales)
-        if region_mask is not None:
-            terms["region"] = perceptual_loss(vgg, fake, real, scales, mask=region_mask)
-    if weights.region_l1 and region_mask is not None:
-        terms["region_l1"] = masked_l1_loss(fake, real, region_mask)
-    if identity_own is not None:
-        terms["consistency"] = identity_consistency_loss(adapt, motion, identity_own, identity_other)
-    if fake_logits_list is not None:
-        terms["adversarial"] = generator_adversarial_loss(fake_logits_list)
-    if self_logits is not None:
-        terms["alignment"] = attention_alignment_loss(self_logits)
-    if correspondence is not None:
-        terms["correspondence"] = correspondence_loss(*correspondence)
-    if motion_landmarks is not None:
-        terms["motion_landmarks"] = landmark_shift_loss(*motion_landmarks)
-    if expert is not None:
-        terms["expert"] = expert_loss(expert, fake, real)
-    if warped is not None:
-        terms["warp"] = warp_loss(warped, real)
-    if flow_landmarks is not None:
-        terms["flow_landmarks"] = flow_landmark_loss(*flow_landmarks)
-    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    terms = {}
+    for name, term in RENDERER_LOSS_TERMS.items():
+        if weights.get(name):
+            value = term.compute(inputs)
+            if value is not None:
+                terms[name] = value
+    if not terms:
+        raise ValueError(f"no renderer loss term to train on: weights {dict(weights)}")
+    total = sum(weights[name] * value for name, value in terms.items())
     logged = {name: value.detach() for name, value in terms.items()}
     logged["total"] = total.detach()
     return total, logged

@@ -5,8 +5,10 @@ driving frame from the source; generator loss = 1 L1 + 10 multi-scale VGG19 perc
 perceptual + 1 identity consistency + 1 non-saturating GAN; the discriminator has the logistic loss. Adam lr 1e-4,
 betas (0.5, 0.999), gradient norm clipped at 1 for each network; batch 4 per GPU.
 
-With `weights.adversarial = 0` no discriminator is built: the renderer trains on its reconstruction terms alone, about
-eight times faster on a CPU at 128 px (the demo model's recipe).
+The loss is a weighted sum of named terms (`training.losses.RENDERER_LOSS_TERMS`); a recipe without the
+`adversarial` term builds no discriminator and trains on its reconstruction terms alone, about eight times faster on a
+CPU at 128 px (the demo model's recipe). The renderer is the class its config names (`variant`: the published network
+or the demo one).
 
 Both networks step together on every batch from one Adam with two parameter groups, so `trainer.global_step` counts
 batches (two Lightning optimisers would count every batch twice).
@@ -31,18 +33,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict
+from ..config import (DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict, renderer_config_from_dict,
+                      renderer_config_to_dict)
 from ..metrics import psnr, ssim
+from ..models.demo_renderer import DemoRenderer
 from ..preprocess.face import NUM_LANDMARKS
 from ..models.discriminator import MultiScaleDiscriminator
-from ..models.renderer import IMTRenderer
+from ..models.variants import build_renderer
 from ..weights import CHECKPOINT_INFO
-from .losses import RendererLossWeights, discriminator_loss, load_vgg19, renderer_generator_loss
+from .losses import (PUBLISHED_RENDERER_LOSS_WEIGHTS, RENDERER_LOSS_TERMS, RendererLossInputs, discriminator_loss,
+                     load_vgg19, renderer_generator_loss, renderer_loss_weights)
 
 logger = logging.getLogger(__name__)
 
 GRAD_CLIP_NORM = 1.0
-FROZEN_PREFIXES = ("vgg.", "expert.")  # fixed networks loaded from their own files, kept out of checkpoints
+FROZEN_PREFIXES = ("vgg.",)  # fixed networks loaded from their own files, kept out of checkpoints
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class RendererTrainingConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 4  # per device
-    weights: RendererLossWeights = field(default_factory=RendererLossWeights)
+    # loss weights by term name (`training.losses.RENDERER_LOSS_TERMS`); the terms a recipe leaves out are not used
+    weights: dict[str, float] = field(default_factory=lambda: dict(PUBLISHED_RENDERER_LOSS_WEIGHTS))
     vgg_path: str | None = None  # torchvision-format VGG19 state dict; None trains without the perceptual terms
     sample_frames: int = 4  # validation frames saved as an image grid
     # None: the published constant rate. N: a linear warm-up over `warmup_steps`, then a cosine decay to
@@ -60,16 +66,21 @@ class RendererTrainingConfig:
     cosine_steps: int | None = None
     warmup_steps: int = 0
     final_lr_fraction: float = 0.05
-    # not in the published recipe: a straight-through gradient for the fine levels' arg-max selection
-    # (`IMTRenderer.top1_gradient`); rendered frames are the same, only training sees the difference
-    top1_gradient: bool = False
     # not in the published recipe (1 keeps it): learning-rate multiplier for the motion path (motion encoder,
-    # identity-adaptive MLP, motion decoder). Those are StyleGAN-style equalised layers, whose weights are ~N(0, 1)
-    # scaled at run time, so one Adam step changes them sqrt(fan-in) times less, relatively, than the plain convolutions
-    # of the appearance path: at one rate the appearance trains and the motion does not move within a short run.
+    # identity-adaptive MLP, motion decoder), whose equalised layers a short run at one rate leaves unmoved
     motion_lr_scale: float = 1.0
-    # a face-state expert file (`imtalker.training.expert`) for the `expert` loss weight; None trains without it
-    expert_path: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights", renderer_loss_weights(self.weights))
+
+    def uses(self, term: str) -> bool:
+        """Whether the recipe weights this loss term."""
+        return bool(self.weights.get(term))
+
+    @property
+    def needs_landmarks(self) -> bool:
+        """Whether a term of the recipe reads face-mesh landmarks from the batches."""
+        return any(RENDERER_LOSS_TERMS[name].needs_landmarks for name in self.weights if self.uses(name))
 
 
 def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None) -> RendererTrainingConfig:
@@ -82,8 +93,8 @@ def training_config_from(data: Mapping[str, Any] | RendererTrainingConfig | None
         raise ValueError(f"unknown renderer training settings: {sorted(unknown)}")
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
-    if isinstance(values.get("weights"), Mapping):
-        values["weights"] = RendererLossWeights(**values["weights"])
+    if values.get("weights") is not None:
+        values["weights"] = dict(values["weights"])
     return RendererTrainingConfig(**values)
 
 
@@ -101,7 +112,7 @@ class RendererModule(lightning.LightningModule):
     """The renderer (`self.gen`) and its multi-scale discriminator (`self.disc`) with the published losses.
 
     Args:
-        config: renderer architecture (or its dict form).
+        config: renderer architecture (or its dict form, whose `variant` picks the class).
         training: optimisation settings (or their dict form).
         discriminator: discriminator architecture (or its dict form); its image size follows the renderer's.
     """
@@ -111,7 +122,7 @@ class RendererModule(lightning.LightningModule):
                  discriminator: DiscriminatorConfig | Mapping[str, Any] | None = None):
         super().__init__()
         if isinstance(config, Mapping):
-            config = config_from_dict(RendererConfig, dict(config))
+            config = renderer_config_from_dict(config)
         if isinstance(discriminator, Mapping):
             discriminator = config_from_dict(DiscriminatorConfig, dict(discriminator))
         self.config = config = config or RendererConfig()
@@ -121,30 +132,25 @@ class RendererModule(lightning.LightningModule):
             raise ValueError(f"discriminator image_size {disc_config.image_size} differs from the renderer's "
                              f"{config.image_size}")
         # Plain dicts only, so the checkpoint loads with `torch.load(weights_only=True)`.
-        self.save_hyperparameters({"config": config_to_dict(config), "training": dataclasses.asdict(training),
+        self.save_hyperparameters({"config": renderer_config_to_dict(config),
+                                   "training": dataclasses.asdict(training),
                                    "discriminator": config_to_dict(disc_config)})
         self.automatic_optimization = False
-        self.gen = IMTRenderer(config)
-        self.gen.top1_gradient = training.top1_gradient
+        self.gen = build_renderer(config)
+        warped = [name for name in training.weights if training.uses(name) and RENDERER_LOSS_TERMS[name].needs_warp]
+        if warped and not isinstance(self.gen, DemoRenderer):
+            raise ValueError(f"the loss terms {warped} need a renderer with a source warp (variant: demo)")
         # The discriminator costs more than a small renderer; without a GAN term it is not built at all.
-        self.disc = MultiScaleDiscriminator(disc_config) if training.weights.adversarial else None
+        self.disc = MultiScaleDiscriminator(disc_config) if training.uses("adversarial") else None
         # training only (not in the exported renderer): a change of motion latent -> the face-mesh landmarks' shift
         self.landmark_probe = (torch.nn.Linear(config.motion_dim, NUM_LANDMARKS * 2, bias=False)
-                               if training.weights.motion_landmarks else None)
+                               if training.uses("motion_landmarks") else None)
         self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
-        if training.weights.expert and not training.expert_path:
-            raise ValueError("the expert loss weight needs training.expert_path (a face-state expert file)")
-        self.expert = None
-        if training.weights.expert:
-            from .expert import load_face_state_expert
-
-            self.expert = load_face_state_expert(training.expert_path)
         if self.vgg is None:
             logger.warning("no VGG19 weights given: training without the perceptual and eye/mouth region losses")
 
     def state_dict(self, *args, **kwargs):
-        """Renderer and discriminator only: the fixed VGG19 and face-state expert come from their own files, not
-        from our checkpoints."""
+        """Renderer and discriminator only: the fixed VGG19 comes from its own file, not from our checkpoints."""
         state = super().state_dict(*args, **kwargs)
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
@@ -159,45 +165,16 @@ class RendererModule(lightning.LightningModule):
 
     # -- one step ----------------------------------------------------------------------------------------------
 
-    def _generator_terms(self, batch: Mapping[str, torch.Tensor]):
-        source, driving, other = batch["source"], batch["driving"], batch["other"]
-        result = self.gen.reconstruct(driving, source)
-        fake, motion, source_state = result.frame, result.motion, result.source  # (B, 3, S, S), (B, motion_dim)
-        identity_own = identity_other = None
-        if self.training_config.weights.consistency:  # two more identity-encoder passes: a third of a small step
-            _, identity_own = self.gen.dense_feature_encoder(driving)  # the driving frame's own identity
-            _, identity_other = self.gen.dense_feature_encoder(other)
-        fake_logits = self.disc(fake) if self.disc is not None else None
-        self_logits = None
-        if self.training_config.weights.alignment:
-            self_logits = self.gen.self_attention_logits(source_state)
-        weights = self.training_config.weights
-        if (weights.correspondence or weights.motion_landmarks or weights.flow_landmarks) \
-                and "driving_landmarks" not in batch:
-            raise ValueError("the correspondence, motion-landmark and flow-landmark terms need batches with landmarks "
-                             "(RendererPairDataset(..., with_landmarks=True))")
-        if (weights.warp or weights.flow_landmarks) and result.flow is None:
-            raise ValueError("the warp and flow-landmark terms need a renderer with source_warp")
-        correspondence = motion_landmarks = None
-        if weights.correspondence:
-            correspondence = (self.gen.attention_logits(source_state, result.motion_maps), batch["source_landmarks"],
-                              batch["driving_landmarks"], self.config.image_size)
-        if self.landmark_probe is not None:
-            shift = self.landmark_probe(motion - source_state.motion).view(motion.shape[0], NUM_LANDMARKS, 2)
-            motion_landmarks = (shift, batch["source_landmarks"], batch["driving_landmarks"], self.config.image_size)
-        loss, terms = renderer_generator_loss(
-            fake, driving, fake_logits, adapt=self.gen.adapt, motion=motion, identity_own=identity_own,
-            identity_other=identity_other, vgg=self.vgg, region_mask=batch.get("mask"), self_logits=self_logits,
-            correspondence=correspondence, motion_landmarks=motion_landmarks, expert=self.expert,
-            warped=result.base if weights.warp else None,
-            flow_landmarks=((result.flow, batch["source_landmarks"], batch["driving_landmarks"], self.config.image_size)
-                            if weights.flow_landmarks else None),
-            weights=weights)
+    def generator_loss(self, batch: Mapping[str, torch.Tensor]):
+        """(rendered driving frames, weighted loss, logged terms) of one batch."""
+        result = self.gen.reconstruct(batch["driving"], batch["source"])
+        inputs = RendererLossInputs(result, batch, self.gen, self.vgg, self.disc, self.landmark_probe)
+        loss, terms = renderer_generator_loss(inputs, self.training_config.weights)
         # spread of the driving latents over the batch: near 0 means the motion encoder has collapsed and the
-        # renderer copies its source (seen in short runs with the alignment term: PSNR stuck at the copy baseline)
-        if motion.shape[0] > 1:
-            terms["motion_std"] = motion.detach().std(dim=0).mean()
-        return fake, loss, terms
+        # renderer copies its source
+        if result.motion.shape[0] > 1:
+            terms["motion_std"] = result.motion.detach().std(dim=0).mean()
+        return result.frame, loss, terms
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One generator and one discriminator update; logs `train/<term>`, `train/disc`.
@@ -211,11 +188,11 @@ class RendererModule(lightning.LightningModule):
         b = batch["driving"].shape[0]
 
         if self.disc is None:
-            fake, loss, terms = self._generator_terms(batch)
+            fake, loss, terms = self.generator_loss(batch)
             self.manual_backward(loss)
         else:
             self.disc.requires_grad_(False)
-            fake, loss, terms = self._generator_terms(batch)
+            fake, loss, terms = self.generator_loss(batch)
             self.disc.requires_grad_(True)
             disc_loss = discriminator_loss(self.disc(batch["driving"]), self.disc(fake.detach()))
             self.manual_backward(loss + disc_loss)
@@ -281,5 +258,5 @@ class RendererModule(lightning.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what the file holds, so `imtalker.load_renderer` builds the right network from it."""
-        checkpoint[CHECKPOINT_INFO] = {"kind": "renderer", "config": config_to_dict(self.config),
+        checkpoint[CHECKPOINT_INFO] = {"kind": "renderer", "config": renderer_config_to_dict(self.config),
                                        "discriminator": self.hparams["discriminator"]}

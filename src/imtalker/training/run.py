@@ -2,7 +2,8 @@
 
 A config has four sections, all optional (defaults are the published recipe at the published sizes)::
 
-    model:     RendererConfig or GeneratorConfig fields (image_size, feature_channels, hidden_dim, ...)
+    model:     RendererConfig or GeneratorConfig fields (image_size, feature_channels, hidden_dim, ...); a renderer's
+               `variant: demo` makes it the demo renderer (DemoRendererConfig fields)
     training:  RendererTrainingConfig or GeneratorTrainingConfig fields (lr, batch_size, weights, vgg_path, ...)
     audio:     generator only: {front_end: mel, mel: {MelConfig fields}} trains the weight-free log-mel front end
                with the generator; {front_end: features} uses the features stored by `imtalker prepare
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import GeneratorConfig, RendererConfig, config_from_dict, config_to_dict
+from ..config import (GeneratorConfig, config_from_dict, config_to_dict, renderer_config_from_dict,
+                      renderer_config_to_dict)
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,14 @@ def _build(cls, values: Mapping[str, Any], what: str):
         raise InputError(f"bad {what} settings: {err}") from None
 
 
+def _renderer_config(values: Mapping[str, Any]):
+    """The renderer config of a `model` section; its `variant` picks the class (published when absent)."""
+    try:
+        return renderer_config_from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bad model settings: {err}") from None
+
+
 def trainer_settings(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> TrainerSettings:
     """The `trainer` section with command-line overrides (None values are ignored)."""
     values = {**_section(config, "trainer"), **{k: v for k, v in overrides.items() if v is not None}}
@@ -143,22 +153,19 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
     config = dict(config or {})
     run_dir = Path(run_dir)
     settings = trainer_settings(config, overrides or {})
-    model = _build(RendererConfig, _section(config, "model"), "model")
+    model = _renderer_config(_section(config, "model"))
     try:
         training = training_config_from(_section(config, "training"))
     except (TypeError, ValueError) as err:
         raise InputError(f"bad training settings: {err}") from None
     if training.vgg_path and not Path(training.vgg_path).is_file():
         raise InputError(f"VGG19 weights not found: {training.vgg_path}")
-    if training.weights.expert and not (training.expert_path and Path(training.expert_path).is_file()):
-        raise InputError(f"the expert loss needs a face-state expert file (training.expert_path), got "
-                         f"{training.expert_path!r}")
     lightning.seed_everything(settings.seed, workers=True, verbose=False)
     train = RendererPairDataset(data, "train", model.image_size, settings.samples_per_epoch, seed=settings.seed,
-                                with_landmarks=bool(training.weights.correspondence or training.weights.motion_landmarks
-                                                    or training.weights.flow_landmarks))
+                                with_landmarks=training.needs_landmarks)
     val = RendererPairDataset(data, "val", model.image_size, settings.val_samples, seed=settings.seed + 1)
-    _write_resolved(run_dir, "renderer", {"model": config_to_dict(model), "training": dataclasses.asdict(training),
+    _write_resolved(run_dir, "renderer", {"model": renderer_config_to_dict(model),
+                                          "training": dataclasses.asdict(training),
                                           "trainer": dataclasses.asdict(settings), "data": str(data)})
     return _fit(RendererModule(model, training), train, val, run_dir, settings, resume, **trainer_kwargs)
 
