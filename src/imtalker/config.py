@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class RendererConfig:
-    """Sizes of the published renderer (MODEL.md section 3).
+    """Sizes of the published renderer (docs/architecture.md §3).
 
     Six appearance levels sit at image_size / 2 ... image_size / 64. The four coarsest (image_size / 64 ... / 8) use
     cross-attention, the two finest the guided resampler, so image_size must be a multiple of 128 (the motion decoder
@@ -89,7 +89,7 @@ RENDERER_VARIANTS: dict[str, type[RendererConfig]] = {cls.variant: cls for cls i
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Sizes of the flow-matching motion generator (MODEL.md section 4)."""
+    """Sizes of the flow-matching motion generator (docs/architecture.md §4)."""
 
     motion_dim: int = 32
     cond_dim: int = 32  # width every condition is projected to
@@ -114,7 +114,7 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """Two-scale StyleGAN2 discriminator used only for training (MODEL.md section 6)."""
+    """Two-scale StyleGAN2 discriminator used only for training (docs/architecture.md §6)."""
 
     image_size: int = 512
     # channels by resolution, as in StyleGAN2; resolutions not listed use 512

@@ -1,4 +1,4 @@
-"""Fixed facts of the IMTalker data pipeline (MODEL.md sections 4 and 5)."""
+"""Fixed facts of the IMTalker data pipeline (docs/architecture.md §4, §5.1)."""
 
 SAMPLE_RATE = 16000  # audio samples per second fed to the audio encoder
 FPS = 25  # video frames per second; one motion latent per frame

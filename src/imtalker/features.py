@@ -2,7 +2,7 @@
 streaming session use, so a waveform gives the same features whichever path encodes it.
 
 The audio encoder sees a window of frames with context on both sides, and only the frames in the middle are kept
-(MODEL.md 5): features near a window's edge would otherwise differ from those of the whole file.
+(docs/architecture.md §5.3): features near a window's edge would otherwise differ from those of the whole file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def iter_audio_features(encoder: AudioEncoder, waveform: torch.Tensor, num_frame
                         ) -> Iterator[torch.Tensor]:
     """Frame-rate audio features (1, n, feature_dim) in consecutive pieces covering num_frames frames.
 
-    The waveform is normalised once over the whole file (MODEL.md 5); each window of `window` frames is encoded
+    The waveform is normalised once over the whole file (docs/architecture.md §5.3); each window of `window`
+    frames is encoded
     with `context` frames of audio on both sides, which are then dropped.
     """
     waveform = normalize_waveform(waveform.reshape(1, -1).float())

@@ -1,4 +1,4 @@
-"""Sampling motion from the flow-matching generator (MODEL.md section 4.3).
+"""Sampling motion from the flow-matching generator (docs/architecture.md §4.3).
 
 `SamplingOptions` holds the sampler's settings with their defaults, checked once. `sample_motion` integrates the
 generator's velocity over a whole sequence, chunk by chunk; `ChunkSampler` does one chunk at a time for callers that
@@ -148,7 +148,7 @@ def sample_motion(
     options: SamplingOptions = SamplingOptions(),
     noise: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Samples motion latents for every audio frame (MODEL.md 4.3).
+    """Samples motion latents for every audio frame (docs/architecture.md §4.3).
 
     The sequence is cut into chunks of `clip_frames`; each chunk sees the last `prev_frames` of the previous
     chunk (latents and conditions) as context, and the first chunk sees zeros.
@@ -210,7 +210,7 @@ def sample_motion(
 
 
 class ChunkSampler:
-    """Samples motion one chunk at a time, carrying the context between chunks (MODEL.md 4.3).
+    """Samples motion one chunk at a time, carrying the context between chunks (docs/architecture.md §4.3).
 
     `sample_motion` runs it over a whole sequence; streaming callers feed chunks as the audio arrives.
     Every chunk but the last must hold exactly `clip_frames` frames; a shorter chunk is padded by repeating its

@@ -1,4 +1,4 @@
-"""Audio encoder (MODEL.md section 5) against the golden features of a tiny wav2vec2."""
+"""Audio encoder (docs/architecture.md §5.1) against the golden features of a tiny wav2vec2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Two-scale discriminator (MODEL.md section 6) against the golden features and logits."""
+"""Two-scale discriminator (docs/architecture.md §6) against the golden features and logits."""
 
 from __future__ import annotations
 

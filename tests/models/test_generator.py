@@ -1,4 +1,4 @@
-"""Motion generator: published state-dict layout, golden parity (MODEL.md 4) and the sampler's contract."""
+"""Motion generator: published state-dict layout, golden parity (docs/architecture.md §4), the sampler's contract."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def test_noise_list_is_honoured(tiny_model):
 
 
 def test_chunk_context_matches_manual_loop(tiny_model):
-    """Chunk 1 starts from the last prev_frames of chunk 0 (latents and padded conditions), per MODEL.md 4.3."""
+    """Chunk 1 starts from the last prev_frames of chunk 0 (latents and padded conditions), docs/architecture.md §4.3."""
     cfg = TINY
     audio, ref = tiny_inputs(cfg.clip_frames + 7)
     noise = [torch.randn(1, cfg.clip_frames, cfg.motion_dim) for _ in range(2)]

@@ -1,4 +1,5 @@
-"""Training losses (spec §7): VGG19 trunk and loading, perceptual/region, consistency, GAN and flow-matching losses."""
+"""Training losses (docs/architecture.md §7): VGG19 trunk and loading, perceptual/region, consistency, GAN and
+flow-matching losses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frame-rate audio features from a wav2vec2 encoder (MODEL.md section 5).
+"""Frame-rate audio features from a wav2vec2 encoder (docs/architecture.md §5.1).
 
 The published model runs `transformers.Wav2Vec2Model` with one change: the output of the convolutional feature
 extractor is resampled in time to exactly one step per video frame *before* the feature projection and the

@@ -1,4 +1,4 @@
-"""Two-scale StyleGAN2 discriminator, used only to train the renderer (MODEL.md section 6).
+"""Two-scale StyleGAN2 discriminator, used only to train the renderer (docs/architecture.md §6).
 
 `scale1` judges the image at full resolution, `scale2` the image downsampled by 2 (bilinear). Attribute names
 are the published state-dict keys without the `disc.` prefix.

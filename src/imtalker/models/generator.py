@@ -1,4 +1,4 @@
-"""Flow-matching motion generator (MODEL.md section 4).
+"""Flow-matching motion generator (docs/architecture.md §4).
 
 Audio features (and optional pose, gaze and camera tracks) are projected to small per-frame conditions; a DiT-style
 transformer (`fmt`) predicts the velocity of a rectified flow over motion latents. Integrating it chunk by chunk is
@@ -173,7 +173,7 @@ class MotionConditions:
 
 
 class FlowMatchingTransformer(nn.Module):
-    """Velocity network of the motion flow (`fmt`, MODEL.md 4.2); conditions come in already projected."""
+    """Velocity network of the motion flow (`fmt`, docs/architecture.md §4.2); conditions come in already projected."""
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()

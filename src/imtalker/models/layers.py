@@ -1,4 +1,4 @@
-"""Building blocks shared by the renderer and the discriminator (MODEL.md sections 1 and 2).
+"""Building blocks shared by the renderer and the discriminator (docs/architecture.md §2).
 
 Attribute names are the published state-dict keys, so checkpoints load with a plain prefix strip.
 """

@@ -1,4 +1,5 @@
-"""Implicit motion transfer (MODEL.md 3.5): align source appearance to the driving motion without optical flow.
+"""Implicit motion transfer (docs/architecture.md §3.5): align source appearance to the driving motion without
+optical flow.
 
 Coarse levels use cross-attention (query = driving motion map, key = source motion map, value = source
 appearance). The two finest levels copy pooled source blocks chosen by the arg-max of the finest coarse

@@ -1,4 +1,4 @@
-"""The IMTalker renderer (MODEL.md section 3): source portrait + motion latents -> frames.
+"""The IMTalker renderer (docs/architecture.md §3): source portrait + motion latents -> frames.
 
 The published network, top to bottom: identity encoder, motion encoder, identity-adaptive MLP, motion decoder,
 implicit motion transfer (`imt`: cross-attention at the four coarse levels, guided resampling at the finer ones) and

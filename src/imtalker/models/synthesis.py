@@ -1,4 +1,4 @@
-"""Synthesis network `frame_decoder` (MODEL.md 3.6): aligned feature pyramid -> RGB frame."""
+"""Synthesis network `frame_decoder` (docs/architecture.md §3.6): aligned feature pyramid -> RGB frame."""
 
 from __future__ import annotations
 

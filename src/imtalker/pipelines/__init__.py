@@ -276,7 +276,7 @@ class AudioDrivenPipeline(_PipelineBase):
                 yield frame
 
     def _track_slice(self, track: np.ndarray | None, window: slice) -> torch.Tensor | None:
-        """Frames of a track for this window: cut, or zero-padded past its end (MODEL.md 4.3)."""
+        """Frames of a track for this window: cut, or zero-padded past its end (docs/architecture.md §4.3)."""
         if track is None:
             return None
         n = window.stop - window.start

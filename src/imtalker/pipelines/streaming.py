@@ -236,8 +236,8 @@ class StreamingSession:
     def _normalized(self, until: int) -> torch.Tensor:
         """The kept audio (1, n), normalised with the mean and variance of samples [0, until).
 
-        The offline pipeline normalises with the whole file's statistics (MODEL.md 5). Running statistics up to the
-        end of the current window are the closest causal stand-in; they stop at the window's end, not at whatever
+        The offline pipeline normalises with the whole file's statistics (docs/architecture.md §5.3). Running
+        statistics up to the end of the current window are the closest causal stand-in; they stop at the window's end, not at whatever
         has arrived, so the result never depends on how the audio was cut into pieces. At the end they are the
         whole stream's, as offline.
         """

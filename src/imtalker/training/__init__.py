@@ -1,1 +1,2 @@
-"""Training-only code: losses and (later) the Lightning modules that wrap the pure networks (spec §7)."""
+"""Training-only code: dataset preparation, losses and the Lightning modules that wrap the pure networks
+(docs/architecture.md §7)."""

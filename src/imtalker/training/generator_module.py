@@ -1,4 +1,4 @@
-"""Lightning training of the motion generator (MODEL.md sections 4 and 7).
+"""Lightning training of the motion generator (docs/architecture.md §4, §7).
 
 Recipe: rectified flow on motion latents, x_t = t x1 + (1 - t) noise with t ~ U(0, 1) and target velocity
 x1 - noise; loss = L1(v, target) + L1 of their frame-to-frame differences; Adam lr 1e-4, betas (0.5, 0.999); EMA 0.9999;
@@ -43,7 +43,7 @@ OPTIONAL_TRACKS = ("pose", "gaze", "cam")
 
 @dataclass(frozen=True)
 class GeneratorTrainingConfig:
-    """Optimisation knobs of the generator recipe (MODEL.md section 7); defaults are the published ones."""
+    """Optimisation knobs of the generator recipe (docs/architecture.md §7); defaults are the published ones."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)

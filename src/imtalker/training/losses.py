@@ -1,4 +1,4 @@
-"""Training losses (spec §7), as pure tensor / `nn.Module` code.
+"""Training losses (docs/architecture.md §7), as pure tensor / `nn.Module` code.
 
 The published renderer recipe is L1 + multi-scale VGG19 perceptual loss + the same loss restricted to eye/mouth masks +
 identity consistency of the adapted motion + a non-saturating GAN loss; the motion generator's is a rectified-flow

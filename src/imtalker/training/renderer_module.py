@@ -1,4 +1,4 @@
-"""Lightning training of the renderer with its discriminator (MODEL.md sections 3, 6 and 7).
+"""Lightning training of the renderer with its discriminator (docs/architecture.md §3, §6, §7).
 
 Recipe: a source and a driving frame of one video plus a frame of another video. The renderer reconstructs the
 driving frame from the source; generator loss = 1 L1 + 10 multi-scale VGG19 perceptual + 100 eye/mouth region
@@ -52,7 +52,7 @@ FROZEN_PREFIXES = ("vgg.",)  # fixed networks loaded from their own files, kept 
 
 @dataclass(frozen=True)
 class RendererTrainingConfig:
-    """Optimisation knobs of the renderer recipe (MODEL.md section 7); defaults are the published ones."""
+    """Optimisation knobs of the renderer recipe (docs/architecture.md §7); defaults are the published ones."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
