@@ -1,6 +1,6 @@
 """Does a renderer move with its motion? Held-out reenactment, frame spread and a linear probe of its motion latents.
 
-The diagnostics that told the demo-model runs apart (BENCHMARKS.md, "Demo model"), on prepared synthetic corpora:
+The diagnostics that told the demo-model runs apart (docs/demo-model.md), on prepared synthetic corpora:
 
 - reenactment: each held-out clip's frame 0 is the source, frames 5, 10, ... drive it; PSNR against the real frames
   and against copying the source (the no-motion baseline), as `imtalker eval` measures;

@@ -342,7 +342,7 @@ def _add_synth_data(sub) -> None:
 TRAIN_EXAMPLES = """\
 examples:
   imtalker prepare videos/ data/ --size 256 --workers 2
-  imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-256.yaml --max-steps 20000
+  imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-512.yaml --max-steps 20000
   imtalker train generator --data data/ --renderer runs/renderer --out runs/generator --precision bf16-mixed
   imtalker train renderer --data data/ --out runs/r512 --devices 4 --num-nodes 2 --precision bf16-mixed
   imtalker export runs/renderer weights/ && imtalker export runs/generator weights/
