@@ -12,7 +12,7 @@ sit on top.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import DiscriminatorConfig, GeneratorConfig, RendererConfig
+from .config import DemoRendererConfig, DiscriminatorConfig, GeneratorConfig, RendererConfig
 from .errors import CheckpointError, IMTalkerError, InputError, NoFaceError
 from .weights import (bundled_demo_model, load_audio_encoder, load_generator, load_renderer, resolve_weights,
                       save_model)
@@ -45,6 +45,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "AudioDrivenPipeline",
     "CheckpointError",
+    "DemoRendererConfig",
     "DiscriminatorConfig",
     "GeneratorConfig",
     "IMTalkerError",

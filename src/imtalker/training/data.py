@@ -76,7 +76,7 @@ class RendererPairDataset(Dataset):
         samples_per_epoch: dataset length (default: 100 per clip).
         seed: base seed of the per-index draws.
         with_landmarks: also return `source_landmarks` and `driving_landmarks` (478, 2), face-mesh pixels (x, y) at
-            `image_size`, NaN without a face (for the renderer's correspondence term).
+            `image_size`, NaN without a face (for the renderer's motion_landmarks and flow_landmarks terms).
     """
 
     def __init__(self, folder: str | os.PathLike, split: str, image_size: int, samples_per_epoch: int | None = None,
