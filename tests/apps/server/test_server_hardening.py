@@ -117,26 +117,37 @@ def test_a_flooding_stream_is_slowed_down_not_buffered(tight_server, drawn_png):
 
 def test_a_flooding_stream_that_runs_is_paced_by_its_render(tight_server, drawn_png):
     """With the worker free, the flood is taken only as fast as the stream renders (plus the buffers above), and
-    the stream is still a valid one: frames come for the audio taken."""
+    the stream is still a valid one: after "end", frames come for all the audio taken."""
+    noise = (np.random.default_rng(0).standard_normal(1 << 20) * 0.05).astype("<f4").tobytes()
     with connect(f"{tight_server.ws_url}/v1/stream", open_timeout=30, close_timeout=1, max_size=None) as flooder:
         flooder.send(start_message(drawn_png, sample_rate=FLOOD_RATE, format="f32le"))
         assert json.loads(flooder.recv(timeout=30))["type"] == "ready"
-        frames = []
+        frames, done = [], []
 
         def read():
             try:
                 while True:
-                    frames.append(flooder.recv(timeout=60))
+                    message = flooder.recv(timeout=120)
+                    if isinstance(message, bytes):
+                        frames.append(message)
+                    elif json.loads(message)["type"] in ("done", "error"):
+                        done.append(json.loads(message))
+                        return
             except Exception:
                 pass
 
         reader = threading.Thread(target=read)
         reader.start()
-        accepted = flood(flooder, FLOOD_SECONDS)
+        accepted, deadline = 0, time.monotonic() + FLOOD_SECONDS
+        while time.monotonic() < deadline:  # each send waits while the server is not reading
+            flooder.send(noise)
+            accepted += len(noise)
+        flooder.send(json.dumps({"type": "end"}))
         reader.join()
     print(f"\nrunning flood: {accepted / 2**20:.0f} MB taken in {FLOOD_SECONDS:g} s, {len(frames)} frames")
     assert accepted / 2**20 < MAX_FLOOD_ACCEPTED_MB, accepted / 2**20
-    assert frames and all(isinstance(frame, bytes) for frame in frames)
+    assert done and done[0]["type"] == "done", done
+    assert 0 < len(frames) == done[0]["frames"]  # every frame of the audio taken, as the done message counts
     wait_idle(tight_server.url)
 
 
