@@ -562,9 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("imtalker")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
