@@ -105,7 +105,7 @@ def test_memory_is_bounded_by_the_window_not_the_stream(pipe, source, motion_fra
     longest = 0
     for piece in np.array_split(np.tile(voice(2.0), 15), 300):  # 30 s in 0.1 s pieces
         list(session.push(piece))
-        longest = max(longest, session._audio.size)
+        longest = max(longest, session.buffered_samples)
     list(session.finish())
     assert session.frames_done == 750
     assert longest <= (25 + 50 + 5 + 3) * 640  # context + chunk + look-ahead (+ a piece), not 30 s
