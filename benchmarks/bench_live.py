@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import imtalker
-from common import header, write_section
+from common import header, median_seconds, write_section
 from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from imtalker.io.audio import load_audio
 
@@ -178,6 +178,51 @@ def summarise(run: dict, samples: np.ndarray) -> dict:
             "end_lag": arrivals[indices[-1]] - run["end_sent"], "fps": (len(indices) - 1) / span if span > 0 else 0.0}
 
 
+def per_hop_costs(pipe, source) -> list[tuple[str, float, float]]:
+    """(step, ms per 2 s chunk, ms per hop of 5 frames): what each schedule costs per step, median of 5.
+
+    The feature window is context (50) + the step + look-ahead (5 for chunks, 2 for hops) frames; the generator
+    samples one 10 + 50 frame window per step either way (cfg 3: two passes per Euler step); the renderer makes the
+    step's frames. wav2vec2-base (published size, random weights) shows what the published front end would cost.
+    """
+    from transformers import Wav2Vec2Config
+
+    from imtalker.features import StreamingFeatures
+    from imtalker.models.audio import AudioEncoder
+    from imtalker.sampling import HopSampler, SamplingOptions
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+
+    def encode_ms(encoder, context, frames, lookahead):
+        features = StreamingFeatures(encoder, context)
+        features.append(audio)
+        start = 100
+        return 1000 * median_seconds(lambda: features.encode(start, start + frames, start + frames + lookahead), 5)[0]
+
+    def sample_ms(nfe, frames, lookahead):
+        sampler = HopSampler(pipe.generator, source.state.motion, SamplingOptions(3.0, nfe, 0),
+                             "repeat" if frames == 50 else "zeros")
+        heard = torch.zeros(1, min(50, frames + lookahead), pipe.generator.config.audio_dim)
+        return 1000 * median_seconds(lambda: sampler.step(heard, frames), 5)[0]
+
+    def render_ms(frames):
+        motion = source.state.motion.expand(frames, -1)
+        return 1000 * median_seconds(lambda: list(pipe.render_frames(source, motion, 8)), 3)[0]
+
+    torch.manual_seed(0)
+    wav2vec2 = AudioEncoder(Wav2Vec2Config()).eval()
+    return [
+        ("features, demo log-mel, context 50", encode_ms(pipe.audio_encoder, 50, 50, 5),
+         encode_ms(pipe.audio_encoder, 50, 5, 2)),
+        ("features, wav2vec2-base, context 50", encode_ms(wav2vec2, 50, 50, 5), encode_ms(wav2vec2, 50, 5, 2)),
+        ("features, wav2vec2-base, context 25", encode_ms(wav2vec2, 25, 50, 5), encode_ms(wav2vec2, 25, 5, 2)),
+        ("generator, nfe 10", sample_ms(10, 50, 5), sample_ms(10, 5, 2)),
+        ("generator, nfe 5", sample_ms(5, 50, 5), sample_ms(5, 5, 2)),
+        ("renderer (batches of 8)", render_ms(50), render_ms(5)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", help="ws://host:port of a running `imtalker serve` (else in process)")
@@ -208,6 +253,7 @@ def main() -> None:
         summary["interrupt"] = events["first_blend"] - events["interrupt"] if "first_blend" in events else float("nan")
         rows.append((label, summary))
         print(label, json.dumps(summary), flush=True)
+    costs = [] if args.server else per_hop_costs(pipe, source)
     load_after = os.getloadavg()
     where = f"over WS to {args.server}" if args.server else "in process (StreamingSession on a worker thread)"
     command = "python benchmarks/bench_live.py" + (f" --server {args.server}" if args.server else "") + (
@@ -225,6 +271,10 @@ def main() -> None:
     for label, s in rows:
         body += (f"| {label} | {s['frames']} | {s['first_speech_lag']:.2f} | {s['median_lag']:.2f} | "
                  f"{s['p95_lag']:.2f} | {s['end_lag']:.2f} | {s['fps']:.1f} | {s['interrupt']:.2f} |\n")
+    if costs:
+        body += ("\nCost of one step, in process (ms, median of 5; a hop must cost under 200 ms to keep up, a chunk "
+                 "under 2000 ms):\n\n| step | per 2 s chunk | per hop of 5 |\n|---|---|---|\n")
+        body += "".join(f"| {step} | {chunk:.0f} | {hop:.0f} |\n" for step, chunk, hop in costs)
     print(body)
     if not args.no_write:
         write_section("bench_live", body)
