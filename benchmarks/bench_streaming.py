@@ -92,9 +92,9 @@ def child(encoder_name: str, seconds: float, quick: bool, weights: str | None = 
         session = StreamingSession(pipe, source, context_frames=context, lookahead_frames=lookahead, **options)
         features, step = [], session._sampler.step
 
-        def record_step(chunk, **kw):
+        def record_step(chunk, *args, **kw):  # the 2-second schedule: every chunk's features are committed
             features.append(chunk[0])
-            return step(chunk, **kw)
+            return step(chunk, *args, **kw)
 
         session._sampler.step = record_step
         piece = int(PIECE_SECONDS * SAMPLE_RATE)

@@ -8,3 +8,5 @@ PREV_FRAMES = 10  # frames of context carried from one chunk to the next
 MOTION_DIM = 32  # size of a motion latent
 DEFAULT_CFG_SCALE = 3.0  # audio guidance of the published inference
 DEFAULT_NFE = 10  # points of the sampler's Euler time grid (nfe - 1 steps)
+LIVE_HOP_FRAMES = 5  # frames a live stream commits at a time (200 ms)
+LIVE_LOOKAHEAD_FRAMES = 2  # audio after a hop that must have arrived before it is committed (80 ms)

@@ -2,7 +2,9 @@
 
 `SamplingOptions` holds the sampler's settings with their defaults, checked once. `sample_motion` integrates the
 generator's velocity over a whole sequence, chunk by chunk; `ChunkSampler` does one chunk at a time for callers that
-receive audio as it arrives. Both compose the pure tensor functions below (time grid, Euler step, guidance, padding).
+receive audio as it arrives. `HopSampler` commits a few frames at a time (the live schedule, `HopSchedule`): each
+step samples a window that starts with the new frames and keeps only them. All compose the pure tensor functions
+below (time grid, Euler step, guidance, padding).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
+from .constants import CLIP_FRAMES, DEFAULT_CFG_SCALE, DEFAULT_NFE, LIVE_HOP_FRAMES, LIVE_LOOKAHEAD_FRAMES
 from .errors import InputError
 from .models.generator import MotionConditions
 
@@ -50,6 +52,53 @@ class SamplingOptions:
             raise InputError(f"nfe must be an integer >= 2 (nfe - 1 Euler steps), got {self.nfe!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
             raise InputError(f"seed must be an integer or None, got {self.seed!r}")
+
+
+WINDOW_PADDINGS = ("zeros", "repeat", "none")
+
+
+@dataclass(frozen=True)
+class HopSchedule:
+    """When motion is committed while the audio arrives, checked when made (docs/streaming.md, "Live schedule").
+
+    Frames are committed `hop` at a time, each hop as soon as its audio and `lookahead` frames of audio after it
+    have arrived. The generator samples a window whose context is the last committed frames and whose clip starts
+    with the hop, followed by the look-ahead frames; only the hop is kept. `hop` = `clip_frames` (50) with
+    `lookahead` 5 is the 2-second chunk schedule of the offline pipeline, number for number.
+
+    Args:
+        hop: frames committed per step, 1 to the generator's `clip_frames`.
+        lookahead: frames of audio after the hop that must have arrived first (every frame waits for them); they
+            are encoded with the hop and, as far as the clip reaches, condition the generator.
+        padding: what fills the rest of the clip, whose audio has not been heard: "zeros" (no audio condition,
+            what guidance and condition dropout taught the generator), "repeat" (the last heard frame's
+            conditions, as the offline sampler pads a short last chunk) or "none" (a clip of just the heard
+            frames). "zeros" was closest to the offline motion (measured, docs/streaming.md).
+
+    Raises:
+        InputError (a ValueError): a setting out of range or of the wrong type.
+    """
+
+    hop: int = LIVE_HOP_FRAMES
+    lookahead: int = LIVE_LOOKAHEAD_FRAMES
+    padding: str = "zeros"
+
+    def __post_init__(self):
+        for name, value, low in (("hop", self.hop, 1), ("lookahead", self.lookahead, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise InputError(f"{name} must be an integer >= {low} (frames of 40 ms), got {value!r}")
+        if self.padding not in WINDOW_PADDINGS:
+            raise InputError(f"padding must be one of {', '.join(WINDOW_PADDINGS)}, got {self.padding!r}")
+
+    def check_fits(self, clip_frames: int = CLIP_FRAMES) -> "HopSchedule":
+        """This schedule, after checking that a hop fits in the generator's clip of `clip_frames`."""
+        if self.hop > clip_frames:
+            raise InputError(f"hop must be at most the generator's clip of {clip_frames} frames, got {self.hop}")
+        return self
+
+    def window_frames(self, clip_frames: int = CLIP_FRAMES) -> int:
+        """Frames of heard audio in one step's clip: the hop and as much look-ahead as the clip holds."""
+        return min(self.hop + self.lookahead, clip_frames)
 
 
 def time_grid(
@@ -263,6 +312,107 @@ class ChunkSampler:
         self.prev_x = z[:, -prev:] if prev else z[:, :0]
         self.prev_conditions = conditions.map(lambda c: c[:, -prev:] if prev else c[:, :0])
         return z[:, :n]
+
+
+class HopSampler:
+    """Samples motion a hop at a time while audio arrives, carrying the committed frames as context (`HopSchedule`).
+
+    Each `step` samples a window: the context (the last `prev_frames` committed latents and their projected
+    conditions; zeros before there are any, as for `ChunkSampler`'s first chunk), then a clip that starts with the
+    frames given, padded as `padding` says, from fresh noise; it keeps the first `commit` frames. With whole clips
+    committed this is `ChunkSampler`'s schedule and draws the same noise, so the results are the same.
+    `forget` takes back committed frames that were never shown, `append` commits frames made elsewhere (the blend
+    after an interrupted stream).
+    """
+
+    def __init__(self, model: "MotionGenerator", ref_motion: torch.Tensor,
+                 options: SamplingOptions = SamplingOptions(), padding: str = "zeros"):
+        if padding not in WINDOW_PADDINGS:
+            raise InputError(f"padding must be one of {', '.join(WINDOW_PADDINGS)}, got {padding!r}")
+        param = next(model.parameters())
+        self.model, self.device, self.dtype = model, param.device, param.dtype
+        self.ref_motion = ref_motion.to(self.device, self.dtype)
+        self.options, self.padding = options, padding
+        seed = options.seed
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        self.times = time_grid(options.nfe, device=self.device)  # float32, so the step sizes stay exact
+        # committed frames (B, n, ...), the first prev_frames zeros; the last prev_frames are the next context, and
+        # up to clip_frames more are kept so that frames committed but never shown can be taken back
+        self.history_x: torch.Tensor | None = None
+        self.history_conditions: MotionConditions | None = None
+        self.committed_frames = 0  # frames committed and not taken back
+
+    @torch.inference_mode()
+    def step(self, audio_features: torch.Tensor, commit: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Commit the first `commit` frames of a window whose clip holds these n raw audio features (B, n, A).
+
+        Args:
+            audio_features: (B, n, audio_dim), 1 <= n <= clip_frames: the frames to commit, then look-ahead.
+            commit: frames to keep, 1 to n.
+            noise: optional initial noise (B, window, motion_dim), window = n with padding "none", else
+                clip_frames.
+
+        Returns:
+            (B, commit, motion_dim) motion latents.
+        """
+        model, cfg = self.model, self.model.config
+        clip = cfg.clip_frames
+        batch, n = audio_features.shape[:2]
+        if not 1 <= n <= clip:
+            raise ValueError(f"a window holds 1 to {clip} frames, got {n}")
+        if not 1 <= commit <= n:
+            raise ValueError(f"commit must be 1 to the window's {n} frames, got {commit}")
+        conditions = model.project(audio_features.to(self.device, self.dtype))
+        self._start(conditions, batch)
+        window = n if self.padding == "none" else clip
+        pad = fit_frames if self.padding == "zeros" else repeat_pad
+        clip_conditions = conditions.map(lambda c: pad(c, window))
+        if noise is not None:
+            z = noise.to(self.device, self.dtype)
+        else:
+            # drawn in float32 so a seed gives the same noise whatever the model dtype
+            z = torch.randn((batch, window, cfg.motion_dim), generator=self.generator, device=self.device,
+                            dtype=torch.float32).to(self.dtype)
+        prev = cfg.prev_frames
+        prev_x = self.history_x[:, self.history_x.shape[1] - prev:]
+        prev_conditions = self.history_conditions.map(lambda c: c[:, c.shape[1] - prev:])
+        times = self.times
+        for i in range(self.options.nfe - 1):
+            v = model.velocity(times[i], z, prev_x, self.ref_motion, clip_conditions, prev_conditions,
+                               cfg_scale=self.options.cfg_scale)[:, prev:]
+            z = euler_step(z, v, times[i], times[i + 1])
+        kept = z[:, :commit]
+        self._commit(kept, conditions.map(lambda c: c[:, :commit]))
+        return kept
+
+    @torch.inference_mode()
+    def append(self, motion: torch.Tensor, audio_features: torch.Tensor) -> None:
+        """Commit frames made outside the sampler: latents (B, k, motion_dim) with their raw audio (B, k, A)."""
+        conditions = self.model.project(audio_features.to(self.device, self.dtype))
+        self._start(conditions, motion.shape[0])
+        self._commit(motion.to(self.device, self.dtype), conditions)
+
+    def forget(self, frames: int) -> None:
+        """Take back the last `frames` committed frames (never shown), so the next window does not see them."""
+        held = 0 if self.history_x is None else self.history_x.shape[1] - self.model.config.prev_frames
+        if not 0 <= frames <= held:
+            raise ValueError(f"cannot take back {frames} frames: the last {held} committed frames are held")
+        if frames:
+            self.history_x = self.history_x[:, :-frames]
+            self.history_conditions = self.history_conditions.map(lambda c: c[:, :-frames])
+            self.committed_frames -= frames
+
+    def _start(self, conditions: MotionConditions, batch: int) -> None:
+        if self.history_x is None:
+            cfg = self.model.config
+            self.history_x = conditions.audio.new_zeros(batch, cfg.prev_frames, cfg.motion_dim)
+            self.history_conditions = conditions.map(lambda c: c.new_zeros(batch, cfg.prev_frames, cfg.cond_dim))
+
+    def _commit(self, motion: torch.Tensor, conditions: MotionConditions) -> None:
+        keep = self.model.config.prev_frames + self.model.config.clip_frames  # bounded, however long the stream
+        self.history_x = torch.cat([self.history_x, motion], dim=1)[:, -keep:]
+        self.history_conditions = conditions.after(self.history_conditions).map(lambda c: c[:, -keep:])
+        self.committed_frames += motion.shape[1]
 
 
 def _check_tensor(name: str, x: object, *, ndim: int, last_dim: int, layout: str) -> None:

@@ -1,26 +1,32 @@
 """Incremental audio-driven generation: audio pushed in pieces of any size, frames yielded as soon as they exist.
 
-    session = StreamingSession(pipe, pipe.prepare_source("face.jpg"), sample_rate=48000, seed=0)
+    session = StreamingSession(pipe, pipe.prepare_source("face.jpg"), sample_rate=48000, seed=0, hop=5)
     for piece in microphone:                      # bytes of 16-bit PCM, or float / int16 arrays, any length
         for frame in session.push(piece):
             show(frame.index, frame.timestamp, frame.image)
+        if user_spoke:
+            for frame in session.interrupt():     # drop what was not shown yet, ease back to the source's face
+                show(...)
     for frame in session.finish():                # the tail: ceil(duration * 25) frames in all
         show(...)
 
-Data flow per generator chunk of `clip_frames` (50) frames, as in `AudioDrivenPipeline` but without the future:
+Data flow per step of `hop` frames (the 2-second chunk schedule by default: hop = clip_frames = 50), as in
+`AudioDrivenPipeline` but without the future:
 
-    PCM -> float -> [StreamResampler to 16 kHz] -> running normalisation
-        -> features of the chunk, encoded from a window with `context_frames` of past audio (and `lookahead_frames`
-           of audio after the chunk) -> ChunkSampler.step -> render_frames -> frames
+    PCM -> float -> [StreamResampler to 16 kHz] -> StreamingFeatures (running normalisation)
+        -> features of the hop and `lookahead_frames` after it, encoded from a window with `context_frames` of past
+           audio -> HopSampler.step (context: the frames committed before) -> render_frames -> frames
 
 Why windows: neither audio front end is causal (wav2vec2 attends over its whole input; the log-mel encoder's convs,
 per-utterance normalisation and time interpolation look both ways), so features near a window's edge differ from
 whole-file features. Past context makes the window's start look like the middle of a file; a little look-ahead
 does the same for its end at the price of latency. docs/streaming.md gives the measured differences and costs.
 
-Latency floor: the motion generator samples `clip_frames` (2 s) at a time (it was trained that way), so a chunk's
-first frame can be made only once the audio up to its end (plus the look-ahead) has arrived: frame k is ready
-(clip_frames - k % clip_frames + lookahead_frames) / 25 s after its own audio, plus compute time.
+Latency floor: a hop's first frame can be made only once the audio up to the hop's end (plus the look-ahead) has
+arrived: frame k is ready (hop - k % hop + lookahead_frames) / 25 s after its own audio, plus compute time. With
+the 2-second schedule that is up to 2.2 s; with hops of 5 and a look-ahead of 2, up to 0.28 s. The generator was
+trained on 2-second clips, so a hop is sampled as the start of a whole clip whose unheard rest is padded
+(`imtalker.sampling.HopSchedule`; docs/streaming.md measures how close that stays to the offline motion).
 """
 
 from __future__ import annotations
@@ -34,25 +40,24 @@ import torch
 
 from ..io.audio import StreamResampler
 from ..io.media import check_rate
-from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE, FPS, LIVE_LOOKAHEAD_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..errors import InputError
-from ..models.audio import NORM_EPS
-from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
-from ..sampling import ChunkSampler, SamplingOptions
-from ..features import encode_window
+from ..features import StreamingFeatures
+from ..sampling import HopSampler, HopSchedule, SamplingOptions
 from . import AudioDrivenPipeline, PreparedSource
 
-DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each chunk's window
-DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after it (latency it costs: 0.2 s)
+DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each window
+DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after a 2-second chunk (latency it costs: 0.2 s)
+INTERRUPT_BLEND_FRAMES = 6  # an interrupted face eases back to the source's over 240 ms
 SAMPLE_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what bytes pushed to a session hold
 
 
 @dataclass(frozen=True)
 class StreamFrame:
-    """One rendered frame: its index, its time in the video (index / 25 s) and the picture."""
+    """One rendered frame: its index, its media time (index / 25 s) and the picture."""
 
     index: int
-    timestamp: float  # seconds from the start of the audio; the audio of this frame starts here
+    timestamp: float  # media time: seconds from the first audio sample; this frame's audio starts here
     image: np.ndarray  # (H, W, 3) uint8
 
 
@@ -99,7 +104,7 @@ def to_float_samples(samples: np.ndarray) -> np.ndarray:
 
 
 class StreamingSession:
-    """Makes a talking video from audio that arrives over time; frames come out chunk by chunk.
+    """Makes a talking video from audio that arrives over time; frames come out a hop (or a 2 s chunk) at a time.
 
     Args:
         pipeline: the audio-driven pipeline whose networks run (the session never changes it; several sessions
@@ -107,61 +112,83 @@ class StreamingSession:
         source: the portrait from `pipeline.prepare_source`.
         sample_rate: rate of the audio that will be pushed, in Hz (resampled to 16 kHz incrementally).
         sample_format: how bytes pushed are read: "s16le" or "f32le" (arrays carry their own type).
-        cfg_scale, nfe, seed: as for `AudioDrivenPipeline.to_file`; the same seed draws the same noise.
+        cfg_scale, nfe, seed: as for `AudioDrivenPipeline.to_file`; the same seed draws the same noise. Live use
+            may take fewer Euler points (the paper: 5 steps sync lips as well as 10).
         paste_back: render into the full photo instead of the face crop.
         batch_size: frames rendered at once.
-        context_frames: past audio (frames of 40 ms) encoded with each chunk; more is closer to whole-file features
-            and costs encoder time.
-        lookahead_frames: audio after each chunk encoded with it; more is closer to whole-file features near the
-            chunk's end and delays every frame by this many frames.
+        hop: frames committed per step (`imtalker.sampling.HopSchedule`): None (default) is the 2-second chunk
+            schedule of the offline pipeline; 5 (200 ms) is the live schedule.
+        lookahead_frames: audio after each hop that must have arrived before it is made, encoded with it (and
+            seen by the generator); delays every frame by this many frames. Default: 5 for the 2-second schedule,
+            2 with hops.
+        padding: how the generator's clip is filled past the heard audio (`HopSchedule`); None: the schedule's
+            default.
+        context_frames: past audio (frames of 40 ms) encoded with each window; more is closer to whole-file
+            features and costs encoder time.
+        blend_frames: frames over which `interrupt` eases back to the source's face.
         max_seconds: refuse audio beyond this length (None: no limit).
 
-    The total frame count is ceil(duration * 25) like the offline pipeline's; frame i's timestamp is i / 25 s.
+    Media time: frame i's timestamp is i / 25 s on the session's timeline, which is the audio pushed, except that
+    `interrupt` replaces the dropped audio by `blend_frames` frames of silence (`media_seconds` says where the next
+    audio lands). Without interrupts the total is ceil(duration * 25) frames, like the offline pipeline's.
     """
 
     def __init__(self, pipeline: AudioDrivenPipeline, source: PreparedSource, *, sample_rate: int = SAMPLE_RATE,
                  sample_format: str = "s16le", cfg_scale: float = DEFAULT_CFG_SCALE, nfe: int = DEFAULT_NFE,
-                 seed: int | None = None,
-                 paste_back: bool = False, batch_size: int = 8, context_frames: int = DEFAULT_CONTEXT_FRAMES,
-                 lookahead_frames: int = DEFAULT_LOOKAHEAD_FRAMES, max_seconds: float | None = None):
+                 seed: int | None = None, paste_back: bool = False, batch_size: int = 8, hop: int | None = None,
+                 lookahead_frames: int | None = None, padding: str | None = None,
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
+                 max_seconds: float | None = None):
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
-                                 ("lookahead_frames", lookahead_frames, 0)):
+                                 ("blend_frames", blend_frames, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
         if max_seconds is not None and not max_seconds > 0:
             raise InputError(f"max_seconds must be positive or None, got {max_seconds!r}")
+        self.clip_frames = pipeline.generator.config.clip_frames
+        self.schedule = live_schedule(hop, lookahead_frames, padding, self.clip_frames)
+        sampling = SamplingOptions(cfg_scale, nfe, seed)
         self.pipeline, self.source = pipeline, source
         self.sample_rate = check_rate(sample_rate, "sample_rate")
         self.paste_back, self.batch_size = paste_back, batch_size
-        self.context_frames, self.lookahead_frames = context_frames, lookahead_frames
+        self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
+        self.context_frames, self.blend_frames = context_frames, blend_frames
         self.max_seconds = max_seconds
-        self.clip_frames = pipeline.generator.config.clip_frames
         self._decoder = PcmDecoder(sample_format)
-        self._resampler = StreamResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
-        self._sampler = ChunkSampler(pipeline.generator, source.state.motion, SamplingOptions(cfg_scale, nfe, seed))
-        self._audio = np.zeros(0, np.float32)  # the 16 kHz samples still needed, from absolute sample _offset
-        self._offset = 0
-        self._received = 0  # 16 kHz samples received in all (input samples, before resampling: _input_samples)
-        self._input_samples = 0
-        self._counted = 0  # samples [0, _counted) are in the running sums below (for the normalisation)
-        self._sum = 0.0
-        self._sum_squares = 0.0
-        self._next_frame = 0  # first frame of the next chunk
-        self.frames_done = 0
+        self._resampler = self._new_resampler()
+        self._features = StreamingFeatures(pipeline.audio_encoder, context_frames, pipeline.device)
+        self._sampler = HopSampler(pipeline.generator, source.state.motion, sampling, self.schedule.padding)
+        self._input_samples = 0  # samples pushed in all, at sample_rate (for the limit)
+        self._segment_input = 0  # ... since the last interrupt, and where on the timeline that segment starts
+        self._segment_start = 0
+        self._next_frame = 0  # first frame not committed yet
+        self._pending: torch.Tensor | None = None  # (n, motion_dim) committed latents not yet shown
+        self._last_shown = source.state.motion[0].float()  # latent of the last frame shown
+        self.frames_done = 0  # frames shown (yielded)
         self.finished = False
 
     # -- input --------------------------------------------------------------------------------------------------
 
     @property
     def seconds_received(self) -> float:
-        """Length of the audio pushed so far, in seconds."""
+        """Length of the audio pushed so far (dropped speech included), in seconds."""
         return self._input_samples / self.sample_rate
+
+    @property
+    def media_seconds(self) -> float:
+        """Where on the media timeline the next audio pushed lands, in seconds (frame i is at i / 25 s)."""
+        return self._features.received / SAMPLE_RATE
+
+    @property
+    def buffered_samples(self) -> int:
+        """16 kHz samples held for later windows (bounded by one window, whatever the stream's length)."""
+        return self._features.audio.size
 
     def push(self, audio) -> Iterator[StreamFrame]:
         """Add the next piece of audio; returns an iterator over every frame it completes.
 
-        The audio is taken at once; the frames are rendered as the iterator is consumed (an iterator left unread
-        loses nothing: its chunks are rendered by the next `push` or `finish`).
+        The audio is taken at once; the frames are rendered as the iterator is consumed (an iterator left unread,
+        or read in part, loses nothing: the frames it did not yield come first from the next call).
 
         Args:
             audio: bytes in `sample_format`, or a 1-D int16 / float array; any length, including empty.
@@ -176,85 +203,117 @@ class StreamingSession:
         else:
             samples = to_float_samples(audio)
         self._input_samples += samples.size
+        self._segment_input += samples.size
         if self.max_seconds is not None and self.seconds_received > self.max_seconds:
             raise InputError(f"the audio is longer than the limit of {self.max_seconds:g} s")
-        self._append(self._resampler.push(samples) if self._resampler is not None else samples)
+        self._features.append(self._resampler.push(samples) if self._resampler is not None else samples)
         return self._advance(final=False)
 
     def finish(self) -> Iterator[StreamFrame]:
-        """No more audio: an iterator over the remaining frames, ceil(duration * 25) in all (none without audio)."""
+        """No more audio: an iterator over the remaining frames (ceil(duration * 25) in all without interrupts)."""
         if self.finished:
             return iter(())
         self.finished = True
+        features = self._features
         if self._resampler is not None:
-            self._append(self._resampler.flush())
+            features.append(self._resampler.flush())
             # fix the length to the exact ratio, as load_audio does, so the frame count never depends on rounding
-            length = round(self._input_samples * SAMPLE_RATE / self.sample_rate)
-            if self._received > length:
-                cut = self._received - length
-                self._audio = self._audio[:max(0, self._audio.size - cut)]
-                self._received = length
-            elif self._received < length:
-                self._append(np.zeros(length - self._received, np.float32))
+            length = self._segment_start + round(self._segment_input * SAMPLE_RATE / self.sample_rate)
+            if features.received > length:
+                features.truncate(length)
+            elif features.received < length:
+                features.append(np.zeros(length - features.received, np.float32))
         return self._advance(final=True)
 
-    def _append(self, samples: np.ndarray) -> None:
-        if samples.size == 0:
-            return
-        self._audio = np.concatenate([self._audio, samples])
-        self._received += samples.size
+    def interrupt(self) -> Iterator[StreamFrame]:
+        """Stop talking now: drop the speech whose frames were not shown yet and ease back to the source's face.
 
-    # -- chunks -------------------------------------------------------------------------------------------------
+        The frames already yielded stay; every later one of the speech pushed so far is dropped (with its audio,
+        so it is never spoken by the face), and `blend_frames` frames ease from the last frame shown to the
+        source's own motion latent (smoothstep, no jump). On the media timeline those frames take the place of
+        silence; audio pushed afterwards lands at `media_seconds`, after them. Returns an iterator over the blend
+        frames (nothing when no frame was shown yet).
+
+        Raises:
+            InputError: interrupt after `finish`.
+        """
+        if self.finished:
+            raise InputError("the stream is finished; start a new session")
+        shown = self.frames_done
+        self._sampler.forget(self._next_frame - shown)
+        self._pending = None
+        self._features.truncate(shown * SAMPLES_PER_FRAME)
+        self._resampler = self._new_resampler()  # its filter holds the start of the dropped speech
+        # (the PCM decoder keeps a split sample: the bytes that follow are its rest, whatever was dropped)
+        self._next_frame = shown
+        if shown:
+            steps = torch.arange(1, self.blend_frames + 1, dtype=torch.float32) / self.blend_frames
+            weights = (steps * steps * (3 - 2 * steps))[:, None]  # smoothstep: eases out and in
+            target = self.source.state.motion[0].float().cpu()
+            start = self._last_shown.cpu()
+            blend = start + (target - start) * weights  # (blend_frames, motion_dim)
+            stop = shown + self.blend_frames
+            self._features.append(np.zeros(self.blend_frames * SAMPLES_PER_FRAME, np.float32))
+            self._sampler.append(blend[None], self._features.encode(shown, stop, stop))
+            self._pending, self._next_frame = blend, stop
+        self._segment_start, self._segment_input = self._features.received, 0
+        return self._advance(final=False)
+
+    def _new_resampler(self) -> StreamResampler | None:
+        return StreamResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
+
+    # -- hops ---------------------------------------------------------------------------------------------------
 
     def _advance(self, final: bool) -> Iterator[StreamFrame]:
-        """Sample and render every chunk whose audio (and look-ahead) is complete; at the end, all that is left."""
-        clip, total = self.clip_frames, math.ceil(self._received * FPS / SAMPLE_RATE)
+        """Show the frames committed and not shown, then commit and show every hop whose audio (and look-ahead) is
+        complete; at the end, all that is left."""
         while True:
-            start = self._next_frame
-            if final:
-                if start >= total:
-                    return
-                stop = min(start + clip, total)
-                hi = min(total, stop + self.lookahead_frames)
-            else:
-                stop = start + clip
-                hi = stop + self.lookahead_frames
-                if self._received < hi * SAMPLES_PER_FRAME:
-                    return
-            lo = max(0, start - self.context_frames)
-            normalized = self._normalized(until=self._received if final else hi * SAMPLES_PER_FRAME)
-            features = encode_window(self.pipeline.audio_encoder, normalized, lo, hi, slice(start, stop),
-                                     offset=self._offset)
-            motion = self._sampler.step(features)[0]  # (stop - start, motion_dim)
-            self._next_frame = stop
-            self._forget_before((stop - self.context_frames) * SAMPLES_PER_FRAME)
-            for image in self.pipeline.render_frames(self.source, motion, self.batch_size, self.paste_back):
-                index = self.frames_done
-                self.frames_done += 1
-                yield StreamFrame(index, index / FPS, image)
+            if self._pending is not None and len(self._pending):
+                batch = self._pending[:self.batch_size]
+                images = self.pipeline.render_frames(self.source, batch, self.batch_size, self.paste_back)
+                for image, latent in zip(images, batch):
+                    self._pending = self._pending[1:]
+                    self._last_shown = latent.float()
+                    index = self.frames_done
+                    self.frames_done += 1
+                    yield StreamFrame(index, index / FPS, image)
+            elif not self._commit_next_hop(final):
+                return
 
-    def _normalized(self, until: int) -> torch.Tensor:
-        """The kept audio (1, n), normalised with the mean and variance of samples [0, until).
+    def _commit_next_hop(self, final: bool) -> bool:
+        """Sample the next hop into `_pending` if its audio is in (at the end: whatever is left); False if not."""
+        features, hop, lookahead = self._features, self.schedule.hop, self.schedule.lookahead
+        total = math.ceil(features.received * FPS / SAMPLE_RATE)
+        start = self._next_frame
+        if final:
+            if start >= total:
+                return False
+            stop = min(start + hop, total)
+            hi = min(total, stop + lookahead)
+        else:
+            stop = start + hop
+            hi = stop + lookahead
+            if features.received < hi * SAMPLES_PER_FRAME:
+                return False
+        # the generator's clip holds the hop and as much of the look-ahead as fits
+        heard = features.encode(start, min(hi, start + self.clip_frames), hi,
+                                until=features.received if final else None)
+        self._pending = self._sampler.step(heard, stop - start)[0]  # (stop - start, motion_dim)
+        self._next_frame = stop
+        features.forget_before(stop)
+        return True
 
-        The offline pipeline normalises with the whole file's statistics (docs/architecture.md §5.3). Running
-        statistics up to the end of the current window are the closest causal stand-in; they stop at the window's end, not at whatever
-        has arrived, so the result never depends on how the audio was cut into pieces. At the end they are the
-        whole stream's, as offline.
-        """
-        if until > self._counted:
-            wide = self._audio[self._counted - self._offset:until - self._offset].astype(np.float64)
-            self._sum += float(wide.sum())
-            self._sum_squares += float(np.dot(wide, wide))
-            self._counted = until
-        count = max(1, self._counted)
-        mean = self._sum / count
-        var = max(0.0, self._sum_squares / count - mean * mean)
-        audio = (self._audio - mean) / math.sqrt(var + NORM_EPS)
-        return torch.from_numpy(audio.astype(np.float32))[None].to(self.pipeline.device)
 
-    def _forget_before(self, sample: int) -> None:
-        """Drop audio no later window needs, so memory is bounded by one window, not by the stream's length."""
-        drop = min(max(0, sample - self._offset), self._audio.size)
-        if drop:
-            self._audio = self._audio[drop:]
-            self._offset += drop
+def live_schedule(hop: int | None, lookahead_frames: int | None, padding: str | None,
+                  clip_frames: int) -> HopSchedule:
+    """The `HopSchedule` a session runs: the 2-second chunk schedule (hop None), or hops of `hop` frames.
+
+    The 2-second schedule pads a short last chunk by repetition, as the offline sampler does, so its motion is the
+    offline pipeline's; hops use the measured default padding unless told otherwise.
+    """
+    if hop is None:
+        lookahead = DEFAULT_LOOKAHEAD_FRAMES if lookahead_frames is None else lookahead_frames
+        return HopSchedule(clip_frames, lookahead, padding or "repeat")
+    lookahead = LIVE_LOOKAHEAD_FRAMES if lookahead_frames is None else lookahead_frames
+    options = {} if padding is None else {"padding": padding}
+    return HopSchedule(hop, lookahead, **options).check_fits(clip_frames)

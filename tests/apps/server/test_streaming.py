@@ -105,7 +105,7 @@ def test_memory_is_bounded_by_the_window_not_the_stream(pipe, source, motion_fra
     longest = 0
     for piece in np.array_split(np.tile(voice(2.0), 15), 300):  # 30 s in 0.1 s pieces
         list(session.push(piece))
-        longest = max(longest, session._audio.size)
+        longest = max(longest, session.buffered_samples)
     list(session.finish())
     assert session.frames_done == 750
     assert longest <= (25 + 50 + 5 + 3) * 640  # context + chunk + look-ahead (+ a piece), not 30 s
@@ -143,3 +143,89 @@ def test_bad_audio_and_misuse_are_input_errors(pipe, source):
     assert list(empty.finish()) == [] and empty.frames_done == 0
     with pytest.raises(InputError, match="finished"):
         list(empty.push(b"\x00\x00"))
+
+
+# -- the live (hop) schedule ---------------------------------------------------------------------------------------
+
+LIVE = {"hop": 5, "lookahead_frames": 2}
+
+
+def test_hop_frames_come_out_once_their_audio_and_lookahead_are_in(pipe, source, motion_frames):
+    """Frame k is made as soon as the audio of its hop and the look-ahead after it is in: no frame waits for a
+    whole 2-second chunk (it waits hop + look-ahead frames at most)."""
+    session = StreamingSession(pipe, source, sample_rate=16000, **LIVE, **FAST)
+    samples = voice(2.0)
+    appeared = {}  # frame index -> frames of audio pushed when it came out
+    for pushed in range(1, 51):  # one frame (40 ms) of audio at a time
+        for frame in session.push(samples[(pushed - 1) * 640:pushed * 640]):
+            appeared[frame.index] = pushed
+    assert list(appeared) == list(range(45))  # the last hop waits for its look-ahead, or for finish()
+    for index, pushed in appeared.items():
+        assert pushed == (index // 5 + 1) * 5 + 2
+        assert pushed - index <= 5 + 2
+    rest = list(session.finish())
+    assert [f.index for f in rest] == list(range(45, 50))
+    assert rest[-1].timestamp == pytest.approx(49 / 25)
+    assert session.hop == 5 and session.lookahead_frames == 2
+
+
+def test_hop_schedule_is_reproducible_with_a_seed_whatever_the_cuts(pipe, source, motion_frames):
+    samples = voice(3.3, seed=3)
+    whole = stream(pipe, source, [samples], 16000, **LIVE)
+    cut = stream(pipe, source, pieces(samples, np.random.default_rng(4), 1, 3000), 16000, **LIVE)
+    other_seed = stream(pipe, source, [samples], 16000, **LIVE, seed=8)
+    assert len(whole) == len(cut) == math.ceil(3.3 * 25)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(whole, cut))
+    assert not np.array_equal(whole[10].image, other_seed[10].image)
+
+
+@pytest.mark.parametrize("hop", [5, None])
+def test_interrupt_drops_pending_speech_and_eases_back_to_the_source(pipe, source, motion_frames, hop):
+    session = StreamingSession(pipe, source, sample_rate=16000, hop=hop, **FAST)
+    shown = []
+    for frame in session.push(voice(4.0, seed=5)):  # read 20 frames, leave the rest of the speech unshown
+        shown.append(frame)
+        if len(shown) == 20:
+            break
+    blend = list(session.interrupt())
+    assert [f.index for f in blend] == list(range(20, 20 + session.blend_frames))
+    assert session.media_seconds == pytest.approx((20 + session.blend_frames) / 25)
+    neutral = source.state.motion[0].numpy()
+    path = [shown[-1].image] + [f.image for f in blend]
+    distance = [np.abs(m - neutral).max() for m in path]
+    assert np.all(np.diff(distance) < 0) and distance[-1] == pytest.approx(0, abs=1e-6)
+    steps = [np.abs(b - a).max() for a, b in zip(path, path[1:])]
+    assert max(steps) < 0.5 * distance[0]  # eased over several frames: no jump
+    after = list(session.push(voice(1.0, seed=6))) + list(session.finish())
+    # the dropped speech never comes back: the stream goes on with the new audio only
+    assert [f.index for f in after] == list(range(26, 26 + 25))
+    assert session.frames_done == 20 + session.blend_frames + 25
+
+
+def test_interrupt_before_any_frame_only_drops_the_audio(pipe, source, motion_frames):
+    session = StreamingSession(pipe, source, sample_rate=16000, **LIVE, **FAST)
+    assert list(session.push(voice(0.2))) == []
+    assert list(session.interrupt()) == [] and session.media_seconds == 0
+    assert len(list(session.push(voice(0.4))) + list(session.finish())) == 10
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"hop": 0}, "hop must be an integer >= 1"),
+    ({"hop": 51}, "hop must be at most the generator's clip of 50"),
+    ({"hop": 2.5}, "hop must be an integer"),
+    ({"hop": True}, "hop must be an integer"),
+    ({"hop": 5, "lookahead_frames": -1}, "lookahead must be an integer >= 0"),
+    ({"hop": 5, "lookahead_frames": "2"}, "lookahead must be an integer"),
+    ({"hop": 5, "padding": "mirror"}, "padding must be one of"),
+    ({"blend_frames": 0}, "blend_frames must be an integer >= 1"),
+])
+def test_bad_schedules_are_input_errors(pipe, source, options, message):
+    with pytest.raises(InputError, match=message):
+        StreamingSession(pipe, source, **options)
+
+
+def test_interrupt_after_finish_is_an_input_error(pipe, source):
+    session = StreamingSession(pipe, source, **LIVE, **FAST)
+    list(session.finish())
+    with pytest.raises(InputError, match="finished"):
+        session.interrupt()

@@ -1,10 +1,13 @@
 """WS /v1/stream: live talking video from audio sent in pieces (the protocol is in docs/streaming.md).
 
     client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
-                              "format": "s16le", "options": {...}, "image_format": "jpeg", "jpeg_quality": 85}
+                              "format": "s16le", "options": {..., "hop": 5, "lookahead": 2}, "image_format": "jpeg",
+                              "jpeg_quality": 85}
     server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
     client -> server  binary PCM, any number of bytes per message, as often as it likes
     server -> client  binary [4-byte big-endian n][n bytes JSON {"type": "frame", "index", "timestamp"}][image]
+    client -> server  text   {"type": "interrupt"} (any number of times): drop the speech not shown yet
+    server -> client  text   {"type": "interrupted", "frames_shown": n, "resume_timestamp": t}, then the blend frames
     client -> server  text   {"type": "end"}
     server -> client  text   {"type": "done", "frames": N, "duration": N / 25, ...}, then close 1000
     on any error      text   {"type": "error", "status": 4xx/5xx, "error": code, "message": ...}, then close
@@ -33,7 +36,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ...constants import FPS, SAMPLE_RATE
 from ...errors import InputError
-from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession
+from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, live_schedule
 from .errors import ApiError
 from .inputs import parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
@@ -50,6 +53,8 @@ INLINE_CONVERT_BYTES = 16 * 1024  # smaller PCM pieces (a microphone's) are conv
 SHUTDOWN_RETRY_SECONDS = 5
 TRIM_AFTER_BYTES = 4 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
+MAX_LOOKAHEAD_FRAMES = 25  # 1 s: more only adds latency to a live stream
+SCHEDULE_OPTIONS = ("hop", "lookahead")  # stream-only options, beside the generation options
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key")
 
@@ -68,6 +73,12 @@ class _Stream:
         self.outbox: asyncio.Queue = asyncio.Queue(maxsize=OUTBOX_FRAMES)
         self.job: Job | None = None
         self.audio_bytes = 0
+        # interrupts: the receiver records how many samples were queued before the latest one, then counts it; the
+        # worker drops the queued speech up to there (set on the event loop's thread, read on the worker's)
+        self.samples_queued = 0
+        self.interrupt_cutoff = 0
+        self.interrupts = 0
+        self.seconds_before_intake = 0.0  # audio taken by the intakes an interrupt replaced
 
     async def run(self) -> None:
         self.state.metrics.stream_started()
@@ -110,7 +121,13 @@ class _Stream:
             raise busy(self.state)
         if not isinstance(start.get("options", {}), dict):
             raise ApiError(400, "bad_request", "options must be a JSON object")
-        options, _ = parse_options(start.get("options", {}))
+        options, schedule_values = parse_options(start.get("options", {}), extra=SCHEDULE_OPTIONS)
+        clip = self.state.pipeline.generator.config.clip_frames
+        hop = parse_int(schedule_values.get("hop"), "hop", None, 1, clip)
+        lookahead = parse_int(schedule_values.get("lookahead"), "lookahead", None, 0, MAX_LOOKAHEAD_FRAMES)
+        if hop is None and lookahead is None:
+            lookahead = self.settings.lookahead_frames  # the 2-second schedule as the server is configured
+        schedule = live_schedule(hop, lookahead, None, clip)  # checked before the client is told "ready"
         sample_rate = parse_int(start.get("sample_rate"), "sample_rate", 16000, 1000, 768000)
         sample_format = start.get("format", "s16le")
         if sample_format not in SAMPLE_FORMATS:
@@ -126,7 +143,9 @@ class _Stream:
         portrait = await run_in_threadpool(resolve_portrait, self.state.sources, options,
                                            self.settings.max_image_pixels, data, portrait_id)
         self.intake = PcmIntake(sample_rate, sample_format)
-        stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait)
+        self.sample_format = sample_format
+        stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait, hop=hop,
+                      lookahead=schedule.lookahead)
         self.job = Job("stream", lambda job: self._work(job, **stream))
         try:
             self.state.jobs.submit(self.job)
@@ -138,8 +157,8 @@ class _Stream:
         await self.ws.send_json({
             "type": "ready", "id": self.job.id, "fps": FPS, "width": width, "height": height,
             "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
-            "context_frames": self.settings.context_frames, "lookahead_frames": self.settings.lookahead_frames,
-            "chunk_frames": self.state.pipeline.generator.config.clip_frames,
+            "context_frames": self.settings.context_frames, "lookahead_frames": schedule.lookahead,
+            "chunk_frames": clip, "hop_frames": schedule.hop,
             "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds})
         return stream
 
@@ -159,8 +178,7 @@ class _Stream:
             await asyncio.gather(receiver, sender, return_exceptions=True)
 
     async def _receive_audio(self) -> None:
-        intake = self.intake
-        bytes_per_second = intake.bytes_per_sample * intake.sample_rate
+        bytes_per_second = self.intake.bytes_per_sample * self.intake.sample_rate
         ended = False
         while True:
             message = await self._receive(None if ended else self.settings.ws_idle_seconds)
@@ -174,11 +192,27 @@ class _Stream:
                 await self._take_audio(message["bytes"])
                 continue
             control = _json(message.get("text") or "")
+            if control.get("type") == "interrupt":
+                self._restart_intake()
+                self.interrupt_cutoff = self.samples_queued
+                self.interrupts += 1
+                continue
             if control.get("type") != "end":
-                raise ApiError(400, "bad_request", 'after "start" send binary PCM and finally {"type": "end"}')
-            await self.inbox.put(intake.finish())
+                raise ApiError(400, "bad_request", 'after "start" send binary PCM, {"type": "interrupt"} when the '
+                                                   'speech sent so far should stop, and finally {"type": "end"}')
+            await self.inbox.put(self.intake.finish())
             self.inbox.put_end()
             ended = True
+
+    def _restart_intake(self) -> None:
+        """A fresh intake after an interrupt: the old one holds back the last samples of the dropped speech (and
+        its resampler their filter state), and the new speech's length is fixed on its own at the end."""
+        old = self.intake
+        self.seconds_before_intake += old.seconds_received
+        self.intake = PcmIntake(old.sample_rate, self.sample_format)
+        split = self.audio_bytes % old.bytes_per_sample
+        if split:  # a sample split by the interrupt: its rest comes next, so keep the bytes aligned
+            self.intake.convert(bytes(split))
 
     async def _take_audio(self, data: bytes) -> None:
         """Convert a PCM message slice by slice into the inbox, waiting for room (which is the backpressure: no
@@ -191,6 +225,7 @@ class _Stream:
             else:
                 samples = await self.loop.run_in_executor(self.state.converter, self.intake.convert, piece)
             await self.inbox.put(samples)
+            self.samples_queued += samples.size
 
     async def _send_frames(self) -> None:
         while True:
@@ -205,6 +240,8 @@ class _Stream:
                 await self._send(self.ws.send_bytes(item))
             elif item.get("type") == "error":
                 raise ApiError(item["status"], item["error"], item["message"])
+            elif item.get("type") == "interrupted":
+                await self._send(self.ws.send_json(item))
             else:
                 await self._send(self.ws.send_json(item))
                 await self._send(self.ws.close(1000))
@@ -244,32 +281,41 @@ class _Stream:
 
     # -- the worker's side --------------------------------------------------------------------------------------
 
-    def _work(self, job: Job, options, image_format, quality, portrait: Portrait):
+    def _work(self, job: Job, options, image_format, quality, portrait: Portrait, hop, lookahead):
         """Runs on a worker thread: 16 kHz audio from the inbox through a StreamingSession, frames to the outbox.
 
-        The receiver has decoded, resampled and counted the audio against the limit already.
+        The receiver has decoded, resampled and counted the audio against the limit already. An interrupt stops
+        the frames of the speech at once (between two frames), drops the speech queued before it and sends the
+        blend back to the source's face.
         """
         settings = self.settings
         try:
             session = StreamingSession(
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
-                lookahead_frames=settings.lookahead_frames, **options.sampler_options())
+                hop=hop, lookahead_frames=lookahead, **options.sampler_options())
+            handled, taken, drop_until = 0, 0, 0
             while True:
+                if self.interrupts > handled:
+                    handled, drop_until = self.interrupts, self.interrupt_cutoff
+                    blend = session.interrupt()
+                    self._emit(job, {"type": "interrupted", "frames_shown": session.frames_done,
+                                     "resume_timestamp": round(session.media_seconds, 6)})
+                    self._send_frames_of(job, blend, image_format, quality)
                 item = self.inbox.get(timeout=POLL_SECONDS)
                 job.check()
                 if item is None:
                     continue
-                for frame in session.finish() if item is END else session.push(item):
-                    header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
-                    self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
-                    job.frames_done += 1
-                    self.state.metrics.add_frames(1)
-                    job.check()
+                if item is not END:
+                    taken += item.size
+                    if taken <= drop_until:  # queued before the interrupt: never reaches the session
+                        continue
+                frames = session.finish() if item is END else session.push(item)
+                self._send_frames_of(job, frames, image_format, quality, stop_after=handled)
                 if item is END:
                     break
             self._emit(job, {"type": "done", "frames": session.frames_done, "duration": session.frames_done / FPS,
-                             "audio_seconds": round(self.intake.seconds_received, 6)})
+                             "audio_seconds": round(self.seconds_before_intake + self.intake.seconds_received, 6)})
         except JobCancelled:
             raise
         except InputError as err:
@@ -278,6 +324,17 @@ class _Stream:
         except Exception as err:
             self._emit_error(job, ApiError(500, "internal", f"{type(err).__name__}: {err}"))
             raise
+
+    def _send_frames_of(self, job: Job, frames, image_format, quality, stop_after: int | None = None) -> None:
+        """Encode and emit frames; with `stop_after`, stop as soon as an interrupt beyond that count arrives."""
+        for frame in frames:
+            header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
+            self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
+            job.frames_done += 1
+            self.state.metrics.add_frames(1)
+            job.check()
+            if stop_after is not None and self.interrupts > stop_after:
+                return
 
     def _emit(self, job: Job, item) -> None:
         """Hand an item to the sender, waiting while the outbox is full (backpressure) unless cancelled."""

@@ -1,0 +1,285 @@
+"""Live avatar latency: a client paced like a microphone sends speech in 200 ms pieces; how late does each frame come?
+
+Speech: an English sentence synthesised by espeak-ng (about 7 s) when it is installed, else the bundled
+demo_speech.wav. The bundled demo model (128 px) renders it through a `StreamingSession` on a worker thread fed by a
+paced sender thread, the way the server runs a stream (or, with `--server URL`, through a running `imtalker serve`
+over WS /v1/stream). Per frame, lag = arrival time - when its audio was sent, which is the first audio byte's time
++ the frame's media time + 40 ms (the frame's own audio). Reported per schedule:
+
+- first frame: lag of the first frame whose audio is speech (not the leading silence);
+- median and p95 lag over all frames; lag of the last frame after the last audio was sent;
+- sustained fps: frames per second from the first frame to the last;
+- interrupt: a second run interrupts after 3 s of audio: time from the interrupt to the first frame of the blend
+  back to the source's face.
+
+    python benchmarks/bench_live.py                    # both schedules, in process; written to BENCHMARKS.md
+    python benchmarks/bench_live.py --server ws://127.0.0.1:8000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import imtalker
+from common import header, median_seconds, write_section
+from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from imtalker.io.audio import load_audio
+
+PIECE_SECONDS = 0.2
+INTERRUPT_AFTER_SECONDS = 3.0
+SENTENCE = ("Hello! I am a small talking avatar. I can answer you while you are still listening, "
+            "and I stop talking as soon as you interrupt me.")
+ASSETS = Path(imtalker.__file__).parent / "assets"
+SCHEDULES = [  # (label, session / start-message options)
+    ("2 s chunks (default)", {}),
+    ("hop 5, look-ahead 2", {"hop": 5, "lookahead": 2}),
+    ("hop 5, look-ahead 2, nfe 5", {"hop": 5, "lookahead": 2, "nfe": 5}),
+]
+
+
+def speech() -> tuple[str, np.ndarray]:
+    if shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "sentence.wav"
+            subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), SENTENCE], check=True, capture_output=True)
+            return "espeak-ng sentence", load_audio(path)
+    return "demo_speech.wav", load_audio(ASSETS / "demo_speech.wav")
+
+
+def paced_pieces(samples: np.ndarray):
+    """(send time, piece) for 200 ms pieces, sent at the pace a microphone makes them; the first at time 0."""
+    step = int(PIECE_SECONDS * SAMPLE_RATE)
+    return [(k * PIECE_SECONDS, samples[start:start + step]) for k, start in enumerate(range(0, samples.size, step))]
+
+
+def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
+    """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
+    from imtalker.pipelines.streaming import StreamingSession
+
+    session_options = {"seed": 0, "nfe": options.get("nfe", 10)}
+    if "hop" in options:
+        session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
+    session = StreamingSession(pipe, source, **session_options)
+    inbox: queue.Queue = queue.Queue()
+    arrivals, events = {}, {}
+    interrupt_requested = threading.Event()
+
+    def worker():
+        handled = False
+        while True:
+            item = inbox.get()
+            if interrupt_requested.is_set() and not handled:
+                handled = True
+                events["shown_at_interrupt"] = session.frames_done
+                for frame in session.interrupt():
+                    events.setdefault("first_blend", time.perf_counter())
+                    arrivals[frame.index] = time.perf_counter()
+                if item is not None:
+                    continue  # speech queued before the interrupt: dropped, as the server drops it
+            frames = session.finish() if item is None else session.push(item)
+            for frame in frames:
+                arrivals[frame.index] = time.perf_counter()
+                if interrupt_requested.is_set() and not handled:
+                    break
+            if item is None:
+                return
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    start = time.perf_counter()
+    for at, piece in paced_pieces(samples):
+        time.sleep(max(0.0, start + at - time.perf_counter()))
+        if interrupt_at is not None and at >= interrupt_at and not interrupt_requested.is_set():
+            events["interrupt"] = time.perf_counter()
+            interrupt_requested.set()
+            inbox.put(np.zeros(0, np.float32))  # wake the worker
+            break
+        inbox.put(piece)
+    end_sent = time.perf_counter()
+    inbox.put(None)
+    thread.join()
+    return {"start": start, "end_sent": end_sent, "arrivals": arrivals, "events": events}
+
+
+def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
+    """The same through a running server: the sender paces the PCM, this thread reads the frames."""
+    from websockets.sync.client import connect
+
+    from imtalker.apps.server.render import unpack_frame
+
+    portrait = base64.b64encode((ASSETS / "demo_portrait.png").read_bytes()).decode()
+    arrivals, events = {}, {}
+    headers = {"X-API-Key": os.environ["IMTALKER_API_KEY"]} if os.environ.get("IMTALKER_API_KEY") else {}
+    with connect(f"{url.rstrip('/')}/v1/stream", additional_headers=headers, max_size=None, open_timeout=60) as ws:
+        ws.send(json.dumps({"type": "start", "portrait": portrait, "sample_rate": SAMPLE_RATE,
+                            "options": {"seed": 0, **options}}))
+        ready = json.loads(ws.recv(timeout=120))
+        assert ready["type"] == "ready", ready
+        pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+        times = {}
+
+        def sender():
+            times["start"] = time.perf_counter()
+            for at, piece in paced_pieces(pcm):
+                time.sleep(max(0.0, times["start"] + at - time.perf_counter()))
+                if interrupt_at is not None and at >= interrupt_at:
+                    events["interrupt"] = time.perf_counter()
+                    ws.send(json.dumps({"type": "interrupt"}))
+                    break
+                ws.send(piece.tobytes())
+            times["end_sent"] = time.perf_counter()
+            ws.send(json.dumps({"type": "end"}))
+
+        thread = threading.Thread(target=sender)
+        thread.start()
+        while True:
+            message = ws.recv(timeout=300)
+            now = time.perf_counter()
+            if isinstance(message, bytes):
+                index = unpack_frame(message)[0]["index"]
+                arrivals[index] = now
+                if "shown_at_interrupt" in events and index >= events["shown_at_interrupt"]:
+                    events.setdefault("first_blend", now)
+                continue
+            reply = json.loads(message)
+            if reply["type"] == "interrupted":
+                events["shown_at_interrupt"] = reply["frames_shown"]
+                continue
+            assert reply["type"] == "done", reply
+            break
+        thread.join()
+    return {"start": times["start"], "end_sent": times["end_sent"], "arrivals": arrivals, "events": events}
+
+
+def summarise(run: dict, samples: np.ndarray) -> dict:
+    arrivals = run["arrivals"]
+    indices = sorted(arrivals)
+    lags = np.array([arrivals[i] - (run["start"] + i / FPS + 1 / FPS) for i in indices])
+    loud = np.array([np.sqrt(np.mean(samples[i * SAMPLES_PER_FRAME:(i + 1) * SAMPLES_PER_FRAME] ** 2) + 1e-12)
+                     for i in indices])
+    first_speech = int(np.argmax(loud > 0.1 * loud.max()))
+    span = arrivals[indices[-1]] - arrivals[indices[0]]
+    return {"frames": len(indices), "first_speech_frame": indices[first_speech],
+            "first_speech_lag": float(lags[first_speech]), "first_frame_after_start": arrivals[indices[0]] - run["start"],
+            "median_lag": float(np.median(lags)), "p95_lag": float(np.percentile(lags, 95)),
+            "end_lag": arrivals[indices[-1]] - run["end_sent"], "fps": (len(indices) - 1) / span if span > 0 else 0.0}
+
+
+def per_hop_costs(pipe, source) -> list[tuple[str, float, float]]:
+    """(step, ms per 2 s chunk, ms per hop of 5 frames): what each schedule costs per step, median of 5.
+
+    The feature window is context (50) + the step + look-ahead (5 for chunks, 2 for hops) frames; the generator
+    samples one 10 + 50 frame window per step either way (cfg 3: two passes per Euler step); the renderer makes the
+    step's frames. wav2vec2-base (published size, random weights) shows what the published front end would cost.
+    """
+    from transformers import Wav2Vec2Config
+
+    from imtalker.features import StreamingFeatures
+    from imtalker.models.audio import AudioEncoder
+    from imtalker.sampling import HopSampler, SamplingOptions
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+
+    def encode_ms(encoder, context, frames, lookahead):
+        features = StreamingFeatures(encoder, context)
+        features.append(audio)
+        start = 100
+        return 1000 * median_seconds(lambda: features.encode(start, start + frames, start + frames + lookahead), 5)[0]
+
+    def sample_ms(nfe, frames, lookahead):
+        sampler = HopSampler(pipe.generator, source.state.motion, SamplingOptions(3.0, nfe, 0),
+                             "repeat" if frames == 50 else "zeros")
+        heard = torch.zeros(1, min(50, frames + lookahead), pipe.generator.config.audio_dim)
+        return 1000 * median_seconds(lambda: sampler.step(heard, frames), 5)[0]
+
+    def render_ms(frames):
+        motion = source.state.motion.expand(frames, -1)
+        return 1000 * median_seconds(lambda: list(pipe.render_frames(source, motion, 8)), 3)[0]
+
+    torch.manual_seed(0)
+    wav2vec2 = AudioEncoder(Wav2Vec2Config()).eval()
+    return [
+        ("features, demo log-mel, context 50", encode_ms(pipe.audio_encoder, 50, 50, 5),
+         encode_ms(pipe.audio_encoder, 50, 5, 2)),
+        ("features, wav2vec2-base, context 50", encode_ms(wav2vec2, 50, 50, 5), encode_ms(wav2vec2, 50, 5, 2)),
+        ("features, wav2vec2-base, context 25", encode_ms(wav2vec2, 25, 50, 5), encode_ms(wav2vec2, 25, 5, 2)),
+        ("generator, nfe 10", sample_ms(10, 50, 5), sample_ms(10, 5, 2)),
+        ("generator, nfe 5", sample_ms(5, 50, 5), sample_ms(5, 5, 2)),
+        ("renderer (batches of 8)", render_ms(50), render_ms(5)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", help="ws://host:port of a running `imtalker serve` (else in process)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name, samples = speech()
+    load_before = os.getloadavg()
+    pipe = source = None
+    if not args.server:
+        from imtalker.pipelines import AudioDrivenPipeline
+
+        pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model())
+        source = pipe.prepare_source(ASSETS / "demo_portrait.png")
+        list(pipe.render_frames(source, source.state.motion.expand(8, -1)))  # warm-up
+    rows = []
+    for label, options in SCHEDULES:
+        def run(interrupt_at):
+            if args.server:
+                return over_websocket(args.server, samples, options, interrupt_at)
+            return in_process(pipe, source, samples, options, interrupt_at)
+
+        summary = summarise(run(None), samples)
+        interrupted = run(INTERRUPT_AFTER_SECONDS)
+        events = interrupted["events"]
+        summary["interrupt"] = events["first_blend"] - events["interrupt"] if "first_blend" in events else float("nan")
+        rows.append((label, summary))
+        print(label, json.dumps(summary), flush=True)
+    costs = [] if args.server else per_hop_costs(pipe, source)
+    load_after = os.getloadavg()
+    where = f"over WS to {args.server}" if args.server else "in process (StreamingSession on a worker thread)"
+    command = "python benchmarks/bench_live.py" + (f" --server {args.server}" if args.server else "") + (
+        f" --threads {args.threads}" if args.threads else "")
+    body = header("Live schedule", command)
+    body += (f"\nDemo model (128 px), cfg 3, seed 0, {where}; speech: {name}, {samples.size / SAMPLE_RATE:.1f} s, "
+             f"sent in {PIECE_SECONDS * 1000:.0f} ms pieces at real-time pace. Lag of a frame: arrival - (first "
+             "audio byte + its media time + 40 ms). First speech frame: the lag of the first frame whose audio is "
+             "speech. End: last frame's arrival - last audio sent. Interrupt: interrupt after "
+             f"{INTERRUPT_AFTER_SECONDS:g} s of audio -> first blend frame. Load average before / after: "
+             f"{load_before[0]:.1f} / {load_after[0]:.1f} (2 cores: above 2, other work shared the CPU and the "
+             "timings are pessimistic).\n\n"
+             "| schedule | frames | first speech frame lag (s) | median lag (s) | p95 lag (s) | end lag (s) | "
+             "sustained fps | interrupt -> blend (s) |\n|---|---|---|---|---|---|---|---|\n")
+    for label, s in rows:
+        body += (f"| {label} | {s['frames']} | {s['first_speech_lag']:.2f} | {s['median_lag']:.2f} | "
+                 f"{s['p95_lag']:.2f} | {s['end_lag']:.2f} | {s['fps']:.1f} | {s['interrupt']:.2f} |\n")
+    if costs:
+        body += ("\nCost of one step, in process (ms, median of 5; a hop must cost under 200 ms to keep up, a chunk "
+                 "under 2000 ms):\n\n| step | per 2 s chunk | per hop of 5 |\n|---|---|---|\n")
+        body += "".join(f"| {step} | {chunk:.0f} | {hop:.0f} |\n" for step, chunk, hop in costs)
+    print(body)
+    if not args.no_write:
+        write_section("bench_live", body)
+        print("written to BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""WS /v1/stream with the live schedule: hop / lookahead options (checked before "ready"), frames every hop while
+the audio is still coming, and {"type": "interrupt"}. Old clients (no new fields) are test_server.py's."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from websockets.sync.client import connect
+
+from imtalker.apps.server.intake import HELD_BACK_SAMPLES
+from imtalker.apps.server.render import unpack_frame
+from helpers.server import FAST, pcm16, voice
+
+
+@pytest.fixture
+def start(drawn_png):
+    def message(**options):
+        return {"type": "start", "portrait": base64.b64encode(drawn_png).decode(), "sample_rate": 16000,
+                "options": {**FAST, "crop": False, **options}}
+    return message
+
+
+def test_hop_frames_arrive_while_the_audio_is_still_coming(server, start):
+    audio = pcm16(voice(1.0)).tobytes()
+    with connect(f"{server.ws_url}/v1/stream", max_size=None, open_timeout=30) as ws:
+        ws.send(json.dumps(start(hop=5, lookahead=2)))
+        ready = json.loads(ws.recv(timeout=60))
+        assert (ready["hop_frames"], ready["lookahead_frames"], ready["chunk_frames"]) == (5, 2, 50)
+        # the first hop's audio and its look-ahead, 0.28 s of a 1 s stream (and the 64 samples, 4 ms, that the
+        # server holds back until "end" to fix the resampled length)
+        first_hop = (7 * 640 + HELD_BACK_SAMPLES) * 2
+        ws.send(audio[:first_hop])
+        header, _ = unpack_frame(ws.recv(timeout=60))
+        assert (header["index"], header["timestamp"]) == (0, 0.0)
+        ws.send(audio[first_hop:])
+        ws.send(json.dumps({"type": "end"}))
+        headers = [header]
+        while isinstance(message := ws.recv(timeout=60), bytes):
+            headers.append(unpack_frame(message)[0])
+        done = json.loads(message)
+    assert done["type"] == "done" and done["frames"] == 25
+    assert [h["index"] for h in headers] == list(range(25))
+    assert all(h["timestamp"] == pytest.approx(h["index"] / 25) for h in headers)
+
+
+def test_interrupt_drops_the_speech_and_blends_back(server, start):
+    with connect(f"{server.ws_url}/v1/stream", max_size=None, open_timeout=30) as ws:
+        ws.send(json.dumps(start(hop=5)))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        ws.send(pcm16(voice(3.0)).tobytes())
+        first = unpack_frame(ws.recv(timeout=60))[0]
+        ws.send(json.dumps({"type": "interrupt"}))
+        messages = []
+        while not (isinstance(messages[-1] if messages else b"", str)):
+            messages.append(ws.recv(timeout=60))
+        interrupted = json.loads(messages[-1])
+        shown = interrupted["frames_shown"]
+        assert interrupted["type"] == "interrupted" and first["index"] < shown < 75
+        blend = [unpack_frame(ws.recv(timeout=60))[0] for _ in range(6)]
+        assert [h["index"] for h in blend] == list(range(shown, shown + 6))
+        assert interrupted["resume_timestamp"] == pytest.approx((shown + 6) / 25)
+        ws.send(pcm16(voice(0.4, seed=2)).tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        rest = []
+        while isinstance(message := ws.recv(timeout=60), bytes):
+            rest.append(unpack_frame(message)[0])
+        done = json.loads(message)
+    assert [h["index"] for h in rest] == list(range(shown + 6, shown + 6 + 10))  # the new audio only
+    assert done["frames"] == shown + 6 + 10
+
+
+@pytest.mark.parametrize("options, field", [({"hop": 0}, "hop"), ({"hop": 51}, "hop"), ({"hop": "five"}, "hop"),
+                                            ({"hop": 5, "lookahead": -1}, "lookahead"),
+                                            ({"lookahead": 26}, "lookahead"), ({"hops": 5}, "hops")])
+def test_bad_hop_and_lookahead_are_json_errors(server, start, options, field):
+    with connect(f"{server.ws_url}/v1/stream", open_timeout=30) as ws:
+        ws.send(json.dumps(start(**options)))
+        reply = json.loads(ws.recv(timeout=30))
+    assert (reply["type"], reply["status"], reply["error"]) == ("error", 422, "bad_input")
+    assert field in reply["message"]
