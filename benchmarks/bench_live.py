@@ -201,8 +201,7 @@ def per_hop_costs(pipe, source) -> list[tuple[str, float, float]]:
         return 1000 * median_seconds(lambda: features.encode(start, start + frames, start + frames + lookahead), 5)[0]
 
     def sample_ms(nfe, frames, lookahead):
-        sampler = HopSampler(pipe.generator, source.state.motion, SamplingOptions(3.0, nfe, 0),
-                             "repeat" if frames == 50 else "zeros")
+        sampler = HopSampler(pipe.generator, source.state.motion, SamplingOptions(3.0, nfe, 0))
         heard = torch.zeros(1, min(50, frames + lookahead), pipe.generator.config.audio_dim)
         return 1000 * median_seconds(lambda: sampler.step(heard, frames), 5)[0]
 

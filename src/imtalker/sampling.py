@@ -54,7 +54,7 @@ class SamplingOptions:
             raise InputError(f"seed must be an integer or None, got {self.seed!r}")
 
 
-WINDOW_PADDINGS = ("zeros", "repeat", "none")
+WINDOW_PADDINGS = ("repeat", "zeros", "none")
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,10 @@ class HopSchedule:
         hop: frames committed per step, 1 to the generator's `clip_frames`.
         lookahead: frames of audio after the hop that must have arrived first (every frame waits for them); they
             are encoded with the hop and, as far as the clip reaches, condition the generator.
-        padding: what fills the rest of the clip, whose audio has not been heard: "zeros" (no audio condition,
-            what guidance and condition dropout taught the generator), "repeat" (the last heard frame's
-            conditions, as the offline sampler pads a short last chunk) or "none" (a clip of just the heard
-            frames). "zeros" was closest to the offline motion (measured, docs/streaming.md).
+        padding: what fills the rest of the clip, whose audio has not been heard: "repeat" (the last heard
+            frame's conditions, as the offline sampler pads a short last chunk), "zeros" (no audio condition, as in
+            guidance's unconditional pass) or "none" (a clip of just the heard frames). Measured on the demo model
+            (docs/streaming.md), "repeat" keeps the offline lip sync; "zeros" and "none" lose it.
 
     Raises:
         InputError (a ValueError): a setting out of range or of the wrong type.
@@ -81,7 +81,7 @@ class HopSchedule:
 
     hop: int = LIVE_HOP_FRAMES
     lookahead: int = LIVE_LOOKAHEAD_FRAMES
-    padding: str = "zeros"
+    padding: str = "repeat"
 
     def __post_init__(self):
         for name, value, low in (("hop", self.hop, 1), ("lookahead", self.lookahead, 0)):
@@ -326,7 +326,7 @@ class HopSampler:
     """
 
     def __init__(self, model: "MotionGenerator", ref_motion: torch.Tensor,
-                 options: SamplingOptions = SamplingOptions(), padding: str = "zeros"):
+                 options: SamplingOptions = SamplingOptions(), padding: str = "repeat"):
         if padding not in WINDOW_PADDINGS:
             raise InputError(f"padding must be one of {', '.join(WINDOW_PADDINGS)}, got {padding!r}")
         param = next(model.parameters())

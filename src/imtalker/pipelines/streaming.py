@@ -308,12 +308,12 @@ def live_schedule(hop: int | None, lookahead_frames: int | None, padding: str | 
                   clip_frames: int) -> HopSchedule:
     """The `HopSchedule` a session runs: the 2-second chunk schedule (hop None), or hops of `hop` frames.
 
-    The 2-second schedule pads a short last chunk by repetition, as the offline sampler does, so its motion is the
-    offline pipeline's; hops use the measured default padding unless told otherwise.
+    With the default padding ("repeat", as the offline sampler pads a short last chunk) the 2-second schedule's
+    motion is the offline pipeline's.
     """
+    options = {} if padding is None else {"padding": padding}
     if hop is None:
         lookahead = DEFAULT_LOOKAHEAD_FRAMES if lookahead_frames is None else lookahead_frames
-        return HopSchedule(clip_frames, lookahead, padding or "repeat")
+        return HopSchedule(clip_frames, lookahead, **options)
     lookahead = LIVE_LOOKAHEAD_FRAMES if lookahead_frames is None else lookahead_frames
-    options = {} if padding is None else {"padding": padding}
     return HopSchedule(hop, lookahead, **options).check_fits(clip_frames)
