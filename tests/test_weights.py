@@ -180,9 +180,9 @@ def test_retired_switch_configs_are_read_as_the_network_they_describe(tiny_rende
 
 
 def test_the_bundled_demo_renderer_is_read_as_the_demo_variant():
-    from imtalker.demo import demo_weights_dir
+    from imtalker.weights import bundled_demo_model
 
-    path = demo_weights_dir() / "renderer.safetensors"
+    path = bundled_demo_model() / "renderer.safetensors"
     assert json.loads(header(path)["config"])["source_warp"] is True  # written with the retired switches
     model = load_renderer(path)
     assert type(model) is DemoRenderer
