@@ -52,6 +52,7 @@ def _mouth_track(evaluator, crop: np.ndarray, speech_seed: int) -> tuple[np.ndar
     return evaluator.mouth(frames), speech.mouth[:len(frames)]
 
 
+@pytest.mark.slow  # 2-3 min; benchmarks/bench_demo.py measures the same lip sync
 def test_the_demo_mouth_follows_the_bundled_speech(evaluator, demo_crop):
     # by the face mesh, as `imtalker eval` measures lip sync: since the demo head moves (source_warp), a box fixed at
     # the source's mouth (the mouth-region contrast) partly misses it (r 0.32 on this video, the mesh 0.82)

@@ -2,15 +2,8 @@
 
 For every video: 25 fps face crops at the model's resolution (the pipelines' offline detector and crop), 16 kHz mono
 audio, face-mesh landmarks in crop pixels, eye and mouth masks (for the region perceptual loss), head pose, gaze and
-camera tracks (`imtalker.preprocess.tracks`), and optionally frame-rate features of a frozen audio encoder. Layout::
-
-    OUT/manifest.json                 settings, clips (id, source, frames, split) and skipped videos (reason)
-    OUT/clips/<id>/frames.npy         (N, S, S, 3) uint8 RGB crops
-    OUT/clips/<id>/landmarks.npy      (N, 478, 2) float32, crop pixels (NaN where no face was found)
-    OUT/clips/<id>/masks.npy          (N, S, S) uint8: 1 eyes, 2 mouth, 0 elsewhere
-    OUT/clips/<id>/tracks.npz         pose (N, 3), gaze (N, 2), cam (N, 3) float32
-    OUT/clips/<id>/audio.npy          (N * 640,) float32 at 16 kHz, cut or zero-padded to the frames
-    OUT/clips/<id>/audio_features.npy (N, A) float32, only with a frozen audio encoder
+camera tracks (`imtalker.preprocess.tracks`), and optionally frame-rate features of a frozen audio encoder, in the
+layout `imtalker.data.dataset` describes.
 
 Each clip is written to a hidden folder and renamed when complete, so a killed run leaves no half clip and the next
 run skips finished videos (and videos already recorded as skipped).
