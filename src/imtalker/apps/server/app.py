@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 TAIL_POLL_SECONDS = 0.05  # how often a video being streamed is checked for new bytes
 UPLOAD_COPY_BYTES = 1 << 20
+INTAKE_THREADS = 2  # requests decoded, faces found and PCM converted at once (the memory bound counts them)
 
 
 def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastAPI:
@@ -58,12 +59,12 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
         state.jobs = JobManager(settings.workers, settings.max_queue, root, settings.job_ttl_seconds,
                                 settings.max_jobs_kept, when_idle=return_free_memory)
         state.jobs.start()
-        state.converter = ThreadPoolExecutor(1, thread_name_prefix="imtalker-pcm")
+        state.intake_pool = ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="imtalker-intake")
         try:
             yield
         finally:
             await run_in_threadpool(state.jobs.shutdown)
-            state.converter.shutdown(wait=False, cancel_futures=True)
+            state.intake_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="imtalker", summary="Talking-face video from a portrait and speech", lifespan=lifespan)
     app.state.server = state
@@ -172,7 +173,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "bad_request", "the form needs a 'portrait' image file")
             data = await upload.read()
-        portrait = await run_in_threadpool(resolve_portrait, state.sources, options, settings.max_image_pixels, data)
+        portrait = await state.offload(resolve_portrait, state.sources, options, settings.max_image_pixels, data)
         if portrait.source is None:  # encoding is rendering work: it takes a worker like any job
             job = _submit(state, Job("portrait", lambda job: portrait.prepare(state.sources)))
             while not job.finished:
@@ -200,10 +201,10 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 if not isinstance(audio, UploadFile):
                     raise ApiError(400, "bad_request", "the form needs an 'audio' file")
                 data = await portrait.read() if isinstance(portrait, UploadFile) else None
-                await run_in_threadpool(_save_upload, audio, folder / "audio")  # a server-made name, never theirs
-            checked = await run_in_threadpool(resolve_portrait, state.sources, options, settings.max_image_pixels,
-                                              data, extra.get("portrait_id"))
-            waveform = await run_in_threadpool(load_uploaded_audio, folder / "audio", settings.max_audio_seconds)
+                await state.offload(_save_upload, audio, folder / "audio")  # a server-made name, never theirs
+            checked = await state.offload(resolve_portrait, state.sources, options, settings.max_image_pixels, data,
+                                          extra.get("portrait_id"))
+            waveform = await state.offload(load_uploaded_audio, folder / "audio", settings.max_audio_seconds)
             (folder / "audio").unlink()
             video = VideoRequest(checked, waveform, options, stream, settings.batch_size)
             job = Job("video", lambda job: run_video_job(job, video, state.pipeline, state.sources, state.metrics),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,9 +24,15 @@ class ServerState:
     sources: SourceCache
     metrics: Metrics
     jobs: JobManager | None = None  # made and started when the app starts, shut down when it stops
-    # the one thread that converts streams' large PCM messages (made and shut down with the app): one thread, not
-    # the request pool's dozens, because each thread's malloc arena keeps what passed through it (tens of MB)
-    converter: ThreadPoolExecutor | None = None
+    # the threads that do requests' blocking work (decoding uploads, finding faces, converting streams' PCM), made
+    # and shut down with the app: a fixed few rather than the request pool's dozens, because each thread that
+    # touches large buffers keeps memory of its own (its malloc arena, the math libraries' per-thread pools), and
+    # because a fixed few bound how many uploads are decoded at once
+    intake_pool: ThreadPoolExecutor | None = None
+
+    async def offload(self, function, *args):
+        """Run blocking request work on the intake pool and wait for it."""
+        return await asyncio.get_running_loop().run_in_executor(self.intake_pool, functools.partial(function, *args))
 
     def authorize(self, headers, given: str | None = None) -> None:
         """Check the API key from `X-API-Key`, `Authorization: Bearer ...` or `given`; no key set: all pass."""

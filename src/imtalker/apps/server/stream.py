@@ -31,7 +31,6 @@ import logging
 from typing import Any
 
 from fastapi import WebSocket
-from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ...constants import FPS, SAMPLE_RATE
@@ -101,7 +100,7 @@ class _Stream:
             self.inbox.close()  # drops the audio held and wakes a worker waiting for it
             self.state.metrics.stream_ended()
             if self.audio_bytes > TRIM_AFTER_BYTES:
-                await run_in_threadpool(return_free_memory)
+                await self.state.offload(return_free_memory)
 
     # -- start ----------------------------------------------------------------------------------------------
 
@@ -140,8 +139,8 @@ class _Stream:
         portrait_id = start.get("portrait_id")
         if portrait_id is not None and not isinstance(portrait_id, str):
             raise InputError("portrait_id must be a string")
-        portrait = await run_in_threadpool(resolve_portrait, self.state.sources, options,
-                                           self.settings.max_image_pixels, data, portrait_id)
+        portrait = await self.state.offload(resolve_portrait, self.state.sources, options,
+                                            self.settings.max_image_pixels, data, portrait_id)
         self.intake = PcmIntake(sample_rate, sample_format)
         self.sample_format = sample_format
         stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait, hop=hop,
@@ -216,14 +215,14 @@ class _Stream:
 
     async def _take_audio(self, data: bytes) -> None:
         """Convert a PCM message slice by slice into the inbox, waiting for room (which is the backpressure: no
-        next message is read meanwhile). Large messages are converted off the event loop, on the converter thread."""
+        next message is read meanwhile). Large messages are converted off the event loop, on the intake pool."""
         view, step = memoryview(data), self.intake.slice_bytes
         for start in range(0, len(view), step):
             piece = view[start:start + step]
             if len(piece) <= INLINE_CONVERT_BYTES:
                 samples = self.intake.convert(piece)
             else:
-                samples = await self.loop.run_in_executor(self.state.converter, self.intake.convert, piece)
+                samples = await self.state.offload(self.intake.convert, piece)
             await self.inbox.put(samples)
             self.samples_queued += samples.size
 
