@@ -72,6 +72,10 @@ class PcmIntake:
             tail = np.concatenate([tail, np.zeros(wanted - tail.size, np.float32)])
         return self._release(tail, keep=0)
 
+    def close(self) -> None:
+        """Let go of the resampler now (its filter and threads), whatever still refers to this intake."""
+        self._resampler = None
+
     def _release(self, samples: np.ndarray, keep: int) -> np.ndarray:
         cut = max(0, samples.size - keep)
         self._held = samples[cut:].copy()

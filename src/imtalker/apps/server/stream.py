@@ -98,6 +98,8 @@ class _Stream:
                 self.job.cancel()
                 self.state.jobs.forget(self.job.id)
             self.inbox.close()  # drops the audio held and wakes a worker waiting for it
+            if self.intake is not None:
+                self.intake.close()
             self.state.metrics.stream_ended()
             if self.audio_bytes > TRIM_AFTER_BYTES:
                 await self.state.offload(return_free_memory)
