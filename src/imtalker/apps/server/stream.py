@@ -23,6 +23,7 @@ render batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import binascii
 import concurrent.futures
@@ -97,12 +98,14 @@ class _Stream:
             if self.job is not None:
                 self.job.cancel()
                 self.state.jobs.forget(self.job.id)
+                self.job = None  # the job's closure refers back to this stream: no cycle left to wait for
             self.inbox.close()  # drops the audio held and wakes a worker waiting for it
             if self.intake is not None:
                 self.intake.close()
             self.state.metrics.stream_ended()
-            if self.audio_bytes > TRIM_AFTER_BYTES:
-                await self.state.offload(return_free_memory)
+            if self.audio_bytes > TRIM_AFTER_BYTES:  # not awaited: this stream must be gone to be collected
+                with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+                    self.state.intake_pool.submit(return_free_memory)
 
     # -- start ----------------------------------------------------------------------------------------------
 
