@@ -22,7 +22,7 @@ from helpers.server import FAST, pcm16, png_bytes, voice, wav_bytes
 FORM = {key: str(value) for key, value in FAST.items()}
 # WebSocket frames against the offline pipeline for the same audio and seed: the first chunk's features come from
 # a window with 0.2 s of look-ahead instead of the whole file (docs/streaming.md). With these tiny networks the
-# motion moves by up to ~0.2 of its spread (tests/server/test_streaming.py) and the frames by 6e-7 of a grey level
+# motion moves by up to ~0.2 of its spread (tests/apps/server/test_streaming.py) and the frames by 6e-7 of a grey level
 # on average (two pixel values off by one in 65 frames, measured); the bound leaves room for other machines' rounding.
 MAX_MEAN_PIXEL_DIFFERENCE = 0.5
 

@@ -1,6 +1,6 @@
 """Issue 18: a stream flooding the server is slowed down instead of filling its memory, requests addressed to
 another host (DNS rebinding) are refused, too many connections get 503 with Retry-After, and the smaller holes:
-huge images, an ambiguous portrait, the AAC priming in the streamed MP4 (tests/server/test_server.py)."""
+huge images, an ambiguous portrait, the AAC priming in the streamed MP4 (tests/apps/server/test_server.py)."""
 
 from __future__ import annotations
 

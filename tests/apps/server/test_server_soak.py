@@ -2,7 +2,7 @@
 minutes next to normal clients. Memory stays within 256 MB of the baseline while it lasts and within 128 MB
 20 s after, and every normal request is served. The same run as `python benchmarks/bench_server_flood.py`.
 
-    python -m pytest -q -m slow tests/server/test_server_soak.py -s
+    python -m pytest -q -m slow tests/apps/server/test_server_soak.py -s
 """
 
 from __future__ import annotations
