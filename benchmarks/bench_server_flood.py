@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import logging
+import os
 import socket
 import statistics
 import subprocess
@@ -257,6 +258,7 @@ def flood_client(server: Server, portrait: bytes, until: float, hold: float, rea
 
 def run(weights: str | None, flooders: int, normals: int, window: float, hold: float) -> dict:
     """Start the server, warm it up, flood it for `window` seconds alongside normal clients; the numbers."""
+    load_before = os.getloadavg()[0]
     server = Server(weights)
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -319,6 +321,7 @@ def run(weights: str | None, flooders: int, normals: int, window: float, hold: f
             "served": dict(tally.served), "refused": tally.refused, "failed": tally.failed,
             "latency_median": statistics.median(tally.latencies) if tally.latencies else None,
             "latency_max": max(tally.latencies) if tally.latencies else None,
+            "load": (load_before, os.getloadavg()[0]),
             "flooders": flooders, "normals": normals, "traceback": "Traceback" in errors, "left": left,
             "rss_timeline": [round(rss) for when, rss in samples[::50]]}
 
@@ -353,6 +356,8 @@ def table(result: dict) -> str:
         ("server", f"`{result['command']}` (2 workers, queue 8, demo model unless --weights)"),
         ("clients", f"{result['flooders']} abusive (768 kHz f32le, 4 MiB messages as fast as the socket takes them, "
                     f"half never read frames, each leaves abruptly and comes back), {result['normals']} normal"),
+        ("load average before / after (1 min; 2 cores)", "{:.1f} / {:.1f}".format(*result["load"])
+         + (": other work shared the CPU, so the normal clients waited longer" if max(result["load"]) > 2.5 else "")),
         ("baseline RSS (after warm-up)", f"{base:.0f} MB"),
         ("peak RSS during the flood", f"{result['peak_mb']:.0f} MB (+{result['peak_mb'] - base:.0f}; "
                                       f"limit +{PEAK_LIMIT_MB})"),
