@@ -45,7 +45,8 @@ class LiveFrame(StreamFrame):
 
     audio: (640,) float32 at 16 kHz, the frame's 40 ms of the session's timeline (speech or silence).
     input_time: seconds into the audio the caller pushed where this frame's audio starts; None when the frame shows
-        silence the session put in (idle, or the blend after an interrupt).
+        only silence the session put in (idle, or the blend after an interrupt). Speech that starts part way into a
+        frame gives that frame an input time up to 40 ms before the speech's first sample.
     """
 
     audio: np.ndarray = None
@@ -154,7 +155,7 @@ class LiveSession:
         position = index * SAMPLES_PER_FRAME
         while self._runs and self._runs[0][2] <= position:
             self._runs.popleft()
-        if self._runs and self._runs[0][0] <= position:
+        if self._runs and self._runs[0][0] < position + SAMPLES_PER_FRAME:  # some of the frame's audio is theirs
             start, input_start, _ = self._runs[0]
             return (input_start + position - start) / SAMPLE_RATE
         return None

@@ -64,7 +64,8 @@ def test_interrupt_blends_back_and_idles_on(live):
     after = list(live.tick(now=live.session.media_seconds + 0.5))  # no speech: idle frames continue
     assert after and after[0].index == shown + 6 and all(f.input_time is None for f in after)
     again = [f for f in live.push(voice(0.4, seed=3)) if f.input_time is not None]
-    assert again and again[0].input_time == pytest.approx(2.0)  # input time counts all the caller pushed
+    # input time counts all the caller pushed; the speech may start part way into its first frame
+    assert again and 2.0 - 0.04 < again[0].input_time <= 2.0
 
 
 def test_bad_sessions_are_input_errors(pipe, source):
