@@ -12,9 +12,11 @@
         play(...)
 
 Idle motion is the generator's own: the session's timeline is kept up with the caller's clock, and when the audio
-has fallen behind the clock by more than `idle_after` (nobody speaks, or the speaker paused), silence is pushed up to
-the clock. The generator, whose context is the last committed frames, samples what it learnt for pauses: the face
-at rest with small motion. Speech that arrives later lands at the end of the timeline, so its first hop is made as
+has fallen behind the clock by more than `idle_after` (nobody speaks, or the speaker paused), silence fills it up to
+the clock (`StreamingSession.idle`). The generator, whose context is the last committed frames, samples those hops
+without an audio condition (guidance's unconditional pass): its own motion without speech, the face at rest with
+small head motion. Silence's features, fed as audio instead, drive the demo generator far from the portrait
+(docs/streaming.md, "Always-on sessions"). Speech that arrives later lands at the end of the timeline, so its first hop is made as
 soon as its audio and look-ahead are in, from the idle frames as context (no jump); the return to idle continues
 from the speech's frames the same way. `interrupt` is the `StreamingSession`'s (drop the speech not shown, blend to
 the resting face), after which the idle motion takes over again.
@@ -107,7 +109,10 @@ class LiveSession:
         if missing <= self.idle_after * SAMPLE_RATE:
             return iter(())
         self.silence_samples += missing
-        return self._append(np.zeros(missing, np.float32))
+        self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])
+        frames = self.session.idle(missing)
+        self._check_timeline()
+        return self._with_audio(frames)
 
     def interrupt(self) -> Iterator[LiveFrame]:
         """Drop the speech not shown yet and ease back to the resting face (`StreamingSession.interrupt`)."""
