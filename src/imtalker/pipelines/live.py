@@ -4,9 +4,9 @@
     live = LiveSession(session)
     start = time.monotonic()
     while talking:
-        for frame in live.push(samples, now=time.monotonic() - start):    # speech as it comes (16 kHz)
+        for frame in live.push(samples):                          # speech as it comes (16 kHz)
             play(frame.timestamp, frame.image, frame.audio)
-        for frame in live.tick(now=time.monotonic() - start):             # called often: idles without speech
+        for frame in live.tick(now=time.monotonic() - start):     # whenever no speech is waiting: idles
             play(...)
     for frame in live.finish():
         play(...)
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..errors import InputError
 from .streaming import StreamFrame, StreamingSession, to_float_samples
 
@@ -73,6 +73,10 @@ class LiveSession:
         if not idle_after >= 0:
             raise InputError(f"idle_after must be >= 0 seconds, got {idle_after!r}")
         self.session, self.idle_after = session, float(idle_after)
+        # silence is put in at most this far ahead of the frames shown: what a hop needs, the fill's granularity and
+        # a hop to spare. A renderer slower than real time then idles as fast as it can instead of running up a
+        # backlog that new speech would wait behind.
+        self.max_ahead = (session.hop + session.lookahead_frames) / FPS + self.idle_after + session.hop / FPS
         self._audio = np.zeros(0, np.float32)  # the timeline's audio from frame `session.frames_done` on
         self._audio_frame = 0  # the frame whose audio `_audio` starts with
         # where the caller's audio lies on the timeline: [timeline start, its start in the input, timeline end],
@@ -85,26 +89,33 @@ class LiveSession:
     def timeline_samples(self) -> int:
         return self._audio_frame * SAMPLES_PER_FRAME + self._audio.size
 
-    def push(self, audio, now: float | None = None) -> Iterator[LiveFrame]:
-        """Add the caller's next piece of speech (16 kHz int16 or float samples); frames it completes, and with
-        `now` (seconds on the caller's clock since the session started) the idle frames due before it."""
+    def push(self, audio) -> Iterator[LiveFrame]:
+        """Add the caller's next piece of speech (16 kHz int16 or float samples); returns an iterator over the
+        frames it completes. It lands where the timeline ends: right after the last speech, or after the silence
+        `tick` put in while none came (speech already waiting is never split by silence)."""
         samples = to_float_samples(audio)
-        frames = [self.tick(now)] if now is not None else []
-        if samples.size:
-            position = self.timeline_samples
-            if self._runs and self._runs[-1][2] == position:
-                self._runs[-1][2] += samples.size
-            else:
-                self._runs.append([position, self.input_samples, position + samples.size])
-            self.input_samples += samples.size
-            frames.append(self._append(samples))
-        return _chain(frames)
+        if not samples.size:
+            return iter(())
+        position = self.timeline_samples
+        if self._runs and self._runs[-1][2] == position:
+            self._runs[-1][2] += samples.size
+        else:
+            self._runs.append([position, self.input_samples, position + samples.size])
+        self.input_samples += samples.size
+        return self._append(samples)
+
+    def skip_input(self, samples: int) -> None:
+        """Count `samples` of the caller's audio that were dropped before reaching the session (speech sent before an
+        interrupt and never pushed), so that later input times still count from the caller's first sample."""
+        self.input_samples += samples
 
     def tick(self, now: float) -> Iterator[LiveFrame]:
         """The caller's clock: `now` seconds since the session started. When the timeline lags it by more than
-        `idle_after`, silence fills it up to `now`; returns the frames that completes (idle motion)."""
+        `idle_after`, silence fills it up to `now` (at most `max_ahead` past the frames shown); returns the frames
+        that completes (idle motion)."""
         if self.session.finished:
             return iter(())
+        now = min(now, self.session.frames_done / FPS + self.max_ahead)
         missing = round(now * SAMPLE_RATE) - self.timeline_samples
         if missing <= self.idle_after * SAMPLE_RATE:
             return iter(())
@@ -164,8 +175,3 @@ class LiveSession:
             start, input_start, _ = self._runs[0]
             return (input_start + position - start) / SAMPLE_RATE
         return None
-
-
-def _chain(iterators: list[Iterator[LiveFrame]]) -> Iterator[LiveFrame]:
-    for frames in iterators:
-        yield from frames

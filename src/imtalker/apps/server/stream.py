@@ -28,17 +28,20 @@ import binascii
 import concurrent.futures
 import json
 import logging
+import time
 from typing import Any
 
+import numpy as np
 from fastapi import WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ...constants import FPS, SAMPLE_RATE
+from ...constants import FPS, LIVE_HOP_FRAMES, SAMPLE_RATE
 from ...errors import InputError
+from ...pipelines.live import LiveFrame, LiveSession
 from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, live_schedule
 from .errors import ApiError
-from .inputs import parse_int, parse_options
+from .inputs import parse_bool, parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
 from .jobs import Job, JobCancelled, QueueFull
 from .metrics import return_free_memory
@@ -56,7 +59,9 @@ POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 MAX_LOOKAHEAD_FRAMES = 25  # 1 s: more only adds latency to a live stream
 SCHEDULE_OPTIONS = ("hop", "lookahead")  # stream-only options, beside the generation options
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
-                "jpeg_quality", "api_key")
+                "jpeg_quality", "api_key", "idle", "audio_out")
+IDLE_POLL_SECONDS = 0.04  # how often an always-on stream's worker looks at the clock when no audio comes (a frame)
+FAIL_SEND_SECONDS = 5.0  # the error message to a client that does not read is given up on after this long
 
 
 async def serve_stream(websocket: WebSocket, state: ServerState) -> None:
@@ -73,6 +78,7 @@ class _Stream:
         self.outbox: asyncio.Queue = asyncio.Queue(maxsize=OUTBOX_FRAMES)
         self.job: Job | None = None
         self.audio_bytes = 0
+        self.idle = self.audio_out = False  # an always-on stream (LiveSession), and its audio sent with the frames
         # interrupts: the receiver records how many samples were queued before the latest one, then counts it; the
         # worker drops the queued speech up to there (set on the event loop's thread, read on the worker's)
         self.samples_queued = 0
@@ -122,9 +128,15 @@ class _Stream:
         if not isinstance(start.get("options", {}), dict):
             raise ApiError(400, "bad_request", "options must be a JSON object")
         options, schedule_values = parse_options(start.get("options", {}), extra=SCHEDULE_OPTIONS)
+        idle = parse_bool(start.get("idle"), "idle", False)
+        audio_out = parse_bool(start.get("audio_out"), "audio_out", False)
+        if audio_out and not idle:
+            raise InputError('audio_out needs "idle": true (the always-on session carries each frame\'s audio)')
         clip = self.state.pipeline.generator.config.clip_frames
         hop = parse_int(schedule_values.get("hop"), "hop", None, 1, clip)
         lookahead = parse_int(schedule_values.get("lookahead"), "lookahead", None, 0, MAX_LOOKAHEAD_FRAMES)
+        if idle and hop is None:
+            hop = LIVE_HOP_FRAMES  # an always-on stream is live: 200 ms hops unless the client says otherwise
         if hop is None and lookahead is None:
             lookahead = self.settings.lookahead_frames  # the 2-second schedule as the server is configured
         schedule = live_schedule(hop, lookahead, None, clip)  # checked before the client is told "ready"
@@ -144,6 +156,7 @@ class _Stream:
                                            self.settings.max_image_pixels, data, portrait_id)
         self.intake = PcmIntake(sample_rate, sample_format)
         self.sample_format = sample_format
+        self.idle, self.audio_out = idle, audio_out
         stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait, hop=hop,
                       lookahead=schedule.lookahead)
         self.job = Job("stream", lambda job: self._work(job, **stream))
@@ -159,7 +172,8 @@ class _Stream:
             "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
             "context_frames": self.settings.context_frames, "lookahead_frames": schedule.lookahead,
             "chunk_frames": clip, "hop_frames": schedule.hop,
-            "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds})
+            "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds,
+            "idle": idle, "audio_out": audio_out, **({"audio_sample_rate": SAMPLE_RATE} if audio_out else {})})
         return stream
 
     # -- audio in, frames out -------------------------------------------------------------------------------
@@ -181,7 +195,8 @@ class _Stream:
         bytes_per_second = self.intake.bytes_per_sample * self.intake.sample_rate
         ended = False
         while True:
-            message = await self._receive(None if ended else self.settings.ws_idle_seconds)
+            # an always-on stream's client may listen without sending for as long as it likes
+            message = await self._receive(None if ended or self.idle else self.settings.ws_idle_seconds)
             if ended:
                 continue  # after "end" only a disconnect matters (raised by _receive)
             if message.get("bytes") is not None:
@@ -191,15 +206,20 @@ class _Stream:
                                                      f"{self.settings.max_audio_seconds:g} s")
                 await self._take_audio(message["bytes"])
                 continue
-            control = _json(message.get("text") or "")
+            try:
+                control = _json(message.get("text") or "")
+                if control.get("type") not in ("interrupt", "end"):
+                    raise ApiError(400, "bad_request", 'after "start" send binary PCM, {"type": "interrupt"} when '
+                                                       'the speech sent so far should stop, and finally '
+                                                       '{"type": "end"}')
+            except ApiError as err:  # a bad control message is answered, and the stream goes on
+                await self.outbox.put({"type": "error", "status": err.status, **err.body(), "fatal": False})
+                continue
             if control.get("type") == "interrupt":
                 self._restart_intake()
                 self.interrupt_cutoff = self.samples_queued
                 self.interrupts += 1
                 continue
-            if control.get("type") != "end":
-                raise ApiError(400, "bad_request", 'after "start" send binary PCM, {"type": "interrupt"} when the '
-                                                   'speech sent so far should stop, and finally {"type": "end"}')
             await self.inbox.put(self.intake.finish())
             self.inbox.put_end()
             ended = True
@@ -238,6 +258,8 @@ class _Stream:
                 continue
             if isinstance(item, bytes):
                 await self._send(self.ws.send_bytes(item))
+            elif item.get("type") == "error" and item.get("fatal") is False:
+                await self._send(self.ws.send_json(item))
             elif item.get("type") == "error":
                 raise ApiError(item["status"], item["error"], item["message"])
             elif item.get("type") == "interrupted":
@@ -273,10 +295,10 @@ class _Stream:
     async def _fail(self, err: ApiError) -> None:
         if self.ws.client_state != WebSocketState.CONNECTED:
             return
-        try:
-            await self.ws.send_text(err.websocket_message())
-            await self.ws.close(err.close_code, err.message[:120])
-        except Exception:  # the client may be gone already; nothing else to tell it
+        try:  # bounded: a client that stops reading would otherwise hold this stream (and its worker) for ever
+            await asyncio.wait_for(self.ws.send_text(err.websocket_message()), FAIL_SEND_SECONDS)
+            await asyncio.wait_for(self.ws.close(err.close_code, err.message[:120]), FAIL_SEND_SECONDS)
+        except Exception:  # the client may be gone already (or not reading); nothing else to tell it
             pass
 
     # -- the worker's side --------------------------------------------------------------------------------------
@@ -294,29 +316,47 @@ class _Stream:
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
                 hop=hop, lookahead_frames=lookahead, **options.sampler_options())
+            # always-on: the LiveSession idles on the worker's clock, which starts now
+            live = LiveSession(session) if self.idle else None
+            talker, clock = live or session, time.monotonic()
             handled, taken, drop_until = 0, 0, 0
             while True:
                 if self.interrupts > handled:
                     handled, drop_until = self.interrupts, self.interrupt_cutoff
-                    blend = session.interrupt()
+                    blend = talker.interrupt()
                     self._emit(job, {"type": "interrupted", "frames_shown": session.frames_done,
                                      "resume_timestamp": round(session.media_seconds, 6)})
                     self._send_frames_of(job, blend, image_format, quality)
-                item = self.inbox.get(timeout=POLL_SECONDS)
+                item = self.inbox.get(timeout=IDLE_POLL_SECONDS if live else POLL_SECONDS)
                 job.check()
-                if item is None:
-                    continue
+                now = time.monotonic() - clock
+                if live is not None and now > settings.max_audio_seconds:
+                    raise ApiError(413, "too_large", f"the session is longer than the limit of "
+                                                     f"{settings.max_audio_seconds:g} s")
                 if item is not END:
-                    taken += item.size
+                    size = 0 if item is None else item.size
+                    taken += size
                     if taken <= drop_until:  # queued before the interrupt: never reaches the session
-                        continue
-                frames = session.finish() if item is END else session.push(item)
+                        if live is not None:
+                            live.skip_input(size)
+                        item = None
+                if item is None:  # nothing waiting: an always-on stream idles up to its clock
+                    if live is not None:
+                        self._send_frames_of(job, live.tick(now), image_format, quality, stop_after=handled)
+                    continue
+                if item is END:
+                    frames = talker.finish()
+                else:
+                    frames = talker.push(item)
                 self._send_frames_of(job, frames, image_format, quality, stop_after=handled)
                 if item is END:
                     break
             self._emit(job, {"type": "done", "frames": session.frames_done, "duration": session.frames_done / FPS,
                              "audio_seconds": round(self.seconds_before_intake + self.intake.seconds_received, 6)})
         except JobCancelled:
+            raise
+        except ApiError as err:
+            self._emit_error(job, err)
             raise
         except InputError as err:
             self._emit_error(job, ApiError.from_input(err))
@@ -329,6 +369,11 @@ class _Stream:
         """Encode and emit frames; with `stop_after`, stop as soon as an interrupt beyond that count arrives."""
         for frame in frames:
             header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
+            if isinstance(frame, LiveFrame):
+                header["input_time"] = None if frame.input_time is None else round(frame.input_time, 6)
+                if self.audio_out:  # the frame's sound first, so a client can queue it before the picture
+                    pcm = (np.clip(frame.audio, -1, 1) * 32767).astype("<i2").tobytes()
+                    self._emit(job, pack_frame({"type": "audio", "timestamp": header["timestamp"]}, pcm))
             self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
             job.frames_done += 1
             self.state.metrics.add_frames(1)
