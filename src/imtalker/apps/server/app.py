@@ -7,6 +7,7 @@
     GET    /v1/videos/{id}/video  the mp4 (while it is made, for stream jobs)
     DELETE /v1/videos/{id}        cancel and delete
     WS     /v1/stream             live: PCM in, frames out (imtalker.apps.server.stream, docs/streaming.md)
+    GET    /live                  a page for a live avatar over WS /v1/stream (microphone or a file in, face out)
     GET    /healthz, /metrics
 
 Errors are JSON `{"error": code, "message": text}` with a 4xx/5xx status. Work runs on the job manager's workers;
@@ -25,11 +26,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...data.synthetic.demo_inputs import demo_asset
 from ...errors import InputError
 from ...pipelines import AudioDrivenPipeline
 from .errors import ApiError
@@ -44,6 +46,7 @@ from .state import ServerState, busy
 
 logger = logging.getLogger(__name__)
 
+LIVE_PAGE = Path(__file__).with_name("live.html")
 TAIL_POLL_SECONDS = 0.05  # how often a video being streamed is checked for new bytes
 UPLOAD_COPY_BYTES = 1 << 20
 
@@ -150,6 +153,16 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def healthz():
         """Liveness: no key needed, no work done."""
         return {"status": "ok"}
+
+    @app.get("/live")
+    async def live_page():
+        """The live avatar page (no key needed to load it; the stream asks for one)."""
+        return HTMLResponse(LIVE_PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/live/portrait.png")
+    async def live_portrait():
+        """The bundled demo portrait, the page's face until the user picks one."""
+        return FileResponse(demo_asset("demo_portrait.png"), media_type="image/png")
 
     @app.get("/metrics")
     async def metrics(request: Request):
