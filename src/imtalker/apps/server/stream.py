@@ -148,7 +148,7 @@ class _Stream:
         if image_format not in IMAGE_FORMATS:
             raise InputError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
         quality = parse_int(start.get("jpeg_quality"), "jpeg_quality", self.settings.jpeg_quality, 1, 100)
-        data = _base64(start["portrait"]) if start.get("portrait") is not None else None
+        data = parse_base64(start["portrait"]) if start.get("portrait") is not None else None
         portrait_id = start.get("portrait_id")
         if portrait_id is not None and not isinstance(portrait_id, str):
             raise InputError("portrait_id must be a string")
@@ -382,19 +382,7 @@ class _Stream:
                 return
 
     def _emit(self, job: Job, item) -> None:
-        """Hand an item to the sender, waiting while the outbox is full (backpressure) unless cancelled."""
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.outbox.put(item), self.loop)
-        except RuntimeError:  # the event loop is gone: the server is stopping
-            raise JobCancelled(job.id) from None
-        while True:
-            try:
-                future.result(timeout=POLL_SECONDS)
-                return
-            except concurrent.futures.TimeoutError:
-                if job.cancelled:
-                    future.cancel()
-                    raise JobCancelled(job.id) from None
+        hand_over(self.loop, self.outbox, item, job)
 
     def _emit_error(self, job: Job, err: ApiError) -> None:
         try:
@@ -407,6 +395,23 @@ class _ClientGone(Exception):
     """The client closed the connection."""
 
 
+def hand_over(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item, job: Job) -> None:
+    """From a worker thread, put an item on an event loop's queue, waiting while it is full (backpressure) unless
+    the job is cancelled meanwhile (then JobCancelled)."""
+    try:
+        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+    except RuntimeError:  # the event loop is gone: the server is stopping
+        raise JobCancelled(job.id) from None
+    while True:
+        try:
+            future.result(timeout=POLL_SECONDS)
+            return
+        except concurrent.futures.TimeoutError:
+            if job.cancelled:
+                future.cancel()
+                raise JobCancelled(job.id) from None
+
+
 def _json(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -417,7 +422,7 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-def _base64(text: Any) -> bytes:
+def parse_base64(text: Any) -> bytes:
     """Portrait bytes from base64 (a data: URL is accepted too)."""
     if not isinstance(text, str):
         raise InputError("portrait must be a base64 string")
