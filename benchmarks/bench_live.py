@@ -318,6 +318,9 @@ def main() -> None:
         pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model())
         source = pipe.prepare_source(ASSETS / "demo_portrait.png")
         list(pipe.render_frames(source, source.state.motion.expand(8, -1)))  # warm-up
+        from imtalker.pipelines.streaming import StreamingSession
+
+        list(StreamingSession(pipe, source, hop=5, nfe=5, seed=0).idle(SAMPLE_RATE))  # the generator's, too
     rows = []
     for label, options in SCHEDULES:
         def run(interrupt_at):
