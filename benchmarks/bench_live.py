@@ -70,6 +70,22 @@ def paced_pieces(samples: np.ndarray):
     return [(k * PIECE_SECONDS, samples[start:start + step]) for k, start in enumerate(range(0, samples.size, step))]
 
 
+def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | None, interrupt_requested,
+               events: dict) -> tuple[float, float]:
+    """Put 200 ms pieces on a worker's inbox at real-time pace; at `interrupt_at` s ask for an interrupt and stop.
+    Returns (time of the first piece, time of the last)."""
+    start = time.perf_counter()
+    for at, piece in paced_pieces(samples):
+        time.sleep(max(0.0, start + at - time.perf_counter()))
+        if interrupt_at is not None and at >= interrupt_at:
+            events["interrupt"] = time.perf_counter()
+            interrupt_requested.set()
+            inbox.put(np.zeros(0, np.float32))  # wake the worker
+            break
+        inbox.put(piece)
+    return start, time.perf_counter()
+
+
 def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
     """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
     from imtalker.pipelines.streaming import StreamingSession
@@ -104,16 +120,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
 
     thread = threading.Thread(target=worker)
     thread.start()
-    start = time.perf_counter()
-    for at, piece in paced_pieces(samples):
-        time.sleep(max(0.0, start + at - time.perf_counter()))
-        if interrupt_at is not None and at >= interrupt_at and not interrupt_requested.is_set():
-            events["interrupt"] = time.perf_counter()
-            interrupt_requested.set()
-            inbox.put(np.zeros(0, np.float32))  # wake the worker
-            break
-        inbox.put(piece)
-    end_sent = time.perf_counter()
+    start, end_sent = send_paced(inbox, samples, interrupt_at, interrupt_requested, events)
     inbox.put(None)
     thread.join()
     return {"start": start, "end_sent": end_sent, "arrivals": arrivals, "events": events}
@@ -214,15 +221,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None) -> 
     thread = threading.Thread(target=worker)
     thread.start()
     time.sleep(IDLE_LEAD_SECONDS)
-    start = time.perf_counter()
-    for at, piece in paced_pieces(samples):
-        time.sleep(max(0.0, start + at - time.perf_counter()))
-        if interrupt_at is not None and at >= interrupt_at:
-            events["interrupt"] = time.perf_counter()
-            interrupt_requested.set()
-            break
-        inbox.put(piece)
-    end_sent = time.perf_counter()
+    start, end_sent = send_paced(inbox, samples, interrupt_at, interrupt_requested, events)
     if interrupt_at is not None:
         time.sleep(1.0)  # idle on after the interrupt
     inbox.put(None)

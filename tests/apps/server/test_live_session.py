@@ -93,3 +93,9 @@ def test_bad_sessions_are_input_errors(pipe, source):
         LiveSession(used)
     with pytest.raises(InputError, match="idle_after"):
         LiveSession(StreamingSession(pipe, source, hop=5, **FAST), idle_after=-1)
+    with pytest.raises(InputError, match="16000 Hz"):
+        StreamingSession(pipe, source, sample_rate=48000, hop=5, **FAST).idle(640)
+    finished = StreamingSession(pipe, source, hop=5, **FAST)
+    list(finished.finish())
+    with pytest.raises(InputError, match="finished"):
+        finished.idle(640)

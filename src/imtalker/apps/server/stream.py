@@ -2,10 +2,13 @@
 
     client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
                               "format": "s16le", "options": {..., "hop": 5, "lookahead": 2}, "image_format": "jpeg",
-                              "jpeg_quality": 85}
+                              "jpeg_quality": 85, "idle": false, "audio_out": false}
     server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
     client -> server  binary PCM, any number of bytes per message, as often as it likes
     server -> client  binary [4-byte big-endian n][n bytes JSON {"type": "frame", "index", "timestamp"}][image]
+                      ("idle": true: frames from the start, with "input_time"; "audio_out": true: before each frame
+                      [n][{"type": "audio", "timestamp"}][640 samples of 16 kHz s16le])
+    server -> client  text   {"type": "error", ..., "fatal": false} for a bad control message; the stream goes on
     client -> server  text   {"type": "interrupt"} (any number of times): drop the speech not shown yet
     server -> client  text   {"type": "interrupted", "frames_shown": n, "resume_timestamp": t}, then the blend frames
     client -> server  text   {"type": "end"}
@@ -258,11 +261,9 @@ class _Stream:
                 continue
             if isinstance(item, bytes):
                 await self._send(self.ws.send_bytes(item))
-            elif item.get("type") == "error" and item.get("fatal") is False:
-                await self._send(self.ws.send_json(item))
-            elif item.get("type") == "error":
+            elif item.get("type") == "error" and item.get("fatal") is not False:
                 raise ApiError(item["status"], item["error"], item["message"])
-            elif item.get("type") == "interrupted":
+            elif item.get("type") in ("interrupted", "error"):  # the stream goes on after both
                 await self._send(self.ws.send_json(item))
             else:
                 await self._send(self.ws.send_json(item))
