@@ -73,10 +73,10 @@ class LiveSession:
         if not idle_after >= 0:
             raise InputError(f"idle_after must be >= 0 seconds, got {idle_after!r}")
         self.session, self.idle_after = session, float(idle_after)
-        # silence is put in at most this far ahead of the frames shown: what a hop needs, the fill's granularity and
-        # a hop to spare. A renderer slower than real time then idles as fast as it can instead of running up a
-        # backlog that new speech would wait behind.
-        self.max_ahead = (session.hop + session.lookahead_frames) / FPS + self.idle_after + session.hop / FPS
+        # silence is put in at most this far ahead of the frames shown: what the next hop needs. A renderer slower
+        # than real time then idles a hop at a time, as fast as it can, and new speech waits behind one hop of idle
+        # at most instead of a backlog.
+        self.max_ahead = (session.hop + session.lookahead_frames) / FPS
         self._audio = np.zeros(0, np.float32)  # the timeline's audio from frame `session.frames_done` on
         self._audio_frame = 0  # the frame whose audio `_audio` starts with
         # where the caller's audio lies on the timeline: [timeline start, its start in the input, timeline end],
@@ -115,9 +115,11 @@ class LiveSession:
         that completes (idle motion)."""
         if self.session.finished:
             return iter(())
-        now = min(now, self.session.frames_done / FPS + self.max_ahead)
-        missing = round(now * SAMPLE_RATE) - self.timeline_samples
-        if missing <= self.idle_after * SAMPLE_RATE:
+        if round(now * SAMPLE_RATE) - self.timeline_samples <= self.idle_after * SAMPLE_RATE:
+            return iter(())
+        until = min(now, self.session.frames_done / FPS + self.max_ahead)
+        missing = round(until * SAMPLE_RATE) - self.timeline_samples
+        if missing <= 0:
             return iter(())
         self.silence_samples += missing
         self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])
