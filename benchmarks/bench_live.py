@@ -360,8 +360,8 @@ def main() -> None:
     if live:
         body += ("\nAlways-on session (`LiveSession`; WS `\"idle\": true`), hop 5, look-ahead 2, nfe 5, in process: "
                  f"{IDLE_LEAD_SECONDS:g} s of idle, then the same speech. Lags as above, from each frame's input time."
-                 "\n\n| idle frames (fps) before speech | idle-to-speech: first speech frame lag (s) | median lag (s) | "
-                 "p95 lag (s) | end lag (s) | interrupt -> rest (s) |\n|---|---|---|---|---|---|\n"
+                 "\n\n| idle frames (fps) before speech | idle-to-speech: first speech frame lag (s) | "
+                 "median lag (s) | p95 lag (s) | end lag (s) | interrupt -> rest (s) |\n|---|---|---|---|---|---|\n"
                  f"| {live['idle_frames']} ({live['idle_fps']:.1f}) | {live['idle_to_speech']:.2f} | "
                  f"{live['median_lag']:.2f} | {live['p95_lag']:.2f} | {live['end_lag']:.2f} | "
                  f"{live['interrupt']:.2f} |\n")

@@ -16,10 +16,10 @@ has fallen behind the clock by more than `idle_after` (nobody speaks, or the spe
 the clock (`StreamingSession.idle`). The generator, whose context is the last committed frames, samples those hops
 without an audio condition (guidance's unconditional pass): its own motion without speech, the face at rest with
 small head motion. Silence's features, fed as audio instead, drive the demo generator far from the portrait
-(docs/streaming.md, "Always-on sessions"). Speech that arrives later lands at the end of the timeline, so its first hop is made as
-soon as its audio and look-ahead are in, from the idle frames as context (no jump); the return to idle continues
-from the speech's frames the same way. `interrupt` is the `StreamingSession`'s (drop the speech not shown, blend to
-the resting face), after which the idle motion takes over again.
+(docs/streaming.md, "Always-on sessions"). Speech that arrives later lands at the end of the timeline, so its first
+hop is made as soon as its audio and look-ahead are in, from the idle frames as context (no jump); the return to
+idle continues from the speech's frames the same way. `interrupt` is the `StreamingSession`'s (drop the speech
+not shown, blend to the resting face), after which the idle motion takes over again.
 
 Every frame carries its audio (the timeline's 640 samples: speech, or the silence that stood in for it), so a caller
 can play picture and sound together, and `input_time`, where that audio starts in what the caller pushed (None for
