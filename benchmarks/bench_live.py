@@ -12,6 +12,11 @@ over WS /v1/stream). Per frame, lag = arrival time - when its audio was sent, wh
 - interrupt: a second run interrupts after 3 s of audio: time from the interrupt to the first frame of the blend
   back to the source's face.
 
+Always-on sessions (`LiveSession`, WS "idle": true) get their own table: the session starts, nobody speaks for
+2 s (idle frames), then the speech is sent as above. Per speech frame, lag = arrival - (first audio byte + the
+frame's input time + 40 ms); idle-to-speech: the lag of the first frame whose audio is speech; idle fps: frames per
+second before the speech; interrupt -> rest: interrupt after 3 s of speech -> first frame back to rest.
+
     python benchmarks/bench_live.py                    # both schedules, in process; written to BENCHMARKS.md
     python benchmarks/bench_live.py --server ws://127.0.0.1:8000 --no-write
 """
@@ -65,6 +70,22 @@ def paced_pieces(samples: np.ndarray):
     return [(k * PIECE_SECONDS, samples[start:start + step]) for k, start in enumerate(range(0, samples.size, step))]
 
 
+def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | None, interrupt_requested,
+               events: dict) -> tuple[float, float]:
+    """Put 200 ms pieces on a worker's inbox at real-time pace; at `interrupt_at` s ask for an interrupt and stop.
+    Returns (time of the first piece, time of the last)."""
+    start = time.perf_counter()
+    for at, piece in paced_pieces(samples):
+        time.sleep(max(0.0, start + at - time.perf_counter()))
+        if interrupt_at is not None and at >= interrupt_at:
+            events["interrupt"] = time.perf_counter()
+            interrupt_requested.set()
+            inbox.put(np.zeros(0, np.float32))  # wake the worker
+            break
+        inbox.put(piece)
+    return start, time.perf_counter()
+
+
 def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
     """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
     from imtalker.pipelines.streaming import StreamingSession
@@ -99,16 +120,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
 
     thread = threading.Thread(target=worker)
     thread.start()
-    start = time.perf_counter()
-    for at, piece in paced_pieces(samples):
-        time.sleep(max(0.0, start + at - time.perf_counter()))
-        if interrupt_at is not None and at >= interrupt_at and not interrupt_requested.is_set():
-            events["interrupt"] = time.perf_counter()
-            interrupt_requested.set()
-            inbox.put(np.zeros(0, np.float32))  # wake the worker
-            break
-        inbox.put(piece)
-    end_sent = time.perf_counter()
+    start, end_sent = send_paced(inbox, samples, interrupt_at, interrupt_requested, events)
     inbox.put(None)
     thread.join()
     return {"start": start, "end_sent": end_sent, "arrivals": arrivals, "events": events}
@@ -162,6 +174,72 @@ def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: f
             break
         thread.join()
     return {"start": times["start"], "end_sent": times["end_sent"], "arrivals": arrivals, "events": events}
+
+
+IDLE_LEAD_SECONDS = 2.0
+
+
+def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None) -> dict:
+    """A LiveSession on a worker thread that ticks its clock whenever no speech waits (as the server's does), 2 s of
+    idle, then the speech paced; arrival time and input time per frame."""
+    from imtalker.pipelines.live import LiveSession
+    from imtalker.pipelines.streaming import StreamingSession
+
+    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0))
+    inbox: queue.Queue = queue.Queue()
+    frames, events = [], {}  # (arrival, index, input time)
+    interrupt_requested = threading.Event()
+
+    def worker():
+        clock, handled = time.perf_counter(), False
+        while True:
+            try:
+                item = inbox.get(timeout=0.04)
+            except queue.Empty:
+                item = np.zeros(0, np.float32)
+            if interrupt_requested.is_set() and not handled:
+                handled = True
+                for frame in live.interrupt():
+                    events.setdefault("first_rest", time.perf_counter())
+                    frames.append((time.perf_counter(), frame.index, frame.input_time))
+                while inbox.qsize() > 0 and inbox.queue[0] is not None:  # queued speech is dropped, as the server does
+                    inbox.get_nowait()
+                continue
+            if item is None:
+                batch = live.finish()
+            elif item.size:
+                batch = live.push(item)
+            else:
+                batch = live.tick(time.perf_counter() - clock)
+            for frame in batch:
+                frames.append((time.perf_counter(), frame.index, frame.input_time))
+                if interrupt_requested.is_set() and not handled:
+                    break
+            if item is None:
+                return
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(IDLE_LEAD_SECONDS)
+    start, end_sent = send_paced(inbox, samples, interrupt_at, interrupt_requested, events)
+    if interrupt_at is not None:
+        time.sleep(1.0)  # idle on after the interrupt
+    inbox.put(None)
+    thread.join()
+    return {"start": start, "end_sent": end_sent, "frames": frames, "events": events}
+
+
+def summarise_always_on(run: dict, samples: np.ndarray) -> dict:
+    frames = run["frames"]
+    idle = [at for at, _, _ in frames if at < run["start"]]
+    speech = [(at, t) for at, _, t in frames if t is not None]
+    lags = np.array([at - (run["start"] + t + 1 / FPS) for at, t in speech])
+    loud = np.array([np.sqrt(np.mean(samples[max(0, round(t * SAMPLE_RATE)):round(t * SAMPLE_RATE) + SAMPLES_PER_FRAME]
+                                     ** 2) + 1e-12) for _, t in speech])
+    first = int(np.argmax(loud > 0.1 * loud.max()))
+    return {"idle_frames": len(idle), "idle_fps": len(idle) / IDLE_LEAD_SECONDS, "speech_frames": len(speech),
+            "idle_to_speech": float(lags[first]), "median_lag": float(np.median(lags)),
+            "p95_lag": float(np.percentile(lags, 95)), "end_lag": speech[-1][0] - run["end_sent"]}
 
 
 def summarise(run: dict, samples: np.ndarray) -> dict:
@@ -239,6 +317,9 @@ def main() -> None:
         pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model())
         source = pipe.prepare_source(ASSETS / "demo_portrait.png")
         list(pipe.render_frames(source, source.state.motion.expand(8, -1)))  # warm-up
+        from imtalker.pipelines.streaming import StreamingSession
+
+        list(StreamingSession(pipe, source, hop=5, nfe=5, seed=0).idle(SAMPLE_RATE))  # the generator's, too
     rows = []
     for label, options in SCHEDULES:
         def run(interrupt_at):
@@ -252,6 +333,12 @@ def main() -> None:
         summary["interrupt"] = events["first_blend"] - events["interrupt"] if "first_blend" in events else float("nan")
         rows.append((label, summary))
         print(label, json.dumps(summary), flush=True)
+    live = None
+    if not args.server:
+        live = summarise_always_on(always_on(pipe, source, samples, None), samples)
+        events = always_on(pipe, source, samples, INTERRUPT_AFTER_SECONDS)["events"]
+        live["interrupt"] = events["first_rest"] - events["interrupt"] if "first_rest" in events else float("nan")
+        print("always-on", json.dumps(live), flush=True)
     costs = [] if args.server else per_hop_costs(pipe, source)
     load_after = os.getloadavg()
     where = f"over WS to {args.server}" if args.server else "in process (StreamingSession on a worker thread)"
@@ -270,6 +357,14 @@ def main() -> None:
     for label, s in rows:
         body += (f"| {label} | {s['frames']} | {s['first_speech_lag']:.2f} | {s['median_lag']:.2f} | "
                  f"{s['p95_lag']:.2f} | {s['end_lag']:.2f} | {s['fps']:.1f} | {s['interrupt']:.2f} |\n")
+    if live:
+        body += ("\nAlways-on session (`LiveSession`; WS `\"idle\": true`), hop 5, look-ahead 2, nfe 5, in process: "
+                 f"{IDLE_LEAD_SECONDS:g} s of idle, then the same speech. Lags as above, from each frame's input time."
+                 "\n\n| idle frames (fps) before speech | idle-to-speech: first speech frame lag (s) | "
+                 "median lag (s) | p95 lag (s) | end lag (s) | interrupt -> rest (s) |\n|---|---|---|---|---|---|\n"
+                 f"| {live['idle_frames']} ({live['idle_fps']:.1f}) | {live['idle_to_speech']:.2f} | "
+                 f"{live['median_lag']:.2f} | {live['p95_lag']:.2f} | {live['end_lag']:.2f} | "
+                 f"{live['interrupt']:.2f} |\n")
     if costs:
         body += ("\nCost of one step, in process (ms, median of 5; a hop must cost under 200 ms to keep up, a chunk "
                  "under 2000 ms):\n\n| step | per 2 s chunk | per hop of 5 |\n|---|---|---|\n")

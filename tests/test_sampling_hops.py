@@ -61,3 +61,19 @@ def test_schedule_checks_its_settings():
             HopSchedule(**bad)
     with pytest.raises(InputError, match="at most"):
         HopSchedule(hop=60).check_fits(50)
+
+
+def test_a_silent_window_is_the_unconditional_pass(generator):
+    """silent=True samples without the clip's audio: guidance's unconditional pass alone (cfg 0), in one pass."""
+    features, ref = torch.randn(1, 14, GENERATOR.audio_dim), torch.randn(1, GENERATOR.motion_dim)
+    context, noise = torch.randn(1, 5, GENERATOR.motion_dim), torch.randn(1, 50, GENERATOR.motion_dim)
+
+    def two_hops(options, silent):
+        sampler = HopSampler(generator, ref, options)
+        sampler.append(context, features[:, :5])  # frames said before: the context of the window that follows
+        return sampler.step(features[:, 5:12], 5, noise=noise, silent=silent)
+
+    silent = two_hops(OPTIONS, True)
+    unconditional = two_hops(SamplingOptions(cfg_scale=0.0, nfe=3, seed=11), False)
+    torch.testing.assert_close(silent, unconditional, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(silent, two_hops(OPTIONS, False), atol=1e-3)

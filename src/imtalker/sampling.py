@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -343,7 +343,8 @@ class HopSampler:
         self.committed_frames = 0  # frames committed and not taken back
 
     @torch.inference_mode()
-    def step(self, audio_features: torch.Tensor, commit: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, audio_features: torch.Tensor, commit: int, noise: torch.Tensor | None = None, *,
+             silent: bool = False) -> torch.Tensor:
         """Commit the first `commit` frames of a window whose clip holds these n raw audio features (B, n, A).
 
         Args:
@@ -351,6 +352,10 @@ class HopSampler:
             commit: frames to keep, 1 to n.
             noise: optional initial noise (B, window, motion_dim), window = n with padding "none", else
                 clip_frames.
+            silent: nobody speaks in this window: its clip has no audio condition (zeros, as in guidance's
+                unconditional pass, which is then the only pass), so the generator samples its own motion without
+                speech. Silence's features would instead drive it as audio, which it never saw and drifts on
+                (docs/streaming.md, "Always-on sessions"). The features still become the context's conditions.
 
         Returns:
             (B, commit, motion_dim) motion latents.
@@ -367,6 +372,10 @@ class HopSampler:
         window = n if self.padding == "none" else clip
         pad = fit_frames if self.padding == "zeros" else repeat_pad
         clip_conditions = conditions.map(lambda c: pad(c, window))
+        cfg_scale = self.options.cfg_scale
+        if silent:
+            clip_conditions = replace(clip_conditions, audio=torch.zeros_like(clip_conditions.audio))
+            cfg_scale = 1.0  # with no audio condition both passes of guidance are the same
         if noise is not None:
             z = noise.to(self.device, self.dtype)
         else:
@@ -379,7 +388,7 @@ class HopSampler:
         times = self.times
         for i in range(self.options.nfe - 1):
             v = model.velocity(times[i], z, prev_x, self.ref_motion, clip_conditions, prev_conditions,
-                               cfg_scale=self.options.cfg_scale)[:, prev:]
+                               cfg_scale=cfg_scale)[:, prev:]
             z = euler_step(z, v, times[i], times[i + 1])
         kept = z[:, :commit]
         self._commit(kept, conditions.map(lambda c: c[:, :commit]))

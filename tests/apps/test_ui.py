@@ -23,14 +23,12 @@ gr = pytest.importorskip("gradio", reason="the web UI needs the `ui` extra (grad
 from imtalker.apps.cli import main  # noqa: E402
 from imtalker.apps.ui import Handlers, build_ui, load_pipelines  # noqa: E402
 from imtalker.io.video import VideoWriter  # noqa: E402
+from helpers.browser import chromium  # noqa: E402
 from helpers.tiny_models import save_tiny_weights  # noqa: E402
 
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 
 
 
@@ -140,13 +138,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing (it is in the dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -239,9 +239,11 @@ examples:
   imtalker serve --weights weights/                                   # http://127.0.0.1:8000, 2 workers
   IMTALKER_API_KEY=secret-key imtalker serve --host 0.0.0.0 --workers 4 --max-queue 16
   curl -F portrait=@face.jpg -F audio=@speech.wav -F seed=0 http://127.0.0.1:8000/v1/videos
+  a live avatar in the browser: http://127.0.0.1:8000/live
 
 API: POST /v1/videos, GET /v1/videos/{id}[/video], DELETE /v1/videos/{id}, POST /v1/portraits,
-WS /v1/stream (live PCM in, frames out), GET /healthz, /metrics. See docs/streaming.md.
+WS /v1/stream (live PCM in, frames out), POST /v1/webrtc (webrtc extra), GET /live, /healthz, /metrics.
+See docs/streaming.md.
 """
 
 
@@ -284,7 +286,8 @@ def _add_serve(sub) -> None:
     serve.add_argument("--api-key", help="require this key in the X-API-Key header (default: $IMTALKER_API_KEY; "
                                          "none: no key)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body")
-    serve.add_argument("--max-seconds", type=float, default=120.0, help="longest audio per job or stream")
+    serve.add_argument("--max-seconds", type=float, default=120.0, help="longest audio per job or stream, and longest "
+                                                                          "always-on session")
     serve.add_argument("--idle-seconds", type=float, default=30.0, help="close streams silent for this long")
     serve.add_argument("--batch-size", type=int, default=8, help="frames rendered at once")
     serve.add_argument("--allow-origin", action="append", default=[], help="CORS origin for browser clients "

@@ -164,6 +164,7 @@ class StreamingSession:
         self._next_frame = 0  # first frame not committed yet
         self._pending: torch.Tensor | None = None  # (n, motion_dim) committed latents not yet shown
         self._last_shown = source.state.motion[0].float()  # latent of the last frame shown
+        self._quiet: list[list[int]] = []  # [start, end) samples of the timeline where nobody speaks (`idle`)
         self.frames_done = 0  # frames shown (yielded)
         self.finished = False
 
@@ -209,6 +210,27 @@ class StreamingSession:
         self._features.append(self._resampler.push(samples) if self._resampler is not None else samples)
         return self._advance(final=False)
 
+    def idle(self, samples: int) -> Iterator[StreamFrame]:
+        """Nobody speaks for the next `samples` (at 16 kHz): the timeline grows by that much silence, and hops with
+        only such silence in their window are sampled without an audio condition (`HopSampler.step(silent=True)`:
+        the generator's own motion without speech, the face at rest). Returns an iterator over the frames that
+        completes. `imtalker.pipelines.live.LiveSession` calls it whenever the speech falls behind the clock.
+
+        Raises:
+            InputError: idle after `finish`, or while resampled audio is pushed (its filter would smear the seam).
+        """
+        if self.finished:
+            raise InputError("the stream is finished; start a new session")
+        if self._resampler is not None:
+            raise InputError(f"idle needs a session taking {SAMPLE_RATE} Hz audio")
+        start = self._features.received
+        if self._quiet and self._quiet[-1][1] == start:
+            self._quiet[-1][1] += samples
+        else:
+            self._quiet.append([start, start + samples])
+        self._features.append(np.zeros(samples, np.float32))
+        return self._advance(final=False)
+
     def finish(self) -> Iterator[StreamFrame]:
         """No more audio: an iterator over the remaining frames (ceil(duration * 25) in all without interrupts)."""
         if self.finished:
@@ -243,6 +265,8 @@ class StreamingSession:
         self._sampler.forget(self._next_frame - shown)
         self._pending = None
         self._features.truncate(shown * SAMPLES_PER_FRAME)
+        self._quiet = [[start, min(end, shown * SAMPLES_PER_FRAME)] for start, end in self._quiet
+                       if start < shown * SAMPLES_PER_FRAME]
         self._resampler = self._new_resampler()  # its filter holds the start of the dropped speech
         # (the PCM decoder keeps a split sample: the bytes that follow are its rest, whatever was dropped)
         self._next_frame = shown
@@ -298,10 +322,16 @@ class StreamingSession:
         # the generator's clip holds the hop and as much of the look-ahead as fits
         heard = features.encode(start, min(hi, start + self.clip_frames), hi,
                                 until=features.received if final else None)
-        self._pending = self._sampler.step(heard, stop - start)[0]  # (stop - start, motion_dim)
+        silent = self._is_quiet(start * SAMPLES_PER_FRAME, min(hi * SAMPLES_PER_FRAME, features.received))
+        self._pending = self._sampler.step(heard, stop - start, silent=silent)[0]  # (stop - start, motion_dim)
         self._next_frame = stop
         features.forget_before(stop)
+        self._quiet = [span for span in self._quiet if span[1] > stop * SAMPLES_PER_FRAME]
         return True
+
+    def _is_quiet(self, start: int, stop: int) -> bool:
+        """Whether samples [start, stop) of the timeline all lie in one stretch of `idle` silence."""
+        return any(begin <= start and stop <= end for begin, end in self._quiet)
 
 
 def live_schedule(hop: int | None, lookahead_frames: int | None, padding: str | None,

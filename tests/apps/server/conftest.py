@@ -15,7 +15,8 @@ from helpers.tiny_models import save_tiny_weights
 # The server tests need the serve extra (in dev) and its test clients; without them only test_streaming.py runs.
 SERVER_MODULES = ("fastapi", "uvicorn", "websockets", "httpx")
 collect_ignore = [] if all(find_spec(name) for name in SERVER_MODULES) else [
-    "test_server.py", "test_server_limits.py", "test_server_load.py", "test_serve_cli.py"]
+    "test_server.py", "test_server_limits.py", "test_server_load.py", "test_serve_cli.py", "test_live_page.py",
+    "test_webrtc.py"]
 
 
 @pytest.fixture(scope="session")

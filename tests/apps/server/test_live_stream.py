@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
+import numpy as np
 import pytest
 from websockets.sync.client import connect
 
@@ -80,3 +81,73 @@ def test_bad_hop_and_lookahead_are_json_errors(server, start, options, field):
         reply = json.loads(ws.recv(timeout=30))
     assert (reply["type"], reply["status"], reply["error"]) == ("error", 422, "bad_input")
     assert field in reply["message"]
+
+
+def read_until_done(ws):
+    """(frame headers, audio messages {timestamp: int16 samples}, text replies) up to "done"."""
+    frames, audio, replies = [], {}, []
+    while True:
+        message = ws.recv(timeout=60)
+        if isinstance(message, str):
+            replies.append(json.loads(message))
+            if replies[-1]["type"] in ("done", "error") and replies[-1].get("fatal") is not False:
+                return frames, audio, replies
+            continue
+        header, payload = unpack_frame(message)
+        if header["type"] == "audio":
+            audio[header["timestamp"]] = np.frombuffer(payload, "<i2")
+        else:
+            frames.append(header)
+
+
+def test_always_on_stream_idles_talks_and_sends_the_audio_back(server, start):
+    speech = pcm16(voice(0.8))
+    with connect(f"{server.ws_url}/v1/stream", max_size=None, open_timeout=30) as ws:
+        ws.send(json.dumps({**start(), "idle": True, "audio_out": True}))
+        ready = json.loads(ws.recv(timeout=60))
+        assert (ready["idle"], ready["audio_out"], ready["hop_frames"], ready["audio_sample_rate"]) == (
+            True, True, 5, 16000)
+        idle = []  # nobody speaks: frames flow anyway, each after its 40 ms of (silent) audio
+        while len(idle) < 10:
+            header, payload = unpack_frame(ws.recv(timeout=60))
+            idle.append((header, payload))
+        assert [h["type"] for h, _ in idle] == ["audio", "frame"] * 5
+        assert all(h["input_time"] is None for h, _ in idle[1::2])
+        assert all(len(p) == 1280 and not any(p) for _, p in idle[::2])
+        assert [h["timestamp"] for h, _ in idle[::2]] == [h["timestamp"] for h, _ in idle[1::2]] == [
+            0.0, 0.04, 0.08, 0.12, 0.16]
+        ws.send(speech.tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        frames, audio, replies = read_until_done(ws)
+    assert replies[-1]["type"] == "done"
+    frames = [h for h, _ in idle[1::2]] + frames
+    assert [h["index"] for h in frames] == list(range(len(frames)))
+    # 0.8 s of speech: 20 frames (the first may start part way into a frame; the server holds the last 4 ms back
+    # until "end", so they may come after some idle frames)
+    spoken = [h for h in frames if h["input_time"] is not None and h["input_time"] < 0.76]
+    assert len(spoken) >= 19 and spoken[-1]["index"] - spoken[0]["index"] == len(spoken) - 1
+    # the audio sent back is the speech, where its frames are: within one step of 16-bit rounding
+    offset = round(spoken[1]["input_time"] * 16000)
+    back = np.concatenate([audio[h["timestamp"]] for h in spoken[1:]])
+    assert np.abs(back.astype(int) - speech[offset:offset + back.size]).max() <= 1
+
+
+def test_bad_control_messages_are_answered_and_the_stream_goes_on(server, start):
+    with connect(f"{server.ws_url}/v1/stream", max_size=None, open_timeout=30) as ws:
+        ws.send(json.dumps({**start(), "idle": True}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        ws.send("not json")
+        ws.send(json.dumps({"type": "dance"}))
+        ws.send(pcm16(voice(0.3)).tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        frames, _, replies = read_until_done(ws)
+    errors = [r for r in replies if r["type"] == "error"]
+    assert [(e["status"], e["error"], e["fatal"]) for e in errors] == [(400, "bad_request", False)] * 2
+    assert replies[-1]["type"] == "done" and frames
+
+
+def test_audio_out_needs_an_always_on_stream(server, start):
+    with connect(f"{server.ws_url}/v1/stream", open_timeout=30) as ws:
+        ws.send(json.dumps({**start(), "audio_out": True}))
+        reply = json.loads(ws.recv(timeout=30))
+    assert (reply["type"], reply["status"]) == ("error", 422) and "idle" in reply["message"]

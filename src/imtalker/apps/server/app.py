@@ -7,6 +7,8 @@
     GET    /v1/videos/{id}/video  the mp4 (while it is made, for stream jobs)
     DELETE /v1/videos/{id}        cancel and delete
     WS     /v1/stream             live: PCM in, frames out (imtalker.apps.server.stream, docs/streaming.md)
+    POST   /v1/webrtc             JSON SDP offer -> answer: the always-on live session as WebRTC tracks (`webrtc` extra)
+    GET    /live                  a page for a live avatar over WS /v1/stream (microphone or a file in, face out)
     GET    /healthz, /metrics
 
 Errors are JSON `{"error": code, "message": text}` with a 4xx/5xx status. Work runs on the job manager's workers;
@@ -25,11 +27,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...data.synthetic.demo_inputs import demo_asset
 from ...errors import InputError
 from ...pipelines import AudioDrivenPipeline
 from .errors import ApiError
@@ -44,6 +47,7 @@ from .state import ServerState, busy
 
 logger = logging.getLogger(__name__)
 
+LIVE_PAGE = Path(__file__).with_name("live.html")
 TAIL_POLL_SECONDS = 0.05  # how often a video being streamed is checked for new bytes
 UPLOAD_COPY_BYTES = 1 << 20
 INTAKE_THREADS = 2  # requests decoded, faces found and PCM converted at once (the memory bound counts them)
@@ -52,6 +56,7 @@ INTAKE_THREADS = 2  # requests decoded, faces found and PCM converted at once (t
 def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastAPI:
     """The API around one loaded pipeline; workers start with the app (lifespan) and stop with it."""
     state = ServerState(settings, pipeline, SourceCache(pipeline, settings.source_cache_size), Metrics())
+    webrtc_peers: set = set()  # the WebRTC callers connected now (imtalker.apps.server.webrtc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -63,11 +68,16 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
         try:
             yield
         finally:
+            if webrtc_peers:
+                from .webrtc import close_peers
+
+                await close_peers(webrtc_peers)
             await run_in_threadpool(state.jobs.shutdown)
             state.intake_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="imtalker", summary="Talking-face video from a portrait and speech", lifespan=lifespan)
     app.state.server = state
+    app.state.webrtc_peers = webrtc_peers
     # the last added runs first: connection count, Host, CORS (its preflights carry no key), API key, body size
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
@@ -80,7 +90,7 @@ def create_app(settings: ServerSettings, pipeline: AudioDrivenPipeline) -> FastA
     app.add_middleware(HostGuard, allows_host=settings.allows_host)
     app.add_middleware(ConnectionLimit, max_connections=settings.max_connections)
     _add_error_handlers(app)
-    _add_routes(app, state)
+    _add_routes(app, state, webrtc_peers)
     return app
 
 
@@ -144,13 +154,39 @@ class BodyLimit:
 # -- routes ---------------------------------------------------------------------------------------------------
 
 
-def _add_routes(app: FastAPI, state: ServerState) -> None:
+def _add_routes(app: FastAPI, state: ServerState, webrtc_peers: set) -> None:
     settings = state.settings
 
     @app.get("/healthz")
     async def healthz():
         """Liveness: no key needed, no work done."""
         return {"status": "ok"}
+
+    @app.post("/v1/webrtc")
+    async def webrtc_offer(request: Request):
+        """An SDP offer -> the answer; the live session then runs as the peer's tracks (docs/streaming.md)."""
+        state.check_origin(request.headers)
+        state.authorize(request.headers)
+        try:
+            from .webrtc import answer_offer  # aiortc is an optional extra
+        except ImportError:
+            raise ApiError(501, "not_installed", "WebRTC needs the webrtc extra: pip install 'imtalker[webrtc]'"
+                           ) from None
+        try:
+            offer = await request.json()
+        except ValueError:
+            raise ApiError(400, "bad_request", "the body must be a JSON SDP offer") from None
+        return await answer_offer(state, offer, webrtc_peers)
+
+    @app.get("/live")
+    async def live_page():
+        """The live avatar page (no key needed to load it; the stream asks for one)."""
+        return HTMLResponse(LIVE_PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/live/portrait.png")
+    async def live_portrait():
+        """The bundled demo portrait, the page's face until the user picks one."""
+        return FileResponse(demo_asset("demo_portrait.png"), media_type="image/png")
 
     @app.get("/metrics")
     async def metrics(request: Request):

@@ -2,10 +2,13 @@
 
     client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
                               "format": "s16le", "options": {..., "hop": 5, "lookahead": 2}, "image_format": "jpeg",
-                              "jpeg_quality": 85}
+                              "jpeg_quality": 85, "idle": false, "audio_out": false}
     server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
     client -> server  binary PCM, any number of bytes per message, as often as it likes
     server -> client  binary [4-byte big-endian n][n bytes JSON {"type": "frame", "index", "timestamp"}][image]
+                      ("idle": true: frames from the start, with "input_time"; "audio_out": true: before each frame
+                      [n][{"type": "audio", "timestamp"}][640 samples of 16 kHz s16le])
+    server -> client  text   {"type": "error", ..., "fatal": false} for a bad control message; the stream goes on
     client -> server  text   {"type": "interrupt"} (any number of times): drop the speech not shown yet
     server -> client  text   {"type": "interrupted", "frames_shown": n, "resume_timestamp": t}, then the blend frames
     client -> server  text   {"type": "end"}
@@ -29,16 +32,19 @@ import binascii
 import concurrent.futures
 import json
 import logging
+import time
 from typing import Any
 
+import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ...constants import FPS, SAMPLE_RATE
+from ...constants import FPS, LIVE_HOP_FRAMES, SAMPLE_RATE
 from ...errors import InputError
+from ...pipelines.live import LiveFrame, LiveSession
 from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, live_schedule
 from .errors import ApiError
-from .inputs import parse_int, parse_options
+from .inputs import parse_bool, parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
 from .jobs import Job, JobCancelled, QueueFull
 from .metrics import return_free_memory
@@ -56,7 +62,9 @@ POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 MAX_LOOKAHEAD_FRAMES = 25  # 1 s: more only adds latency to a live stream
 SCHEDULE_OPTIONS = ("hop", "lookahead")  # stream-only options, beside the generation options
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
-                "jpeg_quality", "api_key")
+                "jpeg_quality", "api_key", "idle", "audio_out")
+IDLE_POLL_SECONDS = 0.04  # how often an always-on stream's worker looks at the clock when no audio comes (a frame)
+FAIL_SEND_SECONDS = 5.0  # the error message to a client that does not read is given up on after this long
 
 
 async def serve_stream(websocket: WebSocket, state: ServerState) -> None:
@@ -73,6 +81,7 @@ class _Stream:
         self.outbox: asyncio.Queue = asyncio.Queue(maxsize=OUTBOX_FRAMES)
         self.job: Job | None = None
         self.audio_bytes = 0
+        self.idle = self.audio_out = False  # an always-on stream (LiveSession), and its audio sent with the frames
         # interrupts: the receiver records how many samples were queued before the latest one, then counts it; the
         # worker drops the queued speech up to there (set on the event loop's thread, read on the worker's)
         self.samples_queued = 0
@@ -126,9 +135,15 @@ class _Stream:
         if not isinstance(start.get("options", {}), dict):
             raise ApiError(400, "bad_request", "options must be a JSON object")
         options, schedule_values = parse_options(start.get("options", {}), extra=SCHEDULE_OPTIONS)
+        idle = parse_bool(start.get("idle"), "idle", False)
+        audio_out = parse_bool(start.get("audio_out"), "audio_out", False)
+        if audio_out and not idle:
+            raise InputError('audio_out needs "idle": true (the always-on session carries each frame\'s audio)')
         clip = self.state.pipeline.generator.config.clip_frames
         hop = parse_int(schedule_values.get("hop"), "hop", None, 1, clip)
         lookahead = parse_int(schedule_values.get("lookahead"), "lookahead", None, 0, MAX_LOOKAHEAD_FRAMES)
+        if idle and hop is None:
+            hop = LIVE_HOP_FRAMES  # an always-on stream is live: 200 ms hops unless the client says otherwise
         if hop is None and lookahead is None:
             lookahead = self.settings.lookahead_frames  # the 2-second schedule as the server is configured
         schedule = live_schedule(hop, lookahead, None, clip)  # checked before the client is told "ready"
@@ -140,7 +155,7 @@ class _Stream:
         if image_format not in IMAGE_FORMATS:
             raise InputError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
         quality = parse_int(start.get("jpeg_quality"), "jpeg_quality", self.settings.jpeg_quality, 1, 100)
-        data = _base64(start["portrait"]) if start.get("portrait") is not None else None
+        data = parse_base64(start["portrait"]) if start.get("portrait") is not None else None
         portrait_id = start.get("portrait_id")
         if portrait_id is not None and not isinstance(portrait_id, str):
             raise InputError("portrait_id must be a string")
@@ -148,6 +163,7 @@ class _Stream:
                                             self.settings.max_image_pixels, data, portrait_id)
         self.intake = PcmIntake(sample_rate, sample_format)
         self.sample_format = sample_format
+        self.idle, self.audio_out = idle, audio_out
         stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait, hop=hop,
                       lookahead=schedule.lookahead)
         self.job = Job("stream", lambda job: self._work(job, **stream))
@@ -163,7 +179,8 @@ class _Stream:
             "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
             "context_frames": self.settings.context_frames, "lookahead_frames": schedule.lookahead,
             "chunk_frames": clip, "hop_frames": schedule.hop,
-            "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds})
+            "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds,
+            "idle": idle, "audio_out": audio_out, **({"audio_sample_rate": SAMPLE_RATE} if audio_out else {})})
         return stream
 
     # -- audio in, frames out -------------------------------------------------------------------------------
@@ -185,7 +202,8 @@ class _Stream:
         bytes_per_second = self.intake.bytes_per_sample * self.intake.sample_rate
         ended = False
         while True:
-            message = await self._receive(None if ended else self.settings.ws_idle_seconds)
+            # an always-on stream's client may listen without sending for as long as it likes
+            message = await self._receive(None if ended or self.idle else self.settings.ws_idle_seconds)
             if ended:
                 continue  # after "end" only a disconnect matters (raised by _receive)
             if message.get("bytes") is not None:
@@ -195,15 +213,20 @@ class _Stream:
                                                      f"{self.settings.max_audio_seconds:g} s")
                 await self._take_audio(message["bytes"])
                 continue
-            control = _json(message.get("text") or "")
+            try:
+                control = _json(message.get("text") or "")
+                if control.get("type") not in ("interrupt", "end"):
+                    raise ApiError(400, "bad_request", 'after "start" send binary PCM, {"type": "interrupt"} when '
+                                                       'the speech sent so far should stop, and finally '
+                                                       '{"type": "end"}')
+            except ApiError as err:  # a bad control message is answered, and the stream goes on
+                await self.outbox.put({"type": "error", "status": err.status, **err.body(), "fatal": False})
+                continue
             if control.get("type") == "interrupt":
                 self._restart_intake()
                 self.interrupt_cutoff = self.samples_queued
                 self.interrupts += 1
                 continue
-            if control.get("type") != "end":
-                raise ApiError(400, "bad_request", 'after "start" send binary PCM, {"type": "interrupt"} when the '
-                                                   'speech sent so far should stop, and finally {"type": "end"}')
             await self.inbox.put(self.intake.finish())
             self.inbox.put_end()
             ended = True
@@ -242,9 +265,9 @@ class _Stream:
                 continue
             if isinstance(item, bytes):
                 await self._send(self.ws.send_bytes(item))
-            elif item.get("type") == "error":
+            elif item.get("type") == "error" and item.get("fatal") is not False:
                 raise ApiError(item["status"], item["error"], item["message"])
-            elif item.get("type") == "interrupted":
+            elif item.get("type") in ("interrupted", "error"):  # the stream goes on after both
                 await self._send(self.ws.send_json(item))
             else:
                 await self._send(self.ws.send_json(item))
@@ -277,10 +300,10 @@ class _Stream:
     async def _fail(self, err: ApiError) -> None:
         if self.ws.client_state != WebSocketState.CONNECTED:
             return
-        try:
-            await self.ws.send_text(err.websocket_message())
-            await self.ws.close(err.close_code, err.message[:120])
-        except Exception:  # the client may be gone already; nothing else to tell it
+        try:  # bounded: a client that stops reading would otherwise hold this stream (and its worker) for ever
+            await asyncio.wait_for(self.ws.send_text(err.websocket_message()), FAIL_SEND_SECONDS)
+            await asyncio.wait_for(self.ws.close(err.close_code, err.message[:120]), FAIL_SEND_SECONDS)
+        except Exception:  # the client may be gone already (or not reading); nothing else to tell it
             pass
 
     # -- the worker's side --------------------------------------------------------------------------------------
@@ -298,29 +321,47 @@ class _Stream:
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
                 hop=hop, lookahead_frames=lookahead, **options.sampler_options())
+            # always-on: the LiveSession idles on the worker's clock, which starts now
+            live = LiveSession(session) if self.idle else None
+            talker, clock = live or session, time.monotonic()
             handled, taken, drop_until = 0, 0, 0
             while True:
                 if self.interrupts > handled:
                     handled, drop_until = self.interrupts, self.interrupt_cutoff
-                    blend = session.interrupt()
+                    blend = talker.interrupt()
                     self._emit(job, {"type": "interrupted", "frames_shown": session.frames_done,
                                      "resume_timestamp": round(session.media_seconds, 6)})
                     self._send_frames_of(job, blend, image_format, quality)
-                item = self.inbox.get(timeout=POLL_SECONDS)
+                item = self.inbox.get(timeout=IDLE_POLL_SECONDS if live else POLL_SECONDS)
                 job.check()
-                if item is None:
-                    continue
+                now = time.monotonic() - clock
+                if live is not None and now > settings.max_audio_seconds:
+                    raise ApiError(413, "too_large", f"the session is longer than the limit of "
+                                                     f"{settings.max_audio_seconds:g} s")
                 if item is not END:
-                    taken += item.size
+                    size = 0 if item is None else item.size
+                    taken += size
                     if taken <= drop_until:  # queued before the interrupt: never reaches the session
-                        continue
-                frames = session.finish() if item is END else session.push(item)
+                        if live is not None:
+                            live.skip_input(size)
+                        item = None
+                if item is None:  # nothing waiting: an always-on stream idles up to its clock
+                    if live is not None:
+                        self._send_frames_of(job, live.tick(now), image_format, quality, stop_after=handled)
+                    continue
+                if item is END:
+                    frames = talker.finish()
+                else:
+                    frames = talker.push(item)
                 self._send_frames_of(job, frames, image_format, quality, stop_after=handled)
                 if item is END:
                     break
             self._emit(job, {"type": "done", "frames": session.frames_done, "duration": session.frames_done / FPS,
                              "audio_seconds": round(self.seconds_before_intake + self.intake.seconds_received, 6)})
         except JobCancelled:
+            raise
+        except ApiError as err:
+            self._emit_error(job, err)
             raise
         except InputError as err:
             self._emit_error(job, ApiError.from_input(err))
@@ -333,6 +374,11 @@ class _Stream:
         """Encode and emit frames; with `stop_after`, stop as soon as an interrupt beyond that count arrives."""
         for frame in frames:
             header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
+            if isinstance(frame, LiveFrame):
+                header["input_time"] = None if frame.input_time is None else round(frame.input_time, 6)
+                if self.audio_out:  # the frame's sound first, so a client can queue it before the picture
+                    pcm = (np.clip(frame.audio, -1, 1) * 32767).astype("<i2").tobytes()
+                    self._emit(job, pack_frame({"type": "audio", "timestamp": header["timestamp"]}, pcm))
             self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
             job.frames_done += 1
             self.state.metrics.add_frames(1)
@@ -341,19 +387,7 @@ class _Stream:
                 return
 
     def _emit(self, job: Job, item) -> None:
-        """Hand an item to the sender, waiting while the outbox is full (backpressure) unless cancelled."""
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.outbox.put(item), self.loop)
-        except RuntimeError:  # the event loop is gone: the server is stopping
-            raise JobCancelled(job.id) from None
-        while True:
-            try:
-                future.result(timeout=POLL_SECONDS)
-                return
-            except concurrent.futures.TimeoutError:
-                if job.cancelled:
-                    future.cancel()
-                    raise JobCancelled(job.id) from None
+        hand_over(self.loop, self.outbox, item, job)
 
     def _emit_error(self, job: Job, err: ApiError) -> None:
         try:
@@ -366,6 +400,23 @@ class _ClientGone(Exception):
     """The client closed the connection."""
 
 
+def hand_over(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item, job: Job) -> None:
+    """From a worker thread, put an item on an event loop's queue, waiting while it is full (backpressure) unless
+    the job is cancelled meanwhile (then JobCancelled)."""
+    try:
+        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+    except RuntimeError:  # the event loop is gone: the server is stopping
+        raise JobCancelled(job.id) from None
+    while True:
+        try:
+            future.result(timeout=POLL_SECONDS)
+            return
+        except concurrent.futures.TimeoutError:
+            if job.cancelled:
+                future.cancel()
+                raise JobCancelled(job.id) from None
+
+
 def _json(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -376,7 +427,7 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-def _base64(text: Any) -> bytes:
+def parse_base64(text: Any) -> bytes:
     """Portrait bytes from base64 (a data: URL is accepted too)."""
     if not isinstance(text, str):
         raise InputError("portrait must be a base64 string")
