@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,16 +124,10 @@ class RendererPairDataset(Dataset):
         return item
 
 
-def file_digest(path: str | os.PathLike, length: int = 12) -> str:
-    """Short SHA-256 of a file (or of a folder's files), naming caches derived from it."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            with open(file, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:length]
+def renderer_dataset(folder: str | os.PathLike, split: str, image_size: int, samples_per_epoch: int | None = None,
+                     seed: int = 0, with_landmarks: bool = False) -> Dataset:
+    """The renderer's training items from a prepared dataset (arguments as `RendererPairDataset`)."""
+    return RendererPairDataset(folder, split, image_size, samples_per_epoch, seed=seed, with_landmarks=with_landmarks)
 
 
 @torch.inference_mode()
@@ -164,7 +158,7 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
         folder: prepared dataset folder.
         split: "train" or "val".
         renderer: a trained `IMTRenderer` (its motion encoder makes the latents).
-        renderer_tag: names the latent cache (e.g. `file_digest` of the renderer file).
+        renderer_tag: names the latent cache (`imtalker.weights.weights_digest` of the renderer).
         audio: "waveform" gives `waveform` (N * 640,) for a front end trained with the generator; "features" gives
             the stored `audio_features` (N, A) of a frozen encoder.
         tracks: include pose, gaze and cam.
@@ -173,8 +167,19 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
         InputError: `audio="features"` but the dataset was prepared without an audio encoder.
     """
     videos = []
-    for clip in clip_folders(folder, split):
+    clips = clip_folders(folder, split)
+    todo = sum(not (clip / f"motion-{renderer_tag}.npy").is_file() for clip in clips)
+    if todo:
+        logger.info("extracting the motion latents of %d %s clips with renderer %s (once; cached beside them)",
+                       todo, split, renderer_tag)
+    done, started, reported = 0, time.monotonic(), time.monotonic()
+    for clip in clips:
+        cached = (clip / f"motion-{renderer_tag}.npy").is_file()
         video = {"motion": torch.from_numpy(motion_latents(clip, renderer, renderer_tag))}
+        done += not cached
+        if todo and not cached and (time.monotonic() - reported > 10 or done == todo):  # a line every 10 s at most
+            reported = time.monotonic()
+            logger.info("motion latents: %d/%d %s clips, %.0f s", done, todo, split, reported - started)
         if audio == "features":
             path = clip / "audio_features.npy"
             if not path.is_file():
