@@ -17,6 +17,7 @@ from imtalker.training.losses import PUBLISHED_RENDERER_LOSS_WEIGHTS, VGG19Featu
 from imtalker.training.renderer_module import RendererModule, RendererTrainingConfig, training_config_from
 from imtalker.training.run import export_run
 from imtalker.training.trainer import fit
+from helpers.tiny_models import DISCRIMINATOR
 
 NO_GAN = {name: weight for name, weight in PUBLISHED_RENDERER_LOSS_WEIGHTS.items() if name != "adversarial"}
 QUIET = dict(enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
@@ -53,7 +54,8 @@ def test_loss_goes_down_and_checkpoint_loads_and_renders(prepared, tiny_renderer
     torch.manual_seed(0)
     # a dozen steps: the reconstruction term leads, so its progress is not hidden by the young GAN's noise
     weights = {**PUBLISHED_RENDERER_LOSS_WEIGHTS, "consistency": 0.1, "adversarial": 0.05}
-    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights))
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=4, weights=weights),
+                            DISCRIMINATOR)
     train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=48)
     probe = torch.utils.data.default_collate([train[i] for i in range(4)])
     before = reconstruction_l1(module, probe)
@@ -102,7 +104,8 @@ def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer
     torch.manual_seed(0)
     vgg_path = tmp_path / "vgg19.pth"
     torch.save(VGG19Features().state_dict(), vgg_path)  # torchvision layout (features.N.weight/bias)
-    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(batch_size=2, vgg_path=str(vgg_path)))
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(batch_size=2, vgg_path=str(vgg_path)),
+                            DISCRIMINATOR)
     terms = Terms()
     train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)
     fit(module, train, max_steps=1, default_root_dir=tmp_path / "run", callbacks=[terms], **QUIET)
@@ -152,7 +155,8 @@ def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_re
     assert last < 0.5 * first, (first, last)
     assert any(not torch.equal(v, module.gen.latent_token_encoder.state_dict()[k]) for k, v in encoder_before.items())
     exported = export_run(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "weights")
-    renderer = imtalker.load_renderer(exported[0])
+    assert exported.step == 20
+    renderer = imtalker.load_renderer(exported.written[0])
     assert set(renderer.state_dict()) == set(module.gen.state_dict())  # the probe is not part of the model
     with pytest.raises(ValueError, match="landmarks"):
         module.generator_loss(torch.utils.data.default_collate(
