@@ -177,11 +177,17 @@ def _differences(old: Any, new: Any) -> str:
     return f"{old} -> {new}"
 
 
-def _fit(module, train, val, run_dir: Path, settings: TrainerSettings, resume: ResumeCheck | None, **kwargs):
+def _fit(module, train, val, run_dir: Path, settings: TrainerSettings, resume: ResumeCheck | None,
+         resolved: tuple[str, dict[str, Any]], **kwargs):
+    """Train; `config.json` is written (by the first process only) once Lightning has accepted the settings."""
     from .trainer import fit
 
+    def write_config(trainer) -> None:
+        if trainer.is_global_zero:
+            _write_resolved(run_dir, *resolved, resume)
+
     return fit(module, train, val, default_root_dir=run_dir, settings=settings,
-               resume=resume.checkpoint if resume is not None else None, **kwargs)
+               resume=resume.checkpoint if resume is not None else None, before_fit=write_config, **kwargs)
 
 
 def _training_config(build, values: Mapping[str, Any]):
@@ -233,11 +239,10 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
                              with_landmarks=training.needs_landmarks)
     val = renderer_dataset(data, "val", model.image_size, settings.val_samples, seed=settings.seed + 1)
     resumed = check_resume(run_dir, module, resume, "renderer")
-    _write_resolved(run_dir, "renderer", {"model": renderer_config_to_dict(model),
-                                          "training": dataclasses.asdict(training),
-                                          "discriminator": config_to_dict(discriminator),
-                                          "trainer": dataclasses.asdict(settings), "data": str(data)}, resumed)
-    return _fit(module, train, val, run_dir, settings, resumed, **trainer_kwargs)
+    resolved = {"model": renderer_config_to_dict(model), "training": dataclasses.asdict(training),
+                "discriminator": config_to_dict(discriminator), "trainer": dataclasses.asdict(settings),
+                "data": str(data)}
+    return _fit(module, train, val, run_dir, settings, resumed, ("renderer", resolved), **trainer_kwargs)
 
 
 def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_dir: str | os.PathLike,
@@ -296,12 +301,11 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
     train = MotionClipDataset(train_videos, window, settings.samples_per_epoch or 20 * len(train_videos),
                               seed=settings.seed)
     val = MotionClipDataset(val_videos, window, settings.val_samples, seed=settings.seed + 1)
-    _write_resolved(run_dir, "generator", {
-        "model": config_to_dict(model), "training": dataclasses.asdict(training),
-        "audio": {"front_end": front_end, "mel": config_to_dict(mel) if mel else None},
-        "trainer": dataclasses.asdict(settings), "data": str(data), "renderer": str(renderer),
-        "renderer_digest": digest}, resumed)
-    return _fit(module, train, val, run_dir, settings, resumed, **trainer_kwargs)
+    resolved = {"model": config_to_dict(model), "training": dataclasses.asdict(training),
+                "audio": {"front_end": front_end, "mel": config_to_dict(mel) if mel else None},
+                "trainer": dataclasses.asdict(settings), "data": str(data), "renderer": str(renderer),
+                "renderer_digest": digest}
+    return _fit(module, train, val, run_dir, settings, resumed, ("generator", resolved), **trainer_kwargs)
 
 
 def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True) -> ExportResult:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,7 @@ def fit(
     default_root_dir: str | os.PathLike,
     resume: str | os.PathLike | None = "last",
     settings: TrainerSettings | None = None,
+    before_fit: Callable[[lightning.Trainer], None] | None = None,
     **kwargs: Any,
 ) -> lightning.Trainer:
     """Train (or continue training) a `RendererModule` or `GeneratorModule`.
@@ -141,6 +143,8 @@ def fit(
         resume: "last" continues from `latest_checkpoint(default_root_dir)` when there is one; a path continues
             from that file; None starts afresh.
         settings: trainer settings (default `TrainerSettings()`).
+        before_fit: called with the trainer once Lightning has accepted every setting, before training starts
+            (e.g. to write the run's config only when the run can start).
         **kwargs: `TrainerSettings` fields that replace those of `settings` (e.g. `max_steps=10`), then further
             `lightning.Trainer` arguments (e.g. `callbacks=[...]`, `enable_progress_bar=False`).
 
@@ -214,6 +218,8 @@ def fit(
     ckpt_path = resume_path(root, resume)
     if ckpt_path is not None:
         logger.info("resuming training from %s", ckpt_path)
+    if before_fit is not None:
+        before_fit(trainer)
 
     try:
         with warnings.catch_warnings():
