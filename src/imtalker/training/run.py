@@ -154,8 +154,11 @@ def check_resume(run_dir: Path, module, resume: bool, kind: str) -> ResumeCheck 
         raise InputError(f"{checkpoint} holds a {saved_kind or 'foreign'} run, not a {kind} run; {restart}")
     saved, ours = (json.loads(json.dumps(dict(h), default=list))
                    for h in (state.get("hyper_parameters") or {}, module.hparams))
-    for key in sorted(set(saved) | set(ours)):
-        if key != "training" and saved.get(key) != ours.get(key):
+    if saved.get("renderer_digest", ours.get("renderer_digest")) != ours.get("renderer_digest"):
+        raise InputError(f"{checkpoint} was trained on the motion latents of another renderer (weights digest "
+                         f"{saved['renderer_digest']}, this one's {ours['renderer_digest']}); {restart}")
+    for key in sorted((set(saved) | set(ours)) - {"training", "renderer_digest"}):
+        if saved.get(key) != ours.get(key):
             raise InputError(f"{checkpoint} was trained with another {key} "
                              f"({_differences(saved.get(key), ours.get(key))}); {restart}")
     old, new = saved.get("training") or {}, ours.get("training") or {}
