@@ -80,10 +80,16 @@ def find_videos(folder: str | os.PathLike) -> list[Path]:
 
 
 def clip_id(video: Path, root: Path) -> str:
-    """A file-system-safe id from the path relative to `root`, plus a short hash so different paths never clash."""
+    """A file-system-safe id: the path relative to `root` for reading, plus a digest of the file's content, so two
+    corpora with the same file names (a training and a held-out one) never share an id, and anything cached by id
+    cannot be mixed up between them."""
     relative = video.relative_to(root).as_posix()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", relative.rsplit(".", 1)[0]).strip("_")[-60:] or "clip"
-    return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256()
+    with open(video, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{stem}-{digest.hexdigest()[:10]}"
 
 
 def region_masks(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -259,9 +265,14 @@ def _read_settings(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())["config"]
+        manifest = json.loads(path.read_text())
+        settings = manifest["config"]
     except (ValueError, KeyError) as err:
         raise InputError(f"{path} is not a dataset manifest ({err})") from None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise InputError(f"{out} was prepared by another imtalker version (manifest version "
+                         f"{manifest.get('version')}, clip ids made otherwise); prepare into a new folder")
+    return settings
 
 
 def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig = PrepareConfig(),
@@ -295,8 +306,15 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
     clips_dir.mkdir(parents=True, exist_ok=True)
 
     ids = {video: clip_id(video, root) for video in videos}
+    first_with_id: dict[str, Path] = {}
+    duplicates = {}
+    for video in videos:  # the same content under the same name twice: one clip
+        if ids[video] in first_with_id:
+            duplicates[str(video)] = f"duplicate of {first_with_id[ids[video]]}"
+        first_with_id.setdefault(ids[video], video)
+    videos = [v for v in videos if str(v) not in duplicates]
     existing = [ids[v] for v in videos if (clips_dir / ids[v]).is_dir()]
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = dict(duplicates)
     for video in videos:
         record = clips_dir / (ids[video] + SKIPPED_SUFFIX)
         if record.is_file():
