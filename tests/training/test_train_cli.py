@@ -81,7 +81,7 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
                  str(tmp_path / "generator"), "--config", str(GENERATOR_CONFIG), "--max-steps", "3",
                  "--logger", "csv", "--logger", "tensorboard"]) == 0
     assert list((tmp_path / "generator" / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
-    assert list(prepared.folder.glob("clips/*/motion-*.npy"))  # latents extracted once, cached beside the clips
+    assert list(prepared.folder.glob("motion-*/*.npy"))  # latents extracted once, cached in the dataset
     generator = imtalker.load_generator(tmp_path / "generator" / "checkpoints" / "last.ckpt", ema=True)
     tiny = yaml.safe_load(GENERATOR_CONFIG.read_text())["model"]
     assert generator.config.hidden_dim == tiny["hidden_dim"] and generator.config.clip_frames == 50

@@ -358,7 +358,8 @@ def _prepare(args: argparse.Namespace) -> None:
 
     config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
-                           audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None)
+                           audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None,
+                           shard_mb=args.shard_mb)
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     bar = None
@@ -445,6 +446,9 @@ def _add_training(sub) -> None:
     prepare.add_argument("--max-seconds", type=float, default=600.0, help="skip longer videos")
     prepare.add_argument("--max-missing-face", type=float, default=0.2,
                          help="skip videos with a larger share of frames without a face")
+    prepare.add_argument("--shard-mb", type=int,
+                         help="pack the clips into tar shards of about this many MB (for corpora too large for one "
+                              "folder of files; training streams them)")
     prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=_prepare)
 
