@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,8 @@ class RendererPairDataset(Dataset):
         rng = np.random.default_rng((self.seed, index))
         clip = int(rng.integers(len(self.clips)))
         others = [c for c in range(len(self.clips)) if c != clip] or [clip]  # one clip only: its own frames
-        other = others[int(rng.integers(len(others)))]
-        return pair_item(self._clip(clip), self._clip(other), rng, self.image_size, self.with_landmarks)
+        return pair_item(self._clip(clip), lambda: self._clip(others[int(rng.integers(len(others)))]), rng,
+                         self.image_size, self.with_landmarks)
 
 
 class MappedClip(Mapping):
@@ -128,9 +128,10 @@ class MappedClip(Mapping):
         return len(list(self.folder.glob("*.npy")))
 
 
-def pair_item(clip: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], rng: np.random.Generator,
-              size: int, with_landmarks: bool = False) -> dict[str, torch.Tensor]:
-    """One renderer training item: a source and a driving frame of `clip` and a frame of `other`, drawn with `rng`.
+def pair_item(clip: Mapping[str, np.ndarray], pick_other: Callable[[], Mapping[str, np.ndarray]],
+              rng: np.random.Generator, size: int, with_landmarks: bool = False) -> dict[str, torch.Tensor]:
+    """One renderer training item: a source and a driving frame of `clip` and a frame of another clip (which
+    `pick_other` draws, after the two frames), drawn with `rng`.
 
     Returns:
         `source`, `driving`, `other` (3, S, S) float in [0, 1], `mask` (1, S, S) float (1 on the driving frame's eyes
@@ -138,6 +139,7 @@ def pair_item(clip: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], r
     """
     frames, masks = clip["frames"], clip["masks"]
     source, driving = (int(i) for i in rng.integers(len(frames), size=2))
+    other = pick_other()
     other_index = int(rng.integers(len(other["frames"])))
     mask = torch.from_numpy((np.asarray(masks[driving]) > 0).astype(np.float32))[None, None]
     if mask.shape[-1] != size:

@@ -187,6 +187,7 @@ class ShardedRendererPairs(IterableDataset):
                         if count == share:
                             return
                         item_rng = np.random.default_rng((self.seed, self.epoch, reader, count))
-                        other = buffer[int(item_rng.integers(len(buffer) - 1))] if len(buffer) > 1 else clip
-                        yield pair_item(clip, other, item_rng, self.image_size, self.with_landmarks)
+                        others = buffer[:-1] or buffer  # the clips before this one (or its own frames)
+                        yield pair_item(clip, lambda: others[int(item_rng.integers(len(others)))], item_rng,
+                                        self.image_size, self.with_landmarks)
                         count += 1
