@@ -198,3 +198,26 @@ def test_motion_lr_scale_gives_the_motion_path_its_own_rate(tiny_renderer_config
         assert all(id(p) in motion_ids for p in getattr(module.gen, name).parameters())
     assert not any(id(p) in motion_ids for p in module.gen.frame_decoder.parameters())
     assert len(rest["params"]) + len(motion["params"]) == len(list(module.gen.parameters()))
+
+
+def test_renderer_ema_keep_last_and_best_checkpoints(prepared, tiny_renderer_config, tmp_path):
+    torch.manual_seed(0)
+    module = RendererModule(tiny_renderer_config, RendererTrainingConfig(lr=2e-3, batch_size=2, weights=NO_GAN,
+                                                                        ema_decay=0.5))
+    train = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=8)
+    val = RendererPairDataset(prepared.folder, "val", 128, samples_per_epoch=2)
+    fit(module, train, val, max_steps=4, default_root_dir=tmp_path, checkpoint_every_n_steps=1,
+        keep_last_checkpoints=2, keep_best_checkpoints=1, val_check_interval=2, **QUIET)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert [n for n in names if n.startswith("step-")] == ["step-0000003.ckpt", "step-0000004.ckpt"]
+    assert len([n for n in names if n.startswith("best-")]) == 1 and "last.ckpt" in names
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    raw = {k: v for k, v in state["state_dict"].items() if k.startswith("gen.")}
+    assert set(state["ema_state_dict"]) == set(raw) and not any(k.startswith("gen_ema.") for k in state["state_dict"])
+    assert any(not torch.equal(state["ema_state_dict"][k], raw[k]) for k in raw)  # an average, not a copy
+    exported = export_run(tmp_path, tmp_path / "weights")  # the EMA weights, as for the generator
+    renderer = imtalker.load_renderer(exported.written[0])
+    torch.testing.assert_close(renderer.state_dict(), {k[4:]: v for k, v in state["ema_state_dict"].items()})
+    resumed = RendererModule(tiny_renderer_config, module.training_config)
+    fit(resumed, train, max_steps=5, default_root_dir=tmp_path, **QUIET)  # the EMA comes back from the checkpoint
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
