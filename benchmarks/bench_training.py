@@ -108,25 +108,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per config (after 2 warm-up steps)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: stable numbers on a shared machine)")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "STEPS", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import json
 
+        torch.set_num_threads(int(args.child[2]))
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
+    torch.set_num_threads(args.threads)  # named in the machine line of the table
     steps = 3 if args.quick else args.steps
     rows = ["| config | parameters (trained) | batch per device | s / step (median) | steps timed | peak RSS |",
             "|---|---|---|---|---|---|"]
     for name in QUICK_CONFIGS if args.quick else CONFIGS:
-        result = run_child(Path(__file__), [name, str(steps)])
+        result = run_child(Path(__file__), [name, str(steps), str(args.threads)])
         rows.append(f"| `configs/{name}` | {result['parameters'] / 1e6:.2f} M | {result['batch']} | "
                     f"{result['median']:.2f} | {len(result['times'])} | {result['peak_rss_mb']:.0f} MB |")
         print(rows[-1], flush=True)
     load = os.getloadavg()[0]
     body = "\n".join([header("Training step times, one process",
-                             "python benchmarks/bench_training.py" + (" --quick" if args.quick else "")),
+                             f"python benchmarks/bench_training.py --threads {args.threads}"
+                             + (" --quick" if args.quick else "")),
                       f"- load average at the end: {load:.1f} on {os.cpu_count()} cores"
                       + (" (the machine was shared: other jobs ran)" if load > 1.5 else ""),
                       "- random batches of the training shapes; an optimiser step includes the discriminator's "

@@ -20,14 +20,11 @@ import imtalker
 from imtalker.apps.cli import main
 from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
+from imtalker.training.trainer import checkpoint_step
 from helpers.tiny_models import RENDERER
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATOR_CONFIG = REPO / "configs" / "generator-tiny-mel.yaml"
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 @pytest.fixture(scope="module")

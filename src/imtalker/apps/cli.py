@@ -473,7 +473,7 @@ def _add_training(sub) -> None:
     train.add_argument("--num-workers", type=int, help="data loader worker processes")
     train.add_argument("--strategy", help="Lightning strategy: auto (DDP on several devices), ddp, fsdp, ...")
     train.add_argument("--accumulate-grad-batches", type=int, help="batches whose gradients make one step")
-    train.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
+    train.add_argument("--threads", type=int, help="torch CPU threads per process (none: torch's choice)")
     train.add_argument("--seed", type=int, help="seed of weights and data order")
     train.add_argument("--restart", action="store_true",
                        help="start afresh (an existing checkpoints/ is kept as checkpoints.before-restart-N/)")
