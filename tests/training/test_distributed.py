@@ -64,8 +64,9 @@ def ddp_renderer_run(prepared, renderer_config, tmp_path_factory) -> Path:
 
 def logged_losses(run_dir: Path) -> list[float]:
     (metrics,) = (run_dir / "logs" / "csv").glob("version_*/metrics.csv")
-    rows = [row for row in csv.DictReader(metrics.open()) if row.get("train/loss")]
-    return [float(row["train/loss"]) for row in rows]
+    rows = list(csv.DictReader(metrics.open()))
+    assert {"lr-Adam/pg1", "lr-Adam/pg2"} <= set(rows[0])  # the rates of renderer and discriminator are logged
+    return [float(row["train/loss"]) for row in rows if row.get("train/loss")]
 
 
 class MicroBatchLosses(lightning.Callback):

@@ -185,3 +185,18 @@ def test_the_tiny_renderer_config_is_tiny():
                             config_from_dict(DiscriminatorConfig, {"image_size": 128, **config["discriminator"]}))
     assert sum(p.numel() for p in module.gen.parameters()) < 1_000_000
     assert sum(p.numel() for p in module.disc.parameters()) < 500_000
+
+
+def test_the_renderer_digest_is_the_same_in_every_format_and_half_precision(tmp_path):
+    from imtalker.models.renderer import IMTRenderer
+    from imtalker.weights import load_renderer, save_model, weights_digest
+    from helpers.tiny_models import RENDERER
+
+    torch.manual_seed(0)
+    renderer = IMTRenderer(RENDERER)
+    digest = weights_digest(renderer)
+    half = save_model(renderer, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert weights_digest(load_renderer(save_model(renderer, tmp_path / "full.safetensors"))) == digest
+    assert weights_digest(load_renderer(half)) == digest
+    torch.manual_seed(1)
+    assert weights_digest(IMTRenderer(RENDERER)) != digest
