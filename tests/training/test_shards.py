@@ -16,7 +16,7 @@ from imtalker.models.renderer import IMTRenderer
 from imtalker.training.data import (MappedClip, clip_arrays, motion_latents, motion_videos, pair_item,
                                     renderer_dataset)
 from imtalker.training.run import train_renderer
-from imtalker.training.shards import ShardedRendererPairs
+from imtalker.training.shards import ShardedRendererPairs, read_shard
 from helpers.tiny_models import RENDERER
 
 
@@ -79,3 +79,21 @@ def test_the_stream_draws_the_folder_formats_samples_and_trains(prepared, sharde
     trainer = train_renderer(sharded, tmp_path / "run", config, enable_progress_bar=False,
                              enable_model_summary=False)
     assert trainer.global_step == 2
+
+
+def test_a_killed_packing_loses_no_clip(prepared, tmp_path):
+    from imtalker.training.shards import ShardPacker
+
+    ids = [c["id"] for c in load_manifest(prepared.folder)["clips"]][:2]
+    for clip in ids:
+        shutil.copytree(prepared.folder / "clips" / clip, tmp_path / "clips" / clip)
+    packer = ShardPacker(tmp_path, shard_mb=6)  # a clip is about 5.4 MB: two make a shard
+    packer.add(ids[0])
+    assert packer.packed() == set() and (tmp_path / "clips" / ids[0]).is_dir()  # open shard: folder kept
+    del packer  # killed before the shard was complete
+    packer = ShardPacker(tmp_path, shard_mb=6)
+    assert not list((tmp_path / "shards").glob(".*")) and packer.packed() == set()
+    for clip in ids:
+        packer.add(clip)
+    assert packer.packed() == set(ids) and not list((tmp_path / "clips").iterdir())
+    assert [name for name, _ in read_shard(tmp_path / "shards" / "shard-000000.tar")] == ids
