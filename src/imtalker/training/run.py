@@ -1,6 +1,6 @@
 """Training runs as `imtalker train` starts them: a YAML (or dict) config, a prepared dataset, a run folder.
 
-A config has four sections, all optional (defaults are the published recipe at the published sizes)::
+A config has five sections, all optional (defaults are the published recipe at the published sizes)::
 
     model:     RendererConfig or GeneratorConfig fields (image_size, feature_channels, hidden_dim, ...); a renderer's
                `variant: demo` makes it the demo renderer (DemoRendererConfig fields)
