@@ -57,7 +57,7 @@ class TrainerSettings:
     max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS"; the run stops (and checkpoints) when it is spent
     precision: str = "32-true"  # "bf16-mixed" for bfloat16 autocast
     accelerator: str = "auto"
-    devices: Any = "auto"  # a count, a list of GPU indices, or "auto"
+    devices: Any = "auto"  # a count, -1 (all), a list of GPU indices, or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # Lightning's: "auto" (DDP on several devices), "ddp", "fsdp", "deepspeed", ...
     accumulate_grad_batches: int = 1  # batches whose gradients make one optimiser step
@@ -99,10 +99,11 @@ class TrainerSettings:
         if self.max_time is not None and not _is_duration(self.max_time):
             raise ValueError(f"trainer.max_time must be DD:HH:MM:SS, got {self.max_time!r}")
         devices = self.devices
-        if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
+        if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool)
+                                      and (devices >= 1 or devices == -1))
                 or (isinstance(devices, (list, tuple)) and devices
                     and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))):
-            raise ValueError(f"trainer.devices must be 'auto', a count >= 1 or a list of device indices, "
+            raise ValueError(f"trainer.devices must be 'auto', a count >= 1, -1 (all) or a list of device indices, "
                              f"got {devices!r}")
         unknown = [name for name in self.loggers if name not in LOGGERS]
         if unknown:
