@@ -72,7 +72,8 @@ def child(config_name: str, steps: int) -> dict:
     if config_name.startswith(("renderer", "demo-renderer")):
         model = renderer_config_from_dict(config.get("model") or {})
         training = training_config_from(config.get("training") or {})
-        disc = config_from_dict(DiscriminatorConfig, {"image_size": model.image_size, **config.get("discriminator", {})})
+        disc = config_from_dict(DiscriminatorConfig,
+                                {"image_size": model.image_size, **config.get("discriminator", {})})
         module = RendererModule(model, training, disc)
         s = model.image_size
         shapes = {"source": (3, s, s), "driving": (3, s, s), "other": (3, s, s), "mask": (1, s, s)}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +20,7 @@ import yaml
 
 from imtalker.apps.cli import TRAIN_EXAMPLES, main
 from imtalker.errors import InputError, TrainingInterrupted
-from imtalker.training.run import export_run, read_config, train_renderer
+from imtalker.training.run import read_config, train_renderer
 from imtalker.training.trainer import checkpoint_step, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +126,8 @@ def test_sigterm_saves_exits_143_and_the_run_continues_from_that_step(prepared, 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not (run / "checkpoints" / "step-0000002.ckpt").exists():
+    second = run / "checkpoints" / "step-0000002.ckpt"
+    while time.monotonic() < deadline and process.poll() is None and not second.exists():
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)  # what SLURM and Kubernetes send before they preempt a job
     _, err = process.communicate(timeout=120)
@@ -156,8 +159,7 @@ def test_sigterm_saves_exits_143_and_the_run_continues_from_that_step(prepared, 
 ])
 def test_every_setting_is_checked_at_start_in_one_line(prepared, tiny_config, tmp_path, capsys, section, setting,
                                                        message):
-    pytest.importorskip("yaml")
-    if section == "trainer" and "wandb" in str(setting) and __import__("importlib").util.find_spec("wandb"):
+    if "wandb" in str(setting) and importlib.util.find_spec("wandb"):
         pytest.skip("wandb is installed here")
     config = json.loads(json.dumps(tiny_config))
     config[section] = {**config.get(section, {}), **setting}
@@ -167,7 +169,7 @@ def test_every_setting_is_checked_at_start_in_one_line(prepared, tiny_config, tm
     assert main(["train", "renderer", "--data", str(prepared.folder), "--out", str(run), "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert not (run / "config.json").exists()
 
 

@@ -344,7 +344,7 @@ examples:
   imtalker prepare videos/ data/ --size 128 --workers 2
   imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-128-tiny.yaml --max-steps 200
   imtalker train renderer --data data/ --out runs/r512 --config configs/renderer-512.yaml --vgg vgg19.pth --devices 4
-  imtalker train generator --data data/ --renderer runs/renderer --out runs/generator --config configs/generator-tiny-mel.yaml
+  imtalker train generator --data data/ --renderer runs/renderer --out runs/gen --config configs/generator-tiny-mel.yaml
   imtalker train renderer --data data/ --out runs/r512 --config configs/renderer-512.yaml --devices 8 --num-nodes 2
   imtalker export runs/renderer weights/ && imtalker export runs/generator weights/
 

@@ -335,7 +335,8 @@ class RendererModule(lightning.LightningModule):
         saved = training_config_from(saved_training)
         ours = self.training_config
         structure = {
-            "the discriminator (adversarial weight 0 <-> non-zero)": (saved.uses("adversarial"), ours.uses("adversarial")),
+            "the discriminator (adversarial weight 0 <-> non-zero)":
+                (saved.uses("adversarial"), ours.uses("adversarial")),
             "the landmark probe (motion_landmarks weight 0 <-> non-zero)":
                 (saved.uses("motion_landmarks"), ours.uses("motion_landmarks")),
             "the renderer EMA (ema_decay none <-> a value)": (saved.ema_decay is None, ours.ema_decay is None),

@@ -162,7 +162,8 @@ def check_resume(run_dir: Path, module, resume: bool, kind: str) -> ResumeCheck 
             raise InputError(f"{checkpoint} was trained with another {key} "
                              f"({_differences(saved.get(key), ours.get(key))}); {restart}")
     old, new = saved.get("training") or {}, ours.get("training") or {}
-    changed = {f"training.{k}": [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    changed = {f"training.{k}": [old.get(k), new.get(k)]
+               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
     reason = module.resume_refusal(old) if changed else None
     if reason:
         raise InputError(f"cannot resume {checkpoint} at step {state['global_step']}: {reason}; {restart}")
