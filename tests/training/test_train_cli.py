@@ -21,6 +21,7 @@ from imtalker.apps.cli import main
 from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
 from imtalker.training.trainer import checkpoint_step
+from imtalker.weights import weights_digest
 from helpers.tiny_models import RENDERER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +79,8 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
                  str(tmp_path / "generator"), "--config", str(GENERATOR_CONFIG), "--max-steps", "3",
                  "--logger", "csv", "--logger", "tensorboard"]) == 0
     assert list((tmp_path / "generator" / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
-    assert list(prepared.folder.glob("motion-*/*.npy"))  # latents extracted once, cached in the dataset
+    digest = weights_digest(imtalker.load_renderer(renderer_run / "checkpoints" / "last.ckpt"))
+    assert len(list((prepared.folder / f"motion-{digest}").glob("*.npy"))) == 3  # extracted once, cached in the data
     generator = imtalker.load_generator(tmp_path / "generator" / "checkpoints" / "last.ckpt", ema=True)
     tiny = yaml.safe_load(GENERATOR_CONFIG.read_text())["model"]
     assert generator.config.hidden_dim == tiny["hidden_dim"] and generator.config.clip_frames == 50
