@@ -107,6 +107,10 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
     with caplog.at_level(logging.WARNING, logger="imtalker.weights"):
         AudioDrivenPipeline.from_pretrained(weights)
     assert "was trained on the renderer with weights digest" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imtalker.weights"):  # exporting next to the wrong renderer
+        assert main(["export", str(tmp_path / "generator"), str(weights)]) == 0
+    assert "was trained on the renderer with weights digest" in caplog.text
 
 
 def test_bad_training_input_exits_2(prepared, tmp_path, capsys):
