@@ -7,6 +7,8 @@ errors in one clause; each message is one line that says what is wrong and with 
 
 from __future__ import annotations
 
+import signal
+
 
 class IMTalkerError(Exception):
     """Base class of every error imtalker raises on purpose."""
@@ -22,3 +24,14 @@ class NoFaceError(InputError):
 
 class CheckpointError(IMTalkerError, ValueError):
     """A file that is not a usable checkpoint for the network asked for; the message says why."""
+
+
+class TrainingInterrupted(IMTalkerError):
+    """Training stopped by a signal after saving a checkpoint at the current step; rerunning the same command
+    continues from it. `exit_code` is the shell's for the signal (143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, signum: int, step: int, checkpoint):
+        self.signal, self.step, self.checkpoint = signal.Signals(signum), step, checkpoint
+        self.exit_code = 128 + int(signum)
+        super().__init__(f"{self.signal.name} at step {step}; saved {checkpoint}; run the same command again to "
+                         "continue from it")

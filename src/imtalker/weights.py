@@ -114,6 +114,7 @@ class RawCheckpoint:
     kind: str | None = None  # "renderer", "generator", "audio_encoder", "discriminator" (our format)
     config: dict | None = None  # our format, or our Lightning training checkpoints
     info: dict | None = None  # the `imtalker` entry of our Lightning training checkpoints
+    metadata: dict | None = None  # further header entries of our .safetensors files (e.g. `renderer_digest`)
 
 
 def read_checkpoint(path: str | os.PathLike, ema: bool = False) -> RawCheckpoint:
@@ -135,7 +136,8 @@ def read_checkpoint(path: str | os.PathLike, ema: bool = False) -> RawCheckpoint
         except (SafetensorError, ValueError, OSError) as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
         config = json.loads(metadata["config"]) if "config" in metadata else None
-        return RawCheckpoint(tensors, metadata.get("kind"), config)
+        extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version", "kind", "config")}
+        return RawCheckpoint(tensors, metadata.get("kind"), config, metadata=extra)
 
     obj = _torch_load(path)
     if not isinstance(obj, dict):
@@ -244,7 +246,7 @@ def _finish(model: nn.Module, device, dtype) -> nn.Module:
 
 
 def load_renderer(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                  config: RendererConfig | None = None) -> "IMTRenderer":
+                  config: RendererConfig | None = None, ema: bool = False) -> "IMTRenderer":
     """Load the renderer from the published `renderer.ckpt`, our `.safetensors` file or our training checkpoint.
 
     The class is the one the file's config names (`variant`): `IMTRenderer` for the published network,
@@ -255,11 +257,12 @@ def load_renderer(path: str | os.PathLike, device: str | torch.device = "cpu", d
         path: the checkpoint file.
         device, dtype: where to put the model (default: CPU, float32).
         config: sizes (and variant) for a Lightning/PyTorch file without a config of its own (our files carry theirs).
+        ema: load the EMA weights (`ema_state_dict`) of a training checkpoint whose run kept them.
     """
     from .models.variants import build_renderer
 
     path = Path(path)
-    raw = read_checkpoint(path)
+    raw = read_checkpoint(path, ema=ema)
     _expect_kind(raw, "renderer", path)
     state = raw.tensors
     if raw.kind is None:
@@ -428,11 +431,13 @@ def find_weights(folder: str | os.PathLike, need: tuple[str, ...] = tuple(WEIGHT
 # -- our format -----------------------------------------------------------------------------------------------
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None,
+               metadata: dict[str, str] | None = None) -> Path:
     """Write a network as `.safetensors` with its kind and config in the header. Atomic: temp file + rename.
 
     With `dtype` (e.g. torch.float16, half the bytes) floating-point tensors are stored in it; the loaders cast them
-    back to the model's dtype (float32 unless asked otherwise)."""
+    back to the model's dtype (float32 unless asked otherwise). `metadata`: further header entries (strings), e.g. a
+    generator's `renderer_digest`."""
     from .models.audio import AudioEncoder
     from .models.generator import MotionGenerator
     from .models.mel import MelAudioEncoder
@@ -454,7 +459,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | N
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    metadata = {"format": "imtalker", "format_version": FORMAT_VERSION, "kind": kind, "config": json.dumps(config)}
+    metadata = {**(metadata or {}), "format": "imtalker", "format_version": FORMAT_VERSION, "kind": kind,
+                "config": json.dumps(config)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -463,6 +469,57 @@ def save_model(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | N
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a network's weights, the same for any file format it was read from.
+
+    Floating-point tensors are hashed rounded to float16, so a half-precision copy of a network (as the bundled demo
+    model stores) has the digest of the full-precision one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        value = value.detach().cpu()
+        value = value.to(torch.float16) if value.is_floating_point() else value
+        digest.update(key.encode())
+        digest.update(value.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def recorded_renderer_digest(generator_path: str | os.PathLike) -> str | None:
+    """The digest of the renderer a generator file was trained on (our files since it was recorded), else None."""
+    path = Path(generator_path)
+    if path.suffix == ".safetensors":
+        return (read_checkpoint(path).metadata or {}).get("renderer_digest")
+    try:  # memory-mapped: only the small entries are read; published files (foreign globals) have no digest
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    info = obj.get(CHECKPOINT_INFO) if isinstance(obj, dict) else None
+    return info.get("renderer_digest") if isinstance(info, dict) else None
+
+
+def check_renderer_pairing(renderer: "str | os.PathLike | nn.Module", digest: str | None, what: str) -> bool:
+    """Warn when `renderer` is not the renderer whose digest a generator recorded (its motion latents would mean
+    other motions). Nothing to check (True) without a recorded digest or without the renderer file.
+
+    Returns:
+        Whether the pair matches (or cannot be checked).
+    """
+    if digest is None:
+        return True
+    if not isinstance(renderer, nn.Module):
+        if not Path(renderer).is_file():
+            return True
+        renderer = load_renderer(renderer)
+    found = weights_digest(renderer)
+    if found != digest:
+        logger.warning("%s was trained on the renderer with weights digest %s, but this renderer's is %s: its "
+                       "motion latents will not mean the same motions", what, digest, found)
+        return False
+    return True
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict:

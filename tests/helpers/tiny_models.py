@@ -8,6 +8,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from imtalker import GeneratorConfig, RendererConfig, save_model
+from imtalker.config import DiscriminatorConfig
 from imtalker.models.audio import AudioEncoder
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.mel import MelAudioEncoder, MelConfig
@@ -15,6 +16,9 @@ from imtalker.models.renderer import IMTRenderer
 
 RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
                           motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
+# the discriminator of configs/renderer-128-tiny.yaml: 0.19M parameters instead of the published widths' 47M
+DISCRIMINATOR = DiscriminatorConfig(image_size=128, channels={128: 8, 64: 16, 32: 32, 16: 32, 8: 32, 4: 32},
+                                    max_channels=32)
 GENERATOR = GeneratorConfig(hidden_dim=64, depth=2, num_heads=4, audio_dim=32)
 WAV2VEC2 = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                           conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)

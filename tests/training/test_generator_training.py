@@ -75,6 +75,14 @@ def test_loss_decreases(tmp_path):
     assert (tmp_path / "logs").is_dir()
 
 
+def test_gradient_accumulation_steps_once_per_group_of_batches(tmp_path):
+    module = GeneratorModule(TINY, GeneratorTrainingConfig(batch_size=4))
+    recorder = Recorder()
+    trainer = train_generator(module, make_dataset(samples=32), max_steps=3, accumulate_grad_batches=2,
+                              default_root_dir=tmp_path, accelerator="cpu", loggers=(), callbacks=[recorder], **QUIET)
+    assert trainer.global_step == 3 and len(recorder.losses) == 6  # six batches made three optimiser steps
+
+
 def test_resume_and_load_checkpoint(tmp_path):
     torch.manual_seed(0)
     data = make_dataset(samples=64)

@@ -12,7 +12,7 @@ from imtalker.apps.cli import main
 from imtalker.constants import SAMPLES_PER_FRAME
 from imtalker.errors import InputError
 from imtalker.data.dataset import load_manifest
-from imtalker.training.prepare import (EYE_LABEL, MOUTH_LABEL, PrepareConfig, prepare_dataset,
+from imtalker.training.prepare import (EYE_LABEL, MOUTH_LABEL, PrepareConfig, clip_id, prepare_dataset,
                                        region_masks)
 
 
@@ -98,3 +98,17 @@ def test_other_settings_are_refused(talking_videos, prepared):
 def test_masks_are_empty_without_landmarks():
     assert not region_masks(np.full((478, 2), np.nan, np.float32), 64).any()
     assert json.dumps(PrepareConfig().__dict__)  # settings are plain data (stored in the manifest)
+
+
+def test_clip_ids_come_from_the_content_so_two_corpora_never_share_one(talking_videos, tmp_path):
+    corpora = {}
+    for name, speaker in (("train", 0), ("heldout", 1)):  # the same file name in both corpora, other videos
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(talking_videos / f"speaker{speaker}.mp4", folder / "clip_00000.mp4")
+        corpora[name] = clip_id(folder / "clip_00000.mp4", folder)
+    assert corpora["train"] != corpora["heldout"]
+    assert all(found.startswith("clip_00000-") for found in corpora.values())
+    # the same video is the same clip wherever it lies: its cached latents stay valid
+    shutil.copy(tmp_path / "train" / "clip_00000.mp4", tmp_path / "clip_00000.mp4")
+    assert clip_id(tmp_path / "clip_00000.mp4", tmp_path) == corpora["train"]

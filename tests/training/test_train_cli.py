@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,14 +18,14 @@ import yaml
 
 import imtalker
 from imtalker.apps.cli import main
+from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
+from imtalker.training.trainer import checkpoint_step
+from imtalker.weights import weights_digest
+from helpers.tiny_models import RENDERER
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATOR_CONFIG = REPO / "configs" / "generator-tiny-mel.yaml"
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +74,13 @@ def test_a_killed_renderer_run_resumes_where_it_stopped(renderer_run):
     assert (renderer_run / "config.json").is_file()
 
 
-def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_path, capsys):
+def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_path, capsys, caplog):
     assert main(["train", "generator", "--data", str(prepared.folder), "--renderer", str(renderer_run), "--out",
                  str(tmp_path / "generator"), "--config", str(GENERATOR_CONFIG), "--max-steps", "3",
                  "--logger", "csv", "--logger", "tensorboard"]) == 0
     assert list((tmp_path / "generator" / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
-    assert list(prepared.folder.glob("clips/*/motion-*.npy"))  # latents extracted once, cached beside the clips
+    digest = weights_digest(imtalker.load_renderer(renderer_run / "checkpoints" / "last.ckpt"))
+    assert len(list((prepared.folder / f"motion-{digest}").glob("*.npy"))) == 3  # extracted once, cached in the data
     generator = imtalker.load_generator(tmp_path / "generator" / "checkpoints" / "last.ckpt", ema=True)
     tiny = yaml.safe_load(GENERATOR_CONFIG.read_text())["model"]
     assert generator.config.hidden_dim == tiny["hidden_dim"] and generator.config.clip_frames == 50
@@ -92,6 +95,22 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
     frames = list(pipe.frames(np.full((128, 128, 3), 128, np.uint8), (audio, 16000),
                               crop=False, nfe=2, seed=0))
     assert len(frames) == 25 and frames[0].shape == (128, 128, 3)
+
+    # another renderer: continuing the generator on its latents is refused; pairing them in a folder warns
+    torch.manual_seed(1)
+    other = imtalker.save_model(IMTRenderer(RENDERER), tmp_path / "other" / "renderer.safetensors")
+    capsys.readouterr()
+    assert main(["train", "generator", "--data", str(prepared.folder), "--renderer", str(other), "--out",
+                 str(tmp_path / "generator"), "--config", str(GENERATOR_CONFIG), "--max-steps", "4"]) == 2
+    assert "was trained on the motion latents of another renderer" in capsys.readouterr().err
+    shutil.copy(other, weights / "renderer.safetensors")
+    with caplog.at_level(logging.WARNING, logger="imtalker.weights"):
+        AudioDrivenPipeline.from_pretrained(weights)
+    assert "was trained on the renderer with weights digest" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imtalker.weights"):  # exporting next to the wrong renderer
+        assert main(["export", str(tmp_path / "generator"), str(weights)]) == 0
+    assert "was trained on the renderer with weights digest" in caplog.text
 
 
 def test_bad_training_input_exits_2(prepared, tmp_path, capsys):

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import IMTalkerError, InputError
+from ..errors import IMTalkerError, InputError, TrainingInterrupted
 from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 
 EXAMPLES = """\
@@ -344,11 +344,15 @@ def _add_synth_data(sub) -> None:
 
 TRAIN_EXAMPLES = """\
 examples:
-  imtalker prepare videos/ data/ --size 256 --workers 2
-  imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-512.yaml --max-steps 20000
-  imtalker train generator --data data/ --renderer runs/renderer --out runs/generator --precision bf16-mixed
-  imtalker train renderer --data data/ --out runs/r512 --devices 4 --num-nodes 2 --precision bf16-mixed
+  imtalker prepare videos/ data/ --size 128 --workers 2
+  imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-128-tiny.yaml --max-steps 200
+  imtalker train renderer --data data/ --out runs/r512 --config configs/renderer-512.yaml --vgg vgg19.pth --devices 4
+  imtalker train generator --data data/ --renderer runs/renderer --out runs/gen --config configs/generator-tiny-mel.yaml
+  imtalker train renderer --data data/ --out runs/r512 --config configs/renderer-512.yaml --devices 8 --num-nodes 2
   imtalker export runs/renderer weights/ && imtalker export runs/generator weights/
+
+SIGTERM or Ctrl-C saves checkpoints/last.ckpt at the current step and exits with 143 (SIGTERM) or 130 (SIGINT);
+the same command continues from the run folder's newest checkpoint. Multi-GPU, multi-node and SLURM: docs/training.md.
 """
 
 
@@ -357,7 +361,8 @@ def _prepare(args: argparse.Namespace) -> None:
 
     config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
-                           audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None)
+                           audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None,
+                           shard_mb=args.shard_mb)
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     bar = None
@@ -390,7 +395,8 @@ def _trainer_overrides(args: argparse.Namespace) -> dict:
         devices = [int(d) for d in devices.split(",") if d]
     return {"max_steps": args.max_steps, "max_time": args.max_time, "precision": args.precision,
             "accelerator": args.accelerator, "devices": devices, "num_nodes": args.num_nodes, "loggers": args.logger,
-            "seed": args.seed, "num_workers": args.num_workers}
+            "seed": args.seed, "num_workers": args.num_workers, "strategy": args.strategy,
+            "accumulate_grad_batches": args.accumulate_grad_batches, "threads": args.threads}
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -406,13 +412,17 @@ def _train(args: argparse.Namespace) -> None:
         training["vgg_path"] = args.vgg
     config["training"] = training
     options = dict(resume=not args.restart, overrides=_trainer_overrides(args))
+    logging.getLogger("imtalker.training").setLevel(logging.INFO)  # resumes, changed settings, latent extraction
     if args.network == "renderer":
         trainer = train_renderer(args.data, args.out, config, **options)
     else:
         if args.renderer is None:
             raise InputError("train generator needs --renderer: the trained renderer whose motion latents it learns")
         renderer = Path(args.renderer)
-        renderer = renderer / "checkpoints" / "last.ckpt" if renderer.is_dir() else renderer
+        if renderer.is_dir():
+            from ..training.trainer import latest_checkpoint
+
+            renderer = latest_checkpoint(renderer) or renderer / "checkpoints" / "last.ckpt"
         trainer = train_generator(args.data, renderer, args.out, config, **options)
     print(f"trained to step {trainer.global_step}; checkpoint: {Path(args.out) / 'checkpoints' / 'last.ckpt'}")
 
@@ -420,7 +430,9 @@ def _train(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from ..training.run import export_run
 
-    for path in export_run(args.checkpoint, args.out, ema=not args.no_ema):
+    result = export_run(args.checkpoint, args.out, ema=not args.no_ema)
+    print(f"exported step {result.step} from {result.checkpoint}")
+    for path in result.written:
         print(f"wrote {path}")
 
 
@@ -437,6 +449,9 @@ def _add_training(sub) -> None:
     prepare.add_argument("--max-seconds", type=float, default=600.0, help="skip longer videos")
     prepare.add_argument("--max-missing-face", type=float, default=0.2,
                          help="skip videos with a larger share of frames without a face")
+    prepare.add_argument("--shard-mb", type=int,
+                         help="pack the clips into tar shards of about this many MB (for corpora too large for one "
+                              "folder of files; training streams them)")
     prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=_prepare)
 
@@ -456,11 +471,15 @@ def _add_training(sub) -> None:
     train.add_argument("--accelerator", help="auto (default), cpu, gpu")
     train.add_argument("--devices", help="devices per node: a count, 'auto', or GPU indices like 0,1")
     train.add_argument("--num-nodes", type=int, help="nodes for multi-node DDP (launch one process per node)")
-    train.add_argument("--logger", action="append", choices=("csv", "tensorboard"),
+    train.add_argument("--logger", action="append", choices=("csv", "tensorboard", "wandb"),
                        help="loggers (repeatable; default both)")
     train.add_argument("--num-workers", type=int, help="data loader worker processes")
+    train.add_argument("--strategy", help="Lightning strategy: auto (DDP on several devices), ddp, fsdp, ...")
+    train.add_argument("--accumulate-grad-batches", type=int, help="batches whose gradients make one step")
+    train.add_argument("--threads", type=int, help="torch CPU threads per process (none: torch's choice)")
     train.add_argument("--seed", type=int, help="seed of weights and data order")
-    train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from last.ckpt")
+    train.add_argument("--restart", action="store_true",
+                       help="start afresh (an existing checkpoints/ is kept as checkpoints.before-restart-N/)")
     train.set_defaults(func=_train)
 
     export = sub.add_parser("export", help="training checkpoint -> .safetensors weights the pipelines load",
@@ -578,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except TrainingInterrupted as err:  # non-zero, so a scheduler requeues the job (docs/training.md)
+        print(f"imtalker: interrupted: {err}", file=sys.stderr)
+        return err.exit_code
     except (IMTalkerError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"imtalker: error: {err}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from ..errors import InputError
 
 MANIFEST = "manifest.json"
 CLIPS = "clips"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: clip ids carry a digest of the video's content (1: of its path)
 
 
 def load_manifest(folder: str | os.PathLike) -> dict:

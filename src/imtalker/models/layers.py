@@ -172,7 +172,8 @@ class NoiseInjection(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
+        # frozen: nothing uses it, and a parameter that never gets a gradient stops DDP at its second step
+        self.weight = nn.Parameter(torch.zeros(1), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -51,8 +51,9 @@ class IdentityEncoder(nn.Module):
         self.down_block_0 = ConvResBlock(widths[0], widths[0], resample="down")
         self.down_blocks = nn.ModuleList(
             [ConvResBlock(widths[i], widths[i + 1], resample="down") for i in range(len(widths) - 1)])
-        # present in the published checkpoint but not used by its forward pass
-        self.equalconv = EqualConv2d(widths[-1], widths[-1], 3, padding=1)
+        # present in the published checkpoint but not used by its forward pass; frozen, as DDP needs every trained
+        # parameter to get a gradient
+        self.equalconv = EqualConv2d(widths[-1], widths[-1], 3, padding=1).requires_grad_(False)
         self.linear_layers = mlp_stack(widths[-1], 4)
         self.final_linear = EqualLinear(widths[-1], config.identity_dim)
 

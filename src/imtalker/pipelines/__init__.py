@@ -227,10 +227,13 @@ class AudioDrivenPipeline(_PipelineBase):
     def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, **kwargs) -> "AudioDrivenPipeline":
         """Load from a folder with the published files or our converted ones (see `imtalker.weights.find_weights`)."""
-        from ..weights import find_weights, load_audio_encoder, load_generator, load_renderer
+        from ..weights import (check_renderer_pairing, find_weights, load_audio_encoder, load_generator,
+                               load_renderer, recorded_renderer_digest)
 
         paths = find_weights(weights, need=("renderer", "generator", "audio_encoder"))
-        return cls(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
+        renderer = load_renderer(paths["renderer"])
+        check_renderer_pairing(renderer, recorded_renderer_digest(paths["generator"]), str(paths["generator"]))
+        return cls(renderer, load_generator(paths["generator"]),
                    load_audio_encoder(paths["audio_encoder"]), device=device, dtype=dtype, **kwargs)
 
     def frames(self, image, audio, *, max_seconds: float | None = 600.0, **options) -> Iterator[np.ndarray]:

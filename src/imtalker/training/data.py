@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,8 @@ def clip_folders(folder: str | os.PathLike, split: str | None) -> list[Path]:
         InputError: not a prepared dataset, or the split has no clips.
     """
     manifest = load_manifest(folder)
+    if manifest["config"].get("shard_mb"):
+        raise InputError(f"{folder} is sharded (prepare --shard-mb): its clips are read as a stream, not as folders")
     clips = [Path(folder) / CLIPS / c["id"] for c in manifest["clips"] if split is None or c["split"] == split]
     if not clips:
         raise InputError(f"{folder} has no {split or ''} clips".replace("  ", " "))
@@ -85,70 +89,117 @@ class RendererPairDataset(Dataset):
         self.image_size = image_size
         self.samples_per_epoch = samples_per_epoch or 100 * len(self.clips)
         self.seed = seed
-        self._frames: dict[int, np.ndarray] = {}
-        self._masks: dict[int, np.ndarray] = {}
         self.with_landmarks = with_landmarks
-        self._landmarks: dict[int, np.ndarray] = {}
+        self._mapped: dict[int, MappedClip] = {}
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def _clip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if index not in self._frames:  # opened lazily, so each data-loader worker maps its own
-            self._frames[index] = np.load(self.clips[index] / "frames.npy", mmap_mode="r")
-            self._masks[index] = np.load(self.clips[index] / "masks.npy", mmap_mode="r")
-        return self._frames[index], self._masks[index]
+    def _clip(self, index: int) -> MappedClip:
+        if index not in self._mapped:  # opened lazily, so each data-loader worker maps its own
+            self._mapped[index] = MappedClip(self.clips[index])
+        return self._mapped[index]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         rng = np.random.default_rng((self.seed, index))
         clip = int(rng.integers(len(self.clips)))
-        frames, masks = self._clip(clip)
-        source, driving = (int(i) for i in rng.integers(len(frames), size=2))
         others = [c for c in range(len(self.clips)) if c != clip] or [clip]  # one clip only: its own frames
-        other_frames, _ = self._clip(others[int(rng.integers(len(others)))])
-        other = int(rng.integers(len(other_frames)))
-        size = self.image_size
-        mask = torch.from_numpy((np.asarray(masks[driving]) > 0).astype(np.float32))[None, None]
-        if mask.shape[-1] != size:
-            mask = F.interpolate(mask, size=(size, size), mode="nearest")
-        item = {"source": _to_image_tensor(frames[source], size), "driving": _to_image_tensor(frames[driving], size),
-                 "other": _to_image_tensor(other_frames[other], size), "mask": mask[0]}
-        if self.with_landmarks:
-            if clip not in self._landmarks:
-                self._landmarks[clip] = np.load(self.clips[clip] / "landmarks.npy", mmap_mode="r")
-            scale = size / frames.shape[1]
-            for name, index in (("source_landmarks", source), ("driving_landmarks", driving)):
-                item[name] = torch.from_numpy(np.asarray(self._landmarks[clip][index], np.float32) * scale)
-        return item
+        return pair_item(self._clip(clip), lambda: self._clip(others[int(rng.integers(len(others)))]), rng,
+                         self.image_size, self.with_landmarks)
 
 
-def file_digest(path: str | os.PathLike, length: int = 12) -> str:
-    """Short SHA-256 of a file (or of a folder's files), naming caches derived from it."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            with open(file, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:length]
+class MappedClip(Mapping):
+    """The arrays of a clip folder by name ("frames", "masks", "landmarks"), memory-mapped on first access."""
+
+    def __init__(self, folder: Path):
+        self.folder, self._arrays = folder, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        return self._arrays[name]
+
+    def __iter__(self):
+        return (p.stem for p in self.folder.glob("*.npy"))
+
+    def __len__(self) -> int:
+        return len(list(self.folder.glob("*.npy")))
+
+
+def pair_item(clip: Mapping[str, np.ndarray], pick_other: Callable[[], Mapping[str, np.ndarray]],
+              rng: np.random.Generator, size: int, with_landmarks: bool = False) -> dict[str, torch.Tensor]:
+    """One renderer training item: a source and a driving frame of `clip` and a frame of another clip (which
+    `pick_other` draws, after the two frames), drawn with `rng`.
+
+    Returns:
+        `source`, `driving`, `other` (3, S, S) float in [0, 1], `mask` (1, S, S) float (1 on the driving frame's eyes
+        and mouth) and with `with_landmarks` `source_landmarks`, `driving_landmarks` (478, 2) pixels at `size`.
+    """
+    frames, masks = clip["frames"], clip["masks"]
+    source, driving = (int(i) for i in rng.integers(len(frames), size=2))
+    other = pick_other()
+    other_index = int(rng.integers(len(other["frames"])))
+    mask = torch.from_numpy((np.asarray(masks[driving]) > 0).astype(np.float32))[None, None]
+    if mask.shape[-1] != size:
+        mask = F.interpolate(mask, size=(size, size), mode="nearest")
+    item = {"source": _to_image_tensor(frames[source], size), "driving": _to_image_tensor(frames[driving], size),
+            "other": _to_image_tensor(other["frames"][other_index], size), "mask": mask[0]}
+    if with_landmarks:
+        scale = size / frames.shape[1]
+        for name, index in (("source_landmarks", source), ("driving_landmarks", driving)):
+            item[name] = torch.from_numpy(np.asarray(clip["landmarks"][index], np.float32) * scale)
+    return item
+
+
+def renderer_dataset(folder: str | os.PathLike, split: str, image_size: int, samples_per_epoch: int | None = None,
+                     seed: int = 0, with_landmarks: bool = False) -> Dataset:
+    """The renderer's training items from a prepared dataset (arguments as `RendererPairDataset`): random access to
+    a folder of clips, a stream (`ShardedRendererPairs`) from a sharded one."""
+    if is_sharded(folder):
+        from .shards import ShardedRendererPairs
+
+        clips = sum(c["split"] == split for c in load_manifest(folder)["clips"])
+        return ShardedRendererPairs(folder, split, image_size, samples_per_epoch or 100 * clips, seed=seed,
+                                    with_landmarks=with_landmarks)
+    return RendererPairDataset(folder, split, image_size, samples_per_epoch, seed=seed, with_landmarks=with_landmarks)
+
+
+def is_sharded(folder: str | os.PathLike) -> bool:
+    """Whether `imtalker prepare --shard-mb` packed the dataset's clips into shards."""
+    return bool(load_manifest(folder)["config"].get("shard_mb"))
+
+
+def clip_arrays(folder: str | os.PathLike, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(id, arrays) of every clip of a split, from clip folders or read shard by shard: "frames", "audio",
+    "tracks" ({pose, gaze, cam}), "audio_features" when prepared with an audio encoder."""
+    if not is_sharded(folder):
+        for clip in clip_folders(folder, split):
+            arrays = dict(MappedClip(clip))
+            with np.load(clip / "tracks.npz") as stored:
+                arrays["tracks"] = {k: stored[k] for k in stored.files}
+            yield clip.name, arrays
+        return
+    from .shards import SHARDS, load_index, read_shard
+
+    keep = {c["id"] for c in load_manifest(folder)["clips"] if c["split"] == split}
+    for shard in load_index(folder):
+        yield from read_shard(Path(folder) / SHARDS / shard["name"], keep)
 
 
 @torch.inference_mode()
-def motion_latents(clip: Path, renderer, cache_tag: str, batch_size: int = 16) -> np.ndarray:
-    """Motion latents (N, motion_dim) of every frame of a clip, cached as `motion-<cache_tag>.npy` beside it."""
-    cache = clip / f"motion-{cache_tag}.npy"
+def motion_latents(frames: np.ndarray, cache: Path, renderer, batch_size: int = 16) -> np.ndarray:
+    """Motion latents (N, motion_dim) of a clip's frames (N, S, S, 3), cached in the file `cache`."""
     if cache.is_file():
         return np.load(cache)
-    frames = np.load(clip / "frames.npy", mmap_mode="r")
     size = renderer.config.image_size
     latents = []
     for start in range(0, len(frames), batch_size):
         batch = torch.stack([_to_image_tensor(f, size) for f in frames[start:start + batch_size]])
         latents.append(renderer.encode_motion(batch.to(next(renderer.parameters()).device)).float().cpu())
     result = torch.cat(latents).numpy()
+    cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.tmp.npy")
     np.save(tmp, result)
     os.replace(tmp, cache)
@@ -160,11 +211,14 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
     """Per-clip tracks for `MotionClipDataset`: motion latents from `renderer` (extracted once, cached), audio and
     head tracks.
 
+    The latents are cached per renderer in `<folder>/motion-<renderer_tag>/<clip id>.npy`, inside the dataset they
+    were made from, and clip ids carry a digest of the video's content: no cache is shared across corpora.
+
     Args:
-        folder: prepared dataset folder.
+        folder: prepared dataset folder (clip folders or shards).
         split: "train" or "val".
         renderer: a trained `IMTRenderer` (its motion encoder makes the latents).
-        renderer_tag: names the latent cache (e.g. `file_digest` of the renderer file).
+        renderer_tag: names the latent cache (`imtalker.weights.weights_digest` of the renderer).
         audio: "waveform" gives `waveform` (N * 640,) for a front end trained with the generator; "features" gives
             the stored `audio_features` (N, A) of a frozen encoder.
         tracks: include pose, gaze and cam.
@@ -172,20 +226,31 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
     Raises:
         InputError: `audio="features"` but the dataset was prepared without an audio encoder.
     """
+    cache_folder = Path(folder) / f"motion-{renderer_tag}"
+    ids = [c["id"] for c in load_manifest(folder)["clips"] if c["split"] == split]
+    todo = sum(not (cache_folder / f"{clip}.npy").is_file() for clip in ids)
+    if todo:
+        logger.info("extracting the motion latents of %d %s clips with renderer %s (once; cached in %s)",
+                    todo, split, renderer_tag, cache_folder)
+    done, started, reported = 0, time.monotonic(), time.monotonic()
     videos = []
-    for clip in clip_folders(folder, split):
-        video = {"motion": torch.from_numpy(motion_latents(clip, renderer, renderer_tag))}
+    for clip, arrays in clip_arrays(folder, split):
+        cache = cache_folder / f"{clip}.npy"
+        cached = cache.is_file()
+        video = {"motion": torch.from_numpy(motion_latents(arrays["frames"], cache, renderer))}
+        done += not cached
+        if todo and not cached and (time.monotonic() - reported > 10 or done == todo):  # a line every 10 s at most
+            reported = time.monotonic()
+            logger.info("motion latents: %d/%d %s clips, %.0f s", done, todo, split, reported - started)
         if audio == "features":
-            path = clip / "audio_features.npy"
-            if not path.is_file():
-                raise InputError(f"{clip} has no audio_features.npy: prepare the dataset with --audio-encoder, or "
+            if "audio_features" not in arrays:
+                raise InputError(f"clip {clip} has no audio features: prepare the dataset with --audio-encoder, or "
                                  "train with the log-mel front end")
-            video["audio"] = torch.from_numpy(np.load(path))
+            video["audio"] = torch.from_numpy(np.asarray(arrays["audio_features"]))
         else:
-            video["waveform"] = torch.from_numpy(np.load(clip / "audio.npy"))
+            video["waveform"] = torch.from_numpy(np.asarray(arrays["audio"]))
         if tracks:
-            with np.load(clip / "tracks.npz") as stored:
-                video.update({name: torch.from_numpy(stored[name]) for name in TRACK_NAMES})
+            video.update({name: torch.from_numpy(arrays["tracks"][name]) for name in TRACK_NAMES})
         videos.append(video)
     return videos
 

@@ -32,7 +32,9 @@ from ..models.mel import MelAudioEncoder, MelConfig
 from ..sampling import SamplingOptions, sample_motion
 from ..weights import CHECKPOINT_INFO
 from ..models.generator import MotionGenerator
+from .ema import ema_decay_at, move_ema_in, move_ema_out, update_ema
 from .losses import flow_matching_loss, rectified_flow_pair
+from .settings import check_betas, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,16 @@ class GeneratorTrainingConfig:
     context_dropout: float = 0.5  # per sample, all context tensors together
     batch_size: int = 16  # per device
 
+    def __post_init__(self):
+        check_number("training.lr", self.lr, 0.0, low_open=True)
+        check_betas("training.betas", self.betas)
+        check_number("training.ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_number("training.cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_number("training.context_dropout", self.context_dropout, 0.0, 1.0)
+        check_int("training.batch_size", self.batch_size, 1)
+        if not isinstance(self.ema_warmup, bool):
+            raise ValueError(f"training.ema_warmup must be true or false, got {self.ema_warmup!r}")
+
 
 def _per_sample_keep(batch: int, p: float, like: torch.Tensor) -> torch.Tensor:
     """(B, 1, 1) mask that is 0 with probability `p` and 1 otherwise."""
@@ -70,13 +82,19 @@ class GeneratorModule(lightning.LightningModule):
         training: optimisation settings (a `GeneratorTrainingConfig` or its dict form).
         mel_config: a `MelConfig` (or its dict form) to train the weight-free audio front end; None when batches
             carry features of a frozen encoder.
+        renderer_digest: `imtalker.weights.weights_digest` of the renderer whose motion latents the generator
+            learns; recorded in checkpoints and exported files, so a generator is not paired with another renderer
+            silently.
     """
+
+    best_metric = ("val/motion_l1", "min")  # what the best-by-validation checkpoints are chosen by
 
     def __init__(
         self,
         config: GeneratorConfig | Mapping[str, Any] | None = None,
         training: GeneratorTrainingConfig | Mapping[str, Any] | None = None,
         mel_config: MelConfig | Mapping[str, Any] | None = None,
+        renderer_digest: str | None = None,
     ):
         super().__init__()
         if isinstance(config, Mapping):
@@ -92,7 +110,8 @@ class GeneratorModule(lightning.LightningModule):
                              f"expects audio_dim={config.audio_dim}")
         # Plain dicts only, so the checkpoint loads with `torch.load(weights_only=True)`.
         self.save_hyperparameters({"config": config_to_dict(config), "training": dataclasses.asdict(training),
-                                   "mel_config": config_to_dict(mel_config) if mel_config is not None else None})
+                                   "mel_config": config_to_dict(mel_config) if mel_config is not None else None,
+                                   "renderer_digest": renderer_digest})
         self.model = MotionGenerator(config)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)  # no dropout: train/eval mode is moot
         self.audio_encoder = MelAudioEncoder(mel_config) if mel_config is not None else None
@@ -188,45 +207,37 @@ class GeneratorModule(lightning.LightningModule):
             pairs.append((self.ema_audio_encoder, self.audio_encoder))
         return pairs
 
-    @torch.no_grad()
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
         tc = self.training_config
-        decay = tc.ema_decay
-        if tc.ema_warmup:
-            decay = min(decay, (1 + self.global_step) / (10 + self.global_step))
-        for ema, model in self._ema_pairs():
-            for ema_p, p in zip(ema.parameters(), model.parameters()):
-                ema_p.lerp_(p.detach(), 1.0 - decay)
-            for ema_b, b in zip(ema.buffers(), model.buffers()):
-                ema_b.copy_(b)
+        update_ema(self._ema_pairs(), ema_decay_at(self.global_step, tc.ema_decay, tc.ema_warmup))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Update the EMA after each optimiser step."""
         self.update_ema()
 
+    def on_train_start(self) -> None:
+        """The optimiser takes this run's rate and betas: a resumed checkpoint restores the ones it was saved with."""
+        tc = self.training_config
+        for group in self.optimizers().optimizer.param_groups:
+            group.update(lr=tc.lr, initial_lr=tc.lr, betas=tuple(tc.betas))
+
+    def resume_refusal(self, saved_training: Mapping[str, Any]) -> str | None:
+        """Why a run saved with `saved_training` cannot continue with this module's (None: every setting of the
+        generator recipe can change on resume)."""
+        return None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Move the EMA weights out of `state_dict` into `ema_state_dict` (`ema.*` -> `model.*`,
         `ema_audio_encoder.*` -> `audio_encoder.*`), and record what the file holds for `imtalker.weights`."""
-        state = checkpoint["state_dict"]
-        ema = {}
-        for ema_prefix, prefix in EMA_PREFIXES.items():
-            for key in [k for k in state if k.startswith(ema_prefix)]:
-                ema[prefix + key[len(ema_prefix):]] = state.pop(key)
-        checkpoint["ema_state_dict"] = ema
+        move_ema_out(checkpoint, EMA_PREFIXES)
         checkpoint[CHECKPOINT_INFO] = {"kind": "generator", "config": config_to_dict(self.config),
-                                       "mel_config": self.hparams["mel_config"]}
+                                       "mel_config": self.hparams["mel_config"],
+                                       "renderer_digest": self.hparams.get("renderer_digest")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put `ema_state_dict` back under the EMA prefixes (or start the EMA from the weights when it is absent)."""
-        state = checkpoint["state_dict"]
-        source = checkpoint.get("ema_state_dict")
-        if source is None:
-            source = {k: v for k, v in state.items() if k.startswith(tuple(EMA_PREFIXES.values()))}
-        for key, value in source.items():
-            for ema_prefix, prefix in EMA_PREFIXES.items():
-                if key.startswith(prefix):
-                    state[ema_prefix + key[len(prefix):]] = value
+        move_ema_in(checkpoint, EMA_PREFIXES)
 
 
 # -- data -------------------------------------------------------------------------------------------------------

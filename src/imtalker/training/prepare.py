@@ -29,6 +29,7 @@ import numpy as np
 from ..constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..data.dataset import CLIPS, MANIFEST, MANIFEST_VERSION
 from ..errors import InputError
+from .shards import ShardPacker
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class PrepareConfig:
     max_missing_face: float = 0.2  # videos with a larger fraction of frames without a face are skipped
     val_fraction: float = 0.05  # share of videos held out for validation (by a hash of the id; at least one)
     audio_encoder: str | None = None  # a frozen encoder whose features to store (path), or None
+    shard_mb: int | None = None  # pack clips into tar shards of about this many megabytes (None: clip folders)
 
     def __post_init__(self):
         if self.size < 64 or self.size % 2:
@@ -62,6 +64,9 @@ class PrepareConfig:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.max_missing_face < 1.0:
             raise InputError(f"max_missing_face must be in [0, 1), got {self.max_missing_face}")
+        if self.shard_mb is not None and (isinstance(self.shard_mb, bool) or not isinstance(self.shard_mb, int)
+                                          or self.shard_mb < 1):
+            raise InputError(f"shard_mb must be a whole number of megabytes >= 1, got {self.shard_mb!r}")
         if self.min_seconds < 0 or (self.max_seconds is not None and self.max_seconds <= self.min_seconds):
             raise InputError(f"need 0 <= min_seconds < max_seconds, got {self.min_seconds} and {self.max_seconds}")
 
@@ -80,10 +85,16 @@ def find_videos(folder: str | os.PathLike) -> list[Path]:
 
 
 def clip_id(video: Path, root: Path) -> str:
-    """A file-system-safe id from the path relative to `root`, plus a short hash so different paths never clash."""
+    """A file-system-safe id: the path relative to `root` for reading, plus a digest of the file's content, so two
+    corpora with the same file names (a training and a held-out one) never share an id, and anything cached by id
+    cannot be mixed up between them."""
     relative = video.relative_to(root).as_posix()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", relative.rsplit(".", 1)[0]).strip("_")[-60:] or "clip"
-    return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256()
+    with open(video, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{stem}-{digest.hexdigest()[:10]}"
 
 
 def region_masks(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -259,9 +270,14 @@ def _read_settings(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())["config"]
+        manifest = json.loads(path.read_text())
+        settings = manifest["config"]
     except (ValueError, KeyError) as err:
         raise InputError(f"{path} is not a dataset manifest ({err})") from None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise InputError(f"{out} was prepared by another imtalker version (manifest version "
+                         f"{manifest.get('version')}, clip ids made otherwise); prepare into a new folder")
+    return settings
 
 
 def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig = PrepareConfig(),
@@ -294,9 +310,21 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
     clips_dir = out / CLIPS
     clips_dir.mkdir(parents=True, exist_ok=True)
 
+    packer = ShardPacker(out, config.shard_mb) if config.shard_mb else None
     ids = {video: clip_id(video, root) for video in videos}
-    existing = [ids[v] for v in videos if (clips_dir / ids[v]).is_dir()]
-    skipped: dict[str, str] = {}
+    first_with_id: dict[str, Path] = {}
+    duplicates = {}
+    for video in videos:  # the same content under the same name twice: one clip
+        if ids[video] in first_with_id:
+            duplicates[str(video)] = f"duplicate of {first_with_id[ids[video]]}"
+        first_with_id.setdefault(ids[video], video)
+    videos = [v for v in videos if str(v) not in duplicates]
+    packed = packer.packed() if packer else set()
+    existing = [ids[v] for v in videos if (clips_dir / ids[v]).is_dir() or ids[v] in packed]
+    if packer:  # finished clips not yet in a complete shard (a killed run's open shard) go in first
+        for clip in sorted(set(existing) - packed):
+            packer.add(clip)
+    skipped: dict[str, str] = dict(duplicates)
     for video in videos:
         record = clips_dir / (ids[video] + SKIPPED_SUFFIX)
         if record.is_file():
@@ -313,6 +341,8 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         frames, reason = result
         if reason is None:
             written.append(ids[video])
+            if packer:
+                packer.add(ids[video])
         else:
             skipped[str(video)] = reason
             logger.warning("skipped %s: %s", video, reason)
@@ -335,17 +365,23 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
             for future, video in futures.items():
                 record(video, future.result())
 
-    manifest = write_manifest(out, config, [v for v in videos if (clips_dir / ids[v]).is_dir()], ids, skipped)
+    infos = {}
+    if packer:
+        packer.close()
+        infos = {clip: info for shard in packer.index for clip, info in shard["clips"].items()}
+    manifest = write_manifest(out, config, [v for v in videos if (clips_dir / ids[v]).is_dir() or ids[v] in infos],
+                              ids, skipped, infos)
     return PrepareReport(written, existing, skipped, manifest)
 
 
 def write_manifest(out: Path, config: PrepareConfig, videos: Sequence[Path], ids: dict[Path, str],
-                   skipped: dict[str, str]) -> Path:
-    """Write `manifest.json` atomically: settings, clips with their split, and skipped videos."""
+                   skipped: dict[str, str], packed: dict[str, dict] | None = None) -> Path:
+    """Write `manifest.json` atomically: settings, clips with their split, and skipped videos. `packed`: the
+    `info.json` of clips already packed into shards, by id."""
     split = _split([ids[v] for v in videos], config.val_fraction)
     clips = []
     for video in videos:
-        info = json.loads((out / CLIPS / ids[video] / "info.json").read_text())
+        info = (packed or {}).get(ids[video]) or json.loads((out / CLIPS / ids[video] / "info.json").read_text())
         clips.append({"id": ids[video], "source": str(video), "frames": info["frames"], "split": split[ids[video]]})
     manifest = {"version": MANIFEST_VERSION, "config": asdict(config), "fps": FPS, "sample_rate": SAMPLE_RATE,
                 "clips": clips, "skipped": [{"source": s, "reason": r} for s, r in sorted(skipped.items())]}

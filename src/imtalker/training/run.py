@@ -1,10 +1,11 @@
 """Training runs as `imtalker train` starts them: a YAML (or dict) config, a prepared dataset, a run folder.
 
-A config has four sections, all optional (defaults are the published recipe at the published sizes)::
+A config has five sections, all optional (defaults are the published recipe at the published sizes)::
 
     model:     RendererConfig or GeneratorConfig fields (image_size, feature_channels, hidden_dim, ...); a renderer's
                `variant: demo` makes it the demo renderer (DemoRendererConfig fields)
     training:  RendererTrainingConfig or GeneratorTrainingConfig fields (lr, batch_size, weights, vgg_path, ...)
+    discriminator: renderer only: DiscriminatorConfig fields (channels, max_channels); the image size is the model's
     audio:     generator only: {front_end: mel, mel: {MelConfig fields}} trains the weight-free log-mel front end
                with the generator; {front_end: features} uses the features stored by `imtalker prepare
                --audio-encoder` (e.g. wav2vec2)
@@ -25,31 +26,13 @@ from typing import Any
 from ..config import (GeneratorConfig, config_from_dict, config_to_dict, renderer_config_from_dict,
                       renderer_config_to_dict)
 from ..errors import InputError
+from ..weights import CHECKPOINT_INFO, check_renderer_pairing, save_model
+from .settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("model", "training", "audio", "trainer")
+SECTIONS = ("model", "discriminator", "training", "audio", "trainer")
 FRONT_ENDS = ("mel", "features")
-
-
-@dataclass
-class TrainerSettings:
-    """How long and where to train; each field is also an `imtalker train` flag."""
-
-    max_steps: int = 100_000
-    max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS"; the run stops (and checkpoints) when it is spent
-    precision: str = "32-true"  # "bf16-mixed" for bfloat16 autocast
-    accelerator: str = "auto"
-    devices: Any = "auto"  # a count, a list of GPU indices, or "auto"
-    num_nodes: int = 1
-    loggers: tuple[str, ...] = ("csv", "tensorboard")
-    log_every_n_steps: int = 50
-    checkpoint_every_n_steps: int = 1000
-    val_check_interval: int | None = 1000  # steps between validations (capped to the steps per epoch)
-    val_samples: int = 16  # validation items per validation
-    samples_per_epoch: int | None = None  # training items per epoch (default: the dataset's own)
-    num_workers: int = 0
-    seed: int = 0
 
 
 def read_config(path: str | os.PathLike | None) -> dict[str, Any]:
@@ -98,47 +81,138 @@ def _renderer_config(values: Mapping[str, Any]):
 
 
 def trainer_settings(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> TrainerSettings:
-    """The `trainer` section with command-line overrides (None values are ignored)."""
+    """The `trainer` section with command-line overrides (None values are ignored), every value checked.
+
+    Raises:
+        InputError: an unknown setting or a bad value, in one line.
+    """
     values = {**_section(config, "trainer"), **{k: v for k, v in overrides.items() if v is not None}}
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainerSettings)}
     if unknown:
         raise InputError(f"unknown trainer settings: {sorted(unknown)}")
-    if "loggers" in values:
-        values["loggers"] = tuple([values["loggers"]] if isinstance(values["loggers"], str) else values["loggers"])
-    settings = TrainerSettings(**values)
-    if settings.max_steps < 1:
-        raise InputError(f"max_steps must be at least 1, got {settings.max_steps}")
-    return settings
+    try:
+        return TrainerSettings(**values)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bad trainer settings: {err}") from None
 
 
-def _write_resolved(run_dir: Path, kind: str, resolved: dict[str, Any]) -> None:
+def _write_resolved(run_dir: Path, kind: str, resolved: dict[str, Any], resumed: ResumeCheck | None) -> None:
+    """`config.json`: what this run trains with, and each resume with the settings it changed. Atomic."""
+    path = run_dir / "config.json"
+    history = []
+    if resumed is not None and path.is_file():
+        try:
+            history = json.loads(path.read_text()).get("resumes", [])
+        except ValueError:
+            history = []
+    if resumed is not None:
+        history.append({"step": resumed.step, "checkpoint": str(resumed.checkpoint), "changed": resumed.changed})
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"kind": kind, **resolved}, indent=1, default=list))
+    if resumed is None and any((run_dir / "checkpoints").glob("*.ckpt")):
+        # a fresh start must not leave older, higher-step checkpoints for the next resume to pick up
+        aside = next(run_dir / f"checkpoints.before-restart-{n}" for n in range(1, 10_000)
+                     if not (run_dir / f"checkpoints.before-restart-{n}").exists())
+        os.replace(run_dir / "checkpoints", aside)
+        logger.warning("starting afresh: the previous checkpoints are kept in %s", aside)
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps({"kind": kind, **resolved, "resumes": history}, indent=1, default=list))
+    os.replace(tmp, path)
 
 
-def _fit(module, train, val, run_dir: Path, settings: TrainerSettings, resume: bool, **kwargs):
+@dataclass
+class ResumeCheck:
+    """The checkpoint a run continues from, its step, and the training settings this run changes
+    (`{"training.lr": [old, new]}`)."""
+
+    checkpoint: Path
+    step: int
+    changed: dict[str, list]
+
+
+def check_resume(run_dir: Path, module, resume: bool, kind: str) -> ResumeCheck | None:
+    """What continuing `run_dir` with `module` means, checked before anything is written.
+
+    The architecture (every hyper-parameter but `training`) must be the checkpoint's; a changed training setting is
+    applied (the modules set the optimiser's rates and betas from their config when training starts) and recorded,
+    unless the module says it cannot be (`module.resume_refusal`).
+
+    Raises:
+        InputError: the run holds another kind of network, another architecture, or a change that cannot be applied;
+            the message names `--restart`.
+    """
+    from .trainer import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is None:
+        return None
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    restart = "use --restart to start afresh in this folder (or another --out)"
+    saved_kind = (state.get(CHECKPOINT_INFO) or {}).get("kind")
+    if saved_kind != kind:
+        raise InputError(f"{checkpoint} holds a {saved_kind or 'foreign'} run, not a {kind} run; {restart}")
+    saved, ours = (json.loads(json.dumps(dict(h), default=list))
+                   for h in (state.get("hyper_parameters") or {}, module.hparams))
+    if saved.get("renderer_digest", ours.get("renderer_digest")) != ours.get("renderer_digest"):
+        raise InputError(f"{checkpoint} was trained on the motion latents of another renderer (weights digest "
+                         f"{saved['renderer_digest']}, this one's {ours['renderer_digest']}); {restart}")
+    for key in sorted((set(saved) | set(ours)) - {"training", "renderer_digest"}):
+        if saved.get(key) != ours.get(key):
+            raise InputError(f"{checkpoint} was trained with another {key} "
+                             f"({_differences(saved.get(key), ours.get(key))}); {restart}")
+    old, new = saved.get("training") or {}, ours.get("training") or {}
+    changed = {f"training.{k}": [old.get(k), new.get(k)]
+               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    reason = module.resume_refusal(old) if changed else None
+    if reason:
+        raise InputError(f"cannot resume {checkpoint} at step {state['global_step']}: {reason}; {restart}")
+    for name, (before, after) in changed.items():
+        logger.warning("resuming at step %d with %s changed: %s -> %s", state["global_step"], name, before, after)
+    return ResumeCheck(checkpoint, int(state["global_step"]), changed)
+
+
+def _differences(old: Any, new: Any) -> str:
+    """`a: 1 -> 2, b: ...` for two dicts (at most three fields), else `old -> new`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        text = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys[:3])
+        return text + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return f"{old} -> {new}"
+
+
+def _fit(module, train, val, run_dir: Path, settings: TrainerSettings, resume: ResumeCheck | None,
+         resolved: tuple[str, dict[str, Any]], **kwargs):
+    """Train; `config.json` is written (by the first process only) once Lightning has accepted the settings."""
     from .trainer import fit
 
-    steps_per_epoch = max(1, len(train) // module.training_config.batch_size)
-    return fit(module, train, val, max_steps=settings.max_steps, default_root_dir=run_dir, devices=settings.devices,
-               num_nodes=settings.num_nodes, precision=settings.precision, accelerator=settings.accelerator,
-               resume="last" if resume else None, loggers=settings.loggers,
-               log_every_n_steps=min(settings.log_every_n_steps, steps_per_epoch),
-               checkpoint_every_n_steps=settings.checkpoint_every_n_steps,
-               val_check_interval=(min(settings.val_check_interval, steps_per_epoch)
-                                   if settings.val_check_interval and val is not None else None),
-               num_workers=settings.num_workers, max_time=settings.max_time, **kwargs)
+    def write_config(trainer) -> None:
+        if trainer.is_global_zero:
+            _write_resolved(run_dir, *resolved, resume)
+
+    return fit(module, train, val, default_root_dir=run_dir, settings=settings,
+               resume=resume.checkpoint if resume is not None else None, before_fit=write_config, **kwargs)
+
+
+def _training_config(build, values: Mapping[str, Any]):
+    try:
+        return build(values)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bad training settings: {err}") from None
 
 
 def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,
                    *, resume: bool = True, overrides: Mapping[str, Any] | None = None, **trainer_kwargs: Any):
     """Train the renderer on a prepared dataset; checkpoints in `<run_dir>/checkpoints/`.
 
+    Every setting is checked, and a run folder being continued is checked against them (`check_resume`), before
+    anything is written.
+
     Args:
         data: a folder made by `imtalker prepare`.
-        run_dir: the run folder (an existing one is continued from its `last.ckpt` when `resume`).
+        run_dir: the run folder (an existing one is continued from its latest checkpoint when `resume`).
         config: the run config (see the module docstring).
-        resume: continue from `checkpoints/last.ckpt` when present.
+        resume: continue from the run folder's latest checkpoint when there is one.
         overrides: trainer settings that win over the config (e.g. from command-line flags).
         **trainer_kwargs: further `lightning.Trainer` arguments.
 
@@ -147,27 +221,32 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
     """
     import lightning
 
-    from .data import RendererPairDataset
+    from ..config import DiscriminatorConfig
+    from .data import renderer_dataset
     from .renderer_module import RendererModule, training_config_from
 
     config = dict(config or {})
     run_dir = Path(run_dir)
     settings = trainer_settings(config, overrides or {})
     model = _renderer_config(_section(config, "model"))
-    try:
-        training = training_config_from(_section(config, "training"))
-    except (TypeError, ValueError) as err:
-        raise InputError(f"bad training settings: {err}") from None
+    training = _training_config(training_config_from, _section(config, "training"))
+    discriminator = _build(DiscriminatorConfig, {"image_size": model.image_size, **_section(config, "discriminator")},
+                           "discriminator")
     if training.vgg_path and not Path(training.vgg_path).is_file():
         raise InputError(f"VGG19 weights not found: {training.vgg_path}")
-    lightning.seed_everything(settings.seed, workers=True, verbose=False)
-    train = RendererPairDataset(data, "train", model.image_size, settings.samples_per_epoch, seed=settings.seed,
-                                with_landmarks=training.needs_landmarks)
-    val = RendererPairDataset(data, "val", model.image_size, settings.val_samples, seed=settings.seed + 1)
-    _write_resolved(run_dir, "renderer", {"model": renderer_config_to_dict(model),
-                                          "training": dataclasses.asdict(training),
-                                          "trainer": dataclasses.asdict(settings), "data": str(data)})
-    return _fit(RendererModule(model, training), train, val, run_dir, settings, resume, **trainer_kwargs)
+    lightning.seed_everything(settings.seed, workers=True, verbose=False)  # the initial weights come from the seed
+    try:
+        module = RendererModule(model, training, discriminator)
+    except ValueError as err:
+        raise InputError(f"bad renderer settings: {err}") from None
+    train = renderer_dataset(data, "train", model.image_size, settings.samples_per_epoch, seed=settings.seed,
+                             with_landmarks=training.needs_landmarks)
+    val = renderer_dataset(data, "val", model.image_size, settings.val_samples, seed=settings.seed + 1)
+    resumed = check_resume(run_dir, module, resume, "renderer")
+    resolved = {"model": renderer_config_to_dict(model), "training": dataclasses.asdict(training),
+                "discriminator": config_to_dict(discriminator), "trainer": dataclasses.asdict(settings),
+                "data": str(data)}
+    return _fit(module, train, val, run_dir, settings, resumed, ("renderer", resolved), **trainer_kwargs)
 
 
 def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_dir: str | os.PathLike,
@@ -176,7 +255,8 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
     """Train the motion generator on a prepared dataset with the motion latents of a trained renderer.
 
     The latents of every frame are extracted once with `renderer`'s motion encoder and cached beside each clip (named
-    by a digest of the renderer file).
+    by the digest of the renderer's weights, which the generator's checkpoints record: a run is not continued on
+    another renderer's latents).
 
     Args:
         data: a folder made by `imtalker prepare`.
@@ -189,8 +269,8 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
     import lightning
 
     from ..models.mel import MelConfig
-    from ..weights import load_renderer
-    from .data import file_digest, motion_videos
+    from ..weights import load_renderer, weights_digest
+    from .data import motion_videos
     from .generator_module import GeneratorModule, GeneratorTrainingConfig, MotionClipDataset
 
     config = dict(config or {})
@@ -208,45 +288,52 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
     training = _build(GeneratorTrainingConfig, _section(config, "training"), "training")
     if not Path(renderer).exists():
         raise InputError(f"renderer weights not found: {renderer}")
-    lightning.seed_everything(settings.seed, workers=True, verbose=False)
-
     renderer_model = load_renderer(renderer)
-    tag = file_digest(renderer)
+    digest = weights_digest(renderer_model)
+    lightning.seed_everything(settings.seed, workers=True, verbose=False)  # the initial weights come from the seed
+    try:
+        module = GeneratorModule(model, training, mel, renderer_digest=digest)
+    except ValueError as err:
+        raise InputError(f"bad generator settings: {err}") from None
+    resumed = check_resume(run_dir, module, resume, "generator")
+
     kind = "features" if front_end == "features" else "waveform"
     window = model.prev_frames + model.clip_frames
-    train_videos = motion_videos(data, "train", renderer_model, tag, audio=kind)
-    val_videos = motion_videos(data, "val", renderer_model, tag, audio=kind)
+    train_videos = motion_videos(data, "train", renderer_model, digest, audio=kind)
+    val_videos = motion_videos(data, "val", renderer_model, digest, audio=kind)
     del renderer_model
     train = MotionClipDataset(train_videos, window, settings.samples_per_epoch or 20 * len(train_videos),
                               seed=settings.seed)
     val = MotionClipDataset(val_videos, window, settings.val_samples, seed=settings.seed + 1)
-    _write_resolved(run_dir, "generator", {
-        "model": config_to_dict(model), "training": dataclasses.asdict(training),
-        "audio": {"front_end": front_end, "mel": config_to_dict(mel) if mel else None},
-        "trainer": dataclasses.asdict(settings), "data": str(data), "renderer": str(renderer)})
-    return _fit(GeneratorModule(model, training, mel), train, val, run_dir, settings, resume, **trainer_kwargs)
+    resolved = {"model": config_to_dict(model), "training": dataclasses.asdict(training),
+                "audio": {"front_end": front_end, "mel": config_to_dict(mel) if mel else None},
+                "trainer": dataclasses.asdict(settings), "data": str(data), "renderer": str(renderer),
+                "renderer_digest": digest}
+    return _fit(module, train, val, run_dir, settings, resumed, ("generator", resolved), **trainer_kwargs)
 
 
-def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True) -> list[Path]:
+def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True) -> ExportResult:
     """Write the networks of a training checkpoint as our `.safetensors` files, ready for the pipelines.
 
     Args:
-        checkpoint: a run folder (its `checkpoints/last.ckpt`) or a `.ckpt` file of a renderer or generator run.
-        out_dir: the weights folder to write `renderer.safetensors`, or `generator.safetensors` (EMA weights unless
-            `ema=False`) plus `audio_encoder.safetensors` when the run trained the log-mel front end.
+        checkpoint: a run folder (its latest checkpoint by step, `latest_checkpoint`) or a `.ckpt` file of a renderer
+            or generator run.
+        out_dir: the weights folder to write `renderer.safetensors` (its EMA weights when the run kept an EMA and
+            `ema`), or `generator.safetensors` (EMA weights unless `ema=False`) plus `audio_encoder.safetensors`
+            when the run trained the log-mel front end.
 
     Returns:
-        The files written.
+        The checkpoint exported, its step and the files written.
 
     Raises:
         InputError: no checkpoint there, or a file that is not one of our training checkpoints.
     """
-    from ..weights import (CHECKPOINT_INFO, CheckpointError, load_audio_encoder, load_generator, load_renderer,
-                           read_checkpoint, save_model)
+    from ..weights import CheckpointError, load_audio_encoder, load_generator, load_renderer, read_checkpoint
+    from .trainer import checkpoint_step, latest_checkpoint
 
     path = Path(checkpoint)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        path = latest_checkpoint(path) or path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise InputError(f"no training checkpoint at {path}")
     try:
@@ -256,10 +343,24 @@ def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema
     if not info or info.get("kind") not in ("renderer", "generator"):
         raise InputError(f"{path} is not an imtalker training checkpoint (no '{CHECKPOINT_INFO}' entry)")
     out_dir = Path(out_dir)
+    step = checkpoint_step(path)
     if info["kind"] == "renderer":
-        return [save_model(load_renderer(path), out_dir / "renderer.safetensors")]
-    written = [save_model(load_generator(path, ema=ema), out_dir / "generator.safetensors")]
+        renderer = load_renderer(path, ema=ema and bool(info.get("ema")))
+        return ExportResult(path, step, [save_model(renderer, out_dir / "renderer.safetensors")])
+    digest = info.get("renderer_digest")
+    check_renderer_pairing(out_dir / "renderer.safetensors", digest, f"the generator of {path}")
+    generator = load_generator(path, ema=ema)
+    written = [save_model(generator, out_dir / "generator.safetensors",
+                          metadata={"renderer_digest": digest} if digest else None)]
     if info.get("mel_config"):
         written.append(save_model(load_audio_encoder(path, ema=ema), out_dir / "audio_encoder.safetensors"))
-    return written
+    return ExportResult(path, step, written)
 
+
+@dataclass
+class ExportResult:
+    """What `export_run` did: the checkpoint it took, its step, the files it wrote."""
+
+    checkpoint: Path
+    step: int
+    written: list[Path]
