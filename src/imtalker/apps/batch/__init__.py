@@ -21,7 +21,7 @@ from pathlib import Path
 from ...errors import InputError
 from .local import LocalRunner
 from .manifest import BatchJob, read_manifest
-from .results import DONE, FAILED, ResultLog, remove_stale_partials
+from .results import DONE, ResultLog
 from .worker import FrameCallback, WorkerSettings
 
 __all__ = ["BatchJob", "BatchSummary", "LocalRunner", "WorkerSettings", "read_manifest", "run_batch"]
@@ -65,7 +65,6 @@ def run_batch(jobs: list[BatchJob], out_dir: str | os.PathLike, settings: Worker
     out.mkdir(parents=True, exist_ok=True)
     log = ResultLog(out)
     plan = log.plan(jobs, retry_failed=retry_failed)
-    remove_stale_partials(out, plan.todo)
     if on_start is not None:
         on_start(len(plan.todo))
     start = time.perf_counter()

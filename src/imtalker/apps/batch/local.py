@@ -53,30 +53,37 @@ class LocalRunner:
         while waiting:
             with ProcessPoolExecutor(max_workers=min(self.workers, len(waiting)), mp_context=context,
                                      initializer=start_worker, initargs=(settings, frames)) as pool:
-                running = {}
-                try:
-                    while waiting or running:
-                        while waiting and len(running) < self.workers:
-                            job = waiting.pop()
-                            attempts[job.name] = attempts.get(job.name, 0) + 1
-                            running[pool.submit(run_in_worker, job, out_dir)] = job
-                        finished, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
-                        _drain(frames, on_frames)
-                        for future in finished:
-                            job = running.pop(future)
-                            on_record(dict(future.result(), attempts=attempts[job.name]))
-                except BrokenProcessPool:
+                running, lost = {}, []
+                while (waiting or running) and not lost:
+                    while waiting and len(running) < self.workers:
+                        job = waiting.pop()
+                        attempts[job.name] = attempts.get(job.name, 0) + 1
+                        running[pool.submit(run_in_worker, job, out_dir)] = job
+                    finished, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                    if lost := self._collect(finished, running, attempts, on_record):
+                        wait(running)  # a broken pool fails every job still in it at once
+                        lost += self._collect(list(running), running, attempts, on_record)
                     _drain(frames, on_frames)
-                    for future, job in running.items():  # every job in flight lost its process
-                        if future.done() and future.exception() is None:
-                            on_record(dict(future.result(), attempts=attempts[job.name]))
-                        elif attempts[job.name] > self.retries:
-                            on_record({"job": job.name, "line": job.line, "fingerprint": job.fingerprint(),
-                                       "status": FAILED, "attempts": attempts[job.name], "frames": 0, "seconds": 0.0,
-                                       "reason": f"its worker process died {attempts[job.name]} times"})
-                        else:
-                            logger.warning("a worker process died while rendering %s; trying it again", job.name)
-                            waiting.append(job)
+            for job in lost:  # jobs whose process died (or was taken down with the pool by another's death)
+                if attempts[job.name] > self.retries:
+                    on_record({"job": job.name, "line": job.line, "fingerprint": job.fingerprint(),
+                               "status": FAILED, "attempts": attempts[job.name], "frames": 0, "seconds": 0.0,
+                               "reason": f"its worker process died {attempts[job.name]} times"})
+                else:
+                    logger.warning("a worker process died while rendering %s; trying it again", job.name)
+                    waiting.append(job)
+
+    @staticmethod
+    def _collect(finished, running: dict, attempts: dict[str, int], on_record: RecordCallback) -> list[BatchJob]:
+        """Record the finished futures' jobs; returns the jobs whose worker process died."""
+        lost = []
+        for future in finished:
+            job = running.pop(future)
+            if isinstance(future.exception(), BrokenProcessPool):
+                lost.append(job)
+            else:
+                on_record(dict(future.result(), attempts=attempts[job.name]))
+        return lost
 
 
 def _drain(frames: "multiprocessing.Queue", on_frames: FrameCallback) -> None:

@@ -98,14 +98,14 @@ class RayCluster:
 
         waiting = list(reversed(range(len(items))))  # popped from the end: in order
         attempts = [0] * len(items)
-        idle, busy, polls = list(actors), {}, {}
+        idle, busy, polls, restarting = list(actors), {}, {}, {}
         next_poll = time.monotonic() + PROGRESS_SECONDS
         while waiting or busy:
             while waiting and idle:
                 actor, index = idle.pop(), waiting.pop()
                 attempts[index] += 1
                 busy[call(actor, items[index])] = (actor, index)
-            ready, _ = ray.wait(list(busy) + list(polls), num_returns=1, timeout=0.25)
+            ready, _ = ray.wait(list(busy) + list(polls) + list(restarting), num_returns=1, timeout=0.25)
             for ref in ready:
                 if ref in polls:
                     polls.pop(ref)
@@ -113,19 +113,27 @@ class RayCluster:
                         on_poll(ray.get(ref))
                     except RayActorError:
                         pass  # its job reports the death
-                    continue
-                actor, index = busy.pop(ref)
-                idle.append(actor)  # a dead actor is restarted by Ray under the same handle
-                try:
-                    result = ray.get(ref)
-                except RayActorError:
-                    if attempts[index] > self.retries:
-                        on_lost(items[index], attempts[index])
-                    else:
-                        logger.warning("a Ray worker died while running item %d; trying it again", index)
-                        waiting.append(index)
-                    continue
-                on_result(items[index], result, attempts[index])
+                elif ref in restarting:  # an actor Ray restarts answers again: it takes jobs again
+                    actor = restarting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle.append(actor)
+                    except RayActorError:
+                        restarting[actor.ready.remote()] = actor
+                else:
+                    actor, index = busy.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayActorError:
+                        restarting[actor.ready.remote()] = actor
+                        if attempts[index] > self.retries:
+                            on_lost(items[index], attempts[index])
+                        else:
+                            logger.warning("a Ray worker died while running item %d; trying it again", index)
+                            waiting.append(index)
+                        continue
+                    idle.append(actor)
+                    on_result(items[index], result, attempts[index])
             if poll is not None and time.monotonic() >= next_poll:
                 asked = {actor for actor, _ in polls.values()}
                 for actor, _ in busy.values():
@@ -134,7 +142,15 @@ class RayCluster:
                 next_poll = time.monotonic() + PROGRESS_SECONDS
 
 
-class RayBatchWorker:
+class ActorBase:
+    """What the runner asks of every actor besides its work."""
+
+    def ready(self) -> bool:
+        """Answers once the actor is up (again, after Ray restarted it)."""
+        return True
+
+
+class RayBatchWorker(ActorBase):
     """A Ray actor around a `BatchWorker`; `progress()` answers from a second thread while a job renders."""
 
     def __init__(self, settings: WorkerSettings):
@@ -172,7 +188,7 @@ class RayRunner:
                          on_poll=lambda current: current is not None and on_frames(*current))
 
 
-class RayClipWorker:
+class RayClipWorker(ActorBase):
     """A Ray actor that prepares training clips with its own face detector (and audio encoder)."""
 
     def __init__(self, config):

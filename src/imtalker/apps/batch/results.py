@@ -85,17 +85,13 @@ class ResultLog:
             self._file = None
 
 
-def remove_stale_partials(out_dir: Path, jobs: list[BatchJob]) -> int:
-    """Delete the temporary files a killed run left for these jobs' outputs (the video writer's `.<stem>.*.tmp<suffix>`
-    beside the output); returns how many."""
-    removed = 0
-    for job in jobs:
-        target = out_dir / job.name
-        if not target.parent.is_dir():
-            continue
-        prefix, suffix = f".{target.stem}.", f".tmp{target.suffix}"
-        for entry in target.parent.iterdir():
-            if entry.name.startswith(prefix) and entry.name.endswith(suffix) and entry.is_file():
-                entry.unlink(missing_ok=True)
-                removed += 1
-    return removed
+def remove_stale_partials(out_dir: Path, job: BatchJob) -> None:
+    """Delete the temporary files a killed attempt left for this job's output (the video writer's
+    `.<stem>.<random>.tmp<suffix>` beside it)."""
+    target = out_dir / job.name
+    if not target.parent.is_dir():
+        return
+    prefix, suffix = f".{target.stem}.", f".tmp{target.suffix}"
+    for entry in target.parent.iterdir():
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix) and entry.is_file():
+            entry.unlink(missing_ok=True)

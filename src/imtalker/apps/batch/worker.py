@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...errors import IMTalkerError, InputError
 from .manifest import BatchJob
-from .results import DONE, FAILED
+from .results import DONE, FAILED, remove_stale_partials
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class BatchWorker:
         try:
             if job.problem is not None:
                 raise InputError(job.problem)
+            remove_stale_partials(Path(out_dir), job)  # what a killed attempt at this job left behind
             reused = self._render(job, Path(out_dir) / job.name, progress)
             record.update(status=DONE, frames=frames, portrait_reused=reused)
         except Exception as err:  # a bad job fails alone, whatever went wrong
