@@ -542,6 +542,8 @@ def _add_training(sub) -> None:
     prepare.add_argument("--workers", type=int, help="videos processed in parallel (default 1); with --ray, actors "
                                                      "(default: one per --cpus-per-worker CPUs of the cluster)")
     _add_ray(prepare)
+    prepare.add_argument("--retries", type=int, default=1, help="with --ray: times a video is tried again after its "
+                                                                "actor died")
     prepare.add_argument("--audio-encoder", help="also store features of this frozen encoder (e.g. wav2vec2 folder)")
     prepare.add_argument("--val-fraction", type=float, default=0.05, help="share of videos held out")
     prepare.add_argument("--min-seconds", type=float, default=2.4, help="skip shorter videos")
