@@ -184,6 +184,12 @@ def _check_inputs(*paths: str) -> None:
             raise InputError(f"input file not found: {path}")
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--image", required=True, help="source portrait (any size; jpg, png, webp, ...)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
@@ -196,9 +202,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer inputs")
     parser.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -294,9 +298,7 @@ def _add_serve(sub) -> None:
     serve.add_argument("--allow-host", action="append", default=[], help="a host name clients may call the server "
                        "by besides localhost and --host (repeatable; others get 421: DNS rebinding)")
     serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = serve.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(serve)
     serve.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(func=_serve)
 
@@ -389,9 +391,7 @@ def _add_batch(sub) -> None:
     batch.add_argument("--batch-size", type=int, default=8, help="frames rendered at once")
     batch.add_argument("--portraits", type=int, default=32, help="prepared portraits each worker keeps for reuse")
     batch.add_argument("--device", default="cpu", help="cpu, cuda (with --ray: one GPU per actor), ...")
-    precision = batch.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     batch.set_defaults(func=_batch)
 
@@ -666,9 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
     ui.add_argument("--port", type=int, default=7860, help="port to listen on")
     ui.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = ui.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(ui)
     ui.add_argument("--max-seconds", type=float, default=300.0, help="refuse longer speech or driving videos")
     ui.set_defaults(func=_ui)
     _add_serve(sub)

@@ -42,3 +42,26 @@ def test_ray_actors_run_the_jobs_fail_the_bad_one_and_retry_the_killed_one(batch
     assert sorted(p.name for p in out.iterdir()) == sorted(["results.jsonl", "long.mp4", "v0.mp4", "v1.mp4",
                                                             "v2.mp4"])
     assert any(report[0] == "long.mp4" for report in frames)  # progress came from inside the actors
+
+
+@pytest.mark.slow  # a minute or more here: a Ray instance, two actors with face detectors, and the same run locally
+def test_prepare_on_ray_writes_the_clips_a_local_run_writes(tmp_path):
+    import numpy as np
+
+    from imtalker.apps.batch.ray_actors import RayCluster, ray_video_runner
+    from imtalker.data.synthetic import write_corpus
+    from imtalker.training.prepare import PrepareConfig, prepare_dataset
+
+    write_corpus(tmp_path / "corpus", clips=2, seed=3, seconds=2.5, size=128, progress=False)
+    config = PrepareConfig(size=128, min_seconds=2.0)
+    cluster = RayCluster(workers=2, init_options={"num_cpus": 2, "object_store_memory": 80 * 1024 ** 2,
+                                                  "log_to_driver": False})
+    on_ray = prepare_dataset(tmp_path / "corpus", tmp_path / "ray", config, run_videos=ray_video_runner(cluster))
+    local = prepare_dataset(tmp_path / "corpus", tmp_path / "local", config)
+    assert sorted(on_ray.written) == sorted(local.written) and len(local.written) == 2 and not on_ray.skipped
+    for clip in local.written:
+        for name in ("frames.npy", "audio.npy", "masks.npy"):
+            assert np.array_equal(np.load(tmp_path / "ray" / "clips" / clip / name),
+                                  np.load(tmp_path / "local" / "clips" / clip / name))
+    again = prepare_dataset(tmp_path / "corpus", tmp_path / "ray", config, run_videos=ray_video_runner(cluster))
+    assert again.written == [] and sorted(again.existing) == sorted(local.written)

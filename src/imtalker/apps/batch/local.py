@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .manifest import BatchJob
-from .results import FAILED
+from .results import lost_record
 from .worker import BatchWorker, FrameCallback, WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class LocalRunner:
         if self.workers <= 1 or len(jobs) <= 1:
             worker = BatchWorker(settings)
             for job in jobs:
-                on_record(worker.run(job, out_dir, on_frames))
+                on_record(dict(worker.run(job, out_dir, on_frames), attempts=1))
             return
         self._run_pool(jobs, out_dir, settings, on_frames, on_record)
 
@@ -66,9 +66,7 @@ class LocalRunner:
                     _drain(frames, on_frames)
             for job in lost:  # jobs whose process died (or was taken down with the pool by another's death)
                 if attempts[job.name] > self.retries:
-                    on_record({"job": job.name, "line": job.line, "fingerprint": job.fingerprint(),
-                               "status": FAILED, "attempts": attempts[job.name], "frames": 0, "seconds": 0.0,
-                               "reason": f"its worker process died {attempts[job.name]} times"})
+                    on_record(lost_record(job, attempts[job.name], "worker process"))
                 else:
                     logger.warning("a worker process died while rendering %s; trying it again", job.name)
                     waiting.append(job)

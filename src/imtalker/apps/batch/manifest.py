@@ -172,10 +172,11 @@ def _value(key: str, kind: type, value, base: Path):
             return kind(value)
         except ValueError:
             pass
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer()):
-        return kind(value)
-    raise InputError(f"{key} must be {'true/false' if kind is bool else 'a number' if kind is float else 'an integer'}, "
-                     f"got {value!r}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float or float(value).is_integer():
+            return kind(value)
+    expected = "true/false" if kind is bool else "a number" if kind is float else "an integer"
+    raise InputError(f"{key} must be {expected}, got {value!r}")
 
 
 def _mark_duplicates(jobs: list[BatchJob]) -> list[BatchJob]:

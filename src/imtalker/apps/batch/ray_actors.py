@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import InputError
 from .manifest import BatchJob
-from .results import FAILED
+from .results import lost_record
 from .worker import BatchWorker, FrameCallback, WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -176,14 +176,10 @@ class RayRunner:
 
     def __call__(self, jobs: list[BatchJob], out_dir: Path, settings: WorkerSettings, on_frames: FrameCallback,
                  on_record: Callable[[dict], None]) -> None:
-        def lost(job: BatchJob, attempts: int) -> None:
-            on_record({"job": job.name, "line": job.line, "fingerprint": job.fingerprint(), "status": FAILED,
-                       "attempts": attempts, "frames": 0, "seconds": 0.0,
-                       "reason": f"its Ray worker died {attempts} times"})
-
         self.cluster.map(RayBatchWorker, (settings,), jobs, lambda actor, job: actor.run.remote(job, str(out_dir)),
                          on_result=lambda job, record, attempts: on_record(dict(record, attempts=attempts)),
-                         on_lost=lost, gpu=settings.device.startswith("cuda"),
+                         on_lost=lambda job, attempts: on_record(lost_record(job, attempts, "Ray worker")),
+                         gpu=settings.device.startswith("cuda"),
                          poll=lambda actor: actor.progress.remote(),
                          on_poll=lambda current: current is not None and on_frames(*current))
 

@@ -85,6 +85,12 @@ class ResultLog:
             self._file = None
 
 
+def lost_record(job: BatchJob, attempts: int, worker: str) -> dict:
+    """The record of a job given up on because the worker running it died on each of its `attempts`."""
+    return {"job": job.name, "line": job.line, "fingerprint": job.fingerprint(), "status": FAILED,
+            "attempts": attempts, "frames": 0, "seconds": 0.0, "reason": f"its {worker} died {attempts} times"}
+
+
 def remove_stale_partials(out_dir: Path, job: BatchJob) -> None:
     """Delete the temporary files a killed attempt left for this job's output (the video writer's
     `.<stem>.<random>.tmp<suffix>` beside it)."""
