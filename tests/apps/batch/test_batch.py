@@ -80,3 +80,21 @@ def test_the_process_pool_retries_the_job_whose_worker_was_killed(batch_inputs, 
     assert not found["long.mp4"]["worker"].endswith(f":{killed['pid']}")
     assert found["long.mp4"]["frames"] == 200
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_video_driven_jobs_share_the_renderer_and_the_portrait_with_audio_driven_ones(batch_inputs, tmp_path):
+    import numpy as np
+
+    from imtalker.io.video import VideoWriter
+
+    with VideoWriter(tmp_path / "driving.mp4") as writer:
+        for value in range(0, 250, 25):  # 10 frames of a brightening grey square
+            writer.write(np.full((128, 128, 3), value, np.uint8))
+    (tmp_path / "jobs.csv").write_text(
+        "portrait,audio,driving,output,crop,crop_driving\n"
+        f"{batch_inputs / 'ann.png'},{batch_inputs / 's0.wav'},,talk.mp4,false,\n"
+        f"{batch_inputs / 'ann.png'},,driving.mp4,nod.mp4,false,false\n")
+    summary = run_batch(read_manifest(tmp_path / "jobs.csv"), tmp_path / "out",
+                        WorkerSettings(weights=str(batch_inputs / "weights")), LocalRunner())
+    assert summary.done == 2 and summary.frames == 20
+    assert records(tmp_path / "out")["nod.mp4"]["portrait_reused"]  # encoded once, for the audio-driven job

@@ -70,7 +70,10 @@ class RayCluster:
         ray = import_ray()
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, include_dashboard=False, **self.init_options)
+            try:
+                ray.init(address=self.address, include_dashboard=False, **self.init_options)
+            except ConnectionError as err:
+                raise InputError(f"cannot reach the Ray cluster at {self.address}: {err}") from None
         actors = []
         try:
             resources = {"num_gpus": 1} if gpu else {"num_cpus": self.cpus_per_worker}
