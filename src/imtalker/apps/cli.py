@@ -1,8 +1,9 @@
 """Command line: `imtalker demo`, `imtalker generate`, `imtalker reenact`, `imtalker convert`, `imtalker info`,
-`imtalker ui`, `imtalker serve`, `imtalker synth-data`, `imtalker prepare`, `imtalker train`, `imtalker export`,
-`imtalker eval`.
+`imtalker ui`, `imtalker serve`, `imtalker batch`, `imtalker synth-data`, `imtalker prepare`, `imtalker train`,
+`imtalker export`, `imtalker eval`.
 
-Exit codes: 0 ok, 2 bad input (missing or wrong files, bad arguments), 1 anything else.
+Exit codes: 0 ok, 2 bad input (missing or wrong files, bad arguments), 1 anything else (for `batch`: some job
+failed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ examples:
   imtalker info weights/renderer.safetensors
   imtalker ui --weights weights/ --port 7860
   imtalker serve --weights weights/ --port 8000 --workers 2
+  imtalker batch jobs.jsonl --out videos/ --weights weights/ --workers 2
 """
 
 
@@ -182,6 +184,12 @@ def _check_inputs(*paths: str) -> None:
             raise InputError(f"input file not found: {path}")
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
+    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--image", required=True, help="source portrait (any size; jpg, png, webp, ...)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
@@ -194,9 +202,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer inputs")
     parser.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -295,11 +301,109 @@ def _add_serve(sub) -> None:
     serve.add_argument("--allow-host", action="append", default=[], help="a host name clients may call the server "
                        "by besides localhost and --host (repeatable; others get 421: DNS rebinding)")
     serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = serve.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(serve)
     serve.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(func=_serve)
+
+
+BATCH_EXAMPLES = """\
+examples:
+  imtalker batch jobs.jsonl --out videos/ --weights weights/            # one worker process, models loaded once
+  imtalker batch jobs.csv --out videos/ --workers 2 --seed 0            # two processes on this machine
+  imtalker batch jobs.jsonl --out videos/ --retry-failed                 # a rerun: failed jobs again, done ones kept
+  imtalker batch jobs.jsonl --out /shared/videos --ray auto --device cuda   # one Ray actor per GPU of the cluster
+
+A manifest line (JSONL; CSV takes the same names as columns):
+  {"portrait": "faces/ann.jpg", "audio": "speech/01.wav", "output": "ann/01.mp4", "seed": 3}
+  {"portrait": "faces/bob.png", "driving": "drive/nod.mp4", "paste_back": true}
+Progress is kept in OUT/results.jsonl; a rerun makes only what is not finished. See docs/scale.md.
+"""
+
+
+def _ray_cluster(args: argparse.Namespace):
+    from .batch.ray_actors import RayCluster
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    return RayCluster(address=args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                      retries=args.retries)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import LocalRunner, WorkerSettings, read_manifest, run_batch
+    from .batch.progress import BatchProgress
+    from ..weights import find_weights, resolve_weights
+
+    jobs = read_manifest(args.manifest)
+    weights = resolve_weights(args.weights)
+    kinds = {job.kind for job in jobs if job.problem is None}
+    find_weights(weights, need=("renderer",) + (("generator", "audio_encoder") if "audio" in kinds else ()))
+    if args.batch_size < 1 or args.retries < 0:
+        raise InputError("--batch-size must be at least 1 and --retries at least 0")
+    defaults = {"seed": args.seed, "cfg_scale": args.cfg_scale, "nfe": args.nfe, "max_seconds": args.max_seconds}
+    if args.ray is not None:
+        from .batch.ray_actors import RayRunner, import_ray
+
+        import_ray()
+        runner, threads = RayRunner(_ray_cluster(args)), max(1, int(args.cpus_per_worker))
+    else:
+        workers = args.workers or 1
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}")
+        # one process: torch's own choice; several: the cores shared out, not each process taking them all
+        threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+        runner = LocalRunner(workers, retries=args.retries)
+    settings = WorkerSettings(weights=str(weights), device=args.device,
+                              precision="bf16" if args.bf16 else "fp16" if args.fp16 else None,
+                              batch_size=args.batch_size, defaults=defaults, portraits=args.portraits,
+                              threads=threads)
+    bars = None if args.quiet else BatchProgress()
+    try:
+        summary = run_batch(jobs, args.out, settings, runner, retry_failed=args.retry_failed,
+                            on_start=bars and bars.start, on_frames=bars and bars.on_frames,
+                            on_record=bars and bars.on_record)
+    finally:
+        if bars is not None:
+            bars.close()
+    minutes = summary.seconds / 60
+    rate = f" ({summary.done / minutes:.1f} jobs/min)" if summary.done and minutes > 0 else ""
+    print(f"{summary.done} done, {len(summary.failed)} failed in {summary.seconds:.1f} s{rate}, "
+          f"{summary.frames} frames; {summary.skipped_done} finished earlier, {summary.skipped_failed} failed earlier"
+          f"{' (--retry-failed makes them again)' if summary.skipped_failed else ''}; results: {summary.results}")
+    for job, reason in summary.failed.items():
+        print(f"  failed {job}: {reason}")
+    return 1 if summary.failed or summary.skipped_failed else 0
+
+
+def _add_batch(sub) -> None:
+    batch = sub.add_parser("batch", help="many videos from a JSONL/CSV manifest: resumable, several workers or a "
+                                         "Ray cluster", epilog=BATCH_EXAMPLES, formatter_class=HelpFormatter)
+    batch.add_argument("manifest", metavar="MANIFEST", help="jobs, one per line: .jsonl or .csv with a header")
+    batch.add_argument("--out", required=True, help="output folder: the videos and results.jsonl")
+    batch.add_argument("--weights", help=WEIGHTS_HELP + " or the bundled demo model")
+    batch.add_argument("--workers", type=int, help="worker processes on this machine (default 1); with --ray, "
+                                                   "actors (default: one per GPU or per --cpus-per-worker CPUs)")
+    _add_ray(batch)
+    batch.add_argument("--retry-failed", action="store_true", help="make again the jobs that failed in earlier runs")
+    batch.add_argument("--retries", type=int, default=1, help="times a job is tried again after its worker died")
+    batch.add_argument("--seed", type=int, default=0, help="seed of the jobs that set none (reproducible runs)")
+    batch.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance of jobs that set "
+                                                                                  "none")
+    batch.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="Euler grid points of jobs that set none")
+    batch.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer inputs (jobs may set less)")
+    batch.add_argument("--batch-size", type=int, default=8, help="frames rendered at once")
+    batch.add_argument("--portraits", type=int, default=32, help="prepared portraits each worker keeps for reuse")
+    batch.add_argument("--device", default="cpu", help="cpu, cuda (with --ray: one GPU per actor), ...")
+    _add_precision(batch)
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    batch.set_defaults(func=_batch)
+
+
+def _add_ray(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="run on Ray actors (the ray extra): no ADDRESS starts a local instance, 'auto' joins "
+                             "this node's cluster, ray://head:10001 connects through Ray Client")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --ray: CPUs each actor reserves")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -345,6 +449,7 @@ def _add_synth_data(sub) -> None:
 TRAIN_EXAMPLES = """\
 examples:
   imtalker prepare videos/ data/ --size 128 --workers 2
+  imtalker prepare /shared/videos /shared/data --size 512 --ray auto     # one Ray actor per CPU of the cluster
   imtalker train renderer --data data/ --out runs/renderer --config configs/renderer-128-tiny.yaml --max-steps 200
   imtalker train renderer --data data/ --out runs/r512 --config configs/renderer-512.yaml --vgg vgg19.pth --devices 4
   imtalker train generator --data data/ --renderer runs/renderer --out runs/gen --config configs/generator-tiny-mel.yaml
@@ -363,7 +468,13 @@ def _prepare(args: argparse.Namespace) -> None:
                            max_missing_face=args.max_missing_face, val_fraction=args.val_fraction,
                            audio_encoder=str(Path(args.audio_encoder).resolve()) if args.audio_encoder else None,
                            shard_mb=args.shard_mb)
-    if args.workers < 1:
+    run_videos = None
+    if args.ray is not None:
+        from .batch.ray_actors import import_ray, ray_video_runner
+
+        import_ray()
+        run_videos = ray_video_runner(_ray_cluster(args))
+    elif (args.workers or 1) < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     bar = None
     if not args.quiet:
@@ -377,7 +488,8 @@ def _prepare(args: argparse.Namespace) -> None:
             bar.update(done - bar.n)
 
     try:
-        report = prepare_dataset(args.videos, args.out, config, workers=args.workers, progress=progress)
+        report = prepare_dataset(args.videos, args.out, config, workers=args.workers or 1, progress=progress,
+                                 run_videos=run_videos)
     finally:
         if bar is not None:
             bar.close()
@@ -442,7 +554,11 @@ def _add_training(sub) -> None:
     prepare.add_argument("videos", metavar="VIDEOS_DIR", help="folder searched recursively for videos")
     prepare.add_argument("out", metavar="OUT_DIR", help="dataset folder (an existing one is continued)")
     prepare.add_argument("--size", type=int, default=512, help="face crop side (the renderer's image size)")
-    prepare.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    prepare.add_argument("--workers", type=int, help="videos processed in parallel (default 1); with --ray, actors "
+                                                     "(default: one per --cpus-per-worker CPUs of the cluster)")
+    _add_ray(prepare)
+    prepare.add_argument("--retries", type=int, default=1, help="with --ray: times a video is tried again after its "
+                                                                "actor died")
     prepare.add_argument("--audio-encoder", help="also store features of this frozen encoder (e.g. wav2vec2 folder)")
     prepare.add_argument("--val-fraction", type=float, default=0.05, help="share of videos held out")
     prepare.add_argument("--min-seconds", type=float, default=2.4, help="skip shorter videos")
@@ -572,12 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
     ui.add_argument("--port", type=int, default=7860, help="port to listen on")
     ui.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    precision = ui.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
+    _add_precision(ui)
     ui.add_argument("--max-seconds", type=float, default=300.0, help="refuse longer speech or driving videos")
     ui.set_defaults(func=_ui)
     _add_serve(sub)
+    _add_batch(sub)
     _add_synth_data(sub)
     _add_training(sub)
     return parser
@@ -596,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except TrainingInterrupted as err:  # non-zero, so a scheduler requeues the job (docs/training.md)
         print(f"imtalker: interrupted: {err}", file=sys.stderr)
         return err.exit_code
@@ -611,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"imtalker: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -213,6 +213,10 @@ class ClipWriter:
         return num_frames
 
 
+# run_videos(config, [(video, clip folder), ...], record(video, (frames, reason))): prepares clips elsewhere
+VideoRunner = Callable[["PrepareConfig", list[tuple[Path, Path]], Callable[[Path, tuple], None]], None]
+
+
 @dataclass
 class PrepareReport:
     """What a run did: clips written now, clips found finished, and skipped videos with reasons."""
@@ -234,10 +238,10 @@ def _init_worker(config: PrepareConfig) -> None:
 
 
 def _run_in_worker(video: Path, out: Path) -> tuple[int | None, str | None]:
-    return _process(_worker_writer, video, out)
+    return prepare_clip(_worker_writer, video, out)
 
 
-def _process(writer: ClipWriter, video: Path, out: Path) -> tuple[int | None, str | None]:
+def prepare_clip(writer: ClipWriter, video: Path, out: Path) -> tuple[int | None, str | None]:
     """(frames, None) on success, (None, reason) for a skipped video; never leaves a partial folder behind."""
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -281,7 +285,8 @@ def _read_settings(out: Path) -> dict | None:
 
 
 def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig = PrepareConfig(),
-                    *, workers: int = 1, progress: Callable[[int, int], None] | None = None) -> PrepareReport:
+                    *, workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                    run_videos: VideoRunner | None = None) -> PrepareReport:
     """Prepare every video under `videos_dir` into `out_dir` (see the module docstring for the layout).
 
     Args:
@@ -290,6 +295,10 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         config: dataset settings.
         workers: videos processed in parallel (processes; each loads its own face detector).
         progress: callback(done, total) after each video.
+        run_videos: where the videos are prepared instead of this machine's processes: called as
+            `run_videos(config, [(video, clip folder), ...], record)`, it makes each clip with `prepare_clip` (in a
+            `ClipWriter` of its own) and calls `record(video, prepare_clip's result)` as each one finishes, e.g.
+            `imtalker.apps.batch.ray_actors.ray_video_runner` on a Ray cluster.
 
     Returns:
         A `PrepareReport`; the manifest is rewritten at the end of every run.
@@ -350,12 +359,15 @@ def prepare_dataset(videos_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         if progress is not None:
             progress(done, len(videos))
 
-    if workers <= 1 or len(todo) <= 1:
+    if run_videos is not None:
+        if todo:
+            run_videos(config, [(video, clips_dir / ids[video]) for video in todo], record)
+    elif workers <= 1 or len(todo) <= 1:
         if todo:
             writer = ClipWriter(config)
             try:
                 for video in todo:
-                    record(video, _process(writer, video, clips_dir / ids[video]))
+                    record(video, prepare_clip(writer, video, clips_dir / ids[video]))
             finally:
                 writer.close()
     else:

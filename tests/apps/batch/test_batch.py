@@ -1,0 +1,100 @@
+"""`imtalker batch` on this machine: good jobs made, a bad one failed alone, reruns that resume, a killed worker."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import pytest
+
+from helpers.batch import kill_when_writing, small_jobs, write_manifest
+from imtalker.apps.batch import LocalRunner, WorkerSettings, read_manifest, run_batch
+from imtalker.apps.cli import main
+
+
+def records(out) -> dict[str, dict]:
+    lines = (out / "results.jsonl").read_text().splitlines()
+    return {record["job"]: record for record in map(json.loads, lines)}
+
+
+def test_batch_makes_the_good_jobs_fails_the_bad_one_and_a_rerun_resumes(batch_inputs, tmp_path, capsys):
+    jobs = small_jobs(batch_inputs, 4) + [{"portrait": str(tmp_path / "absent.png"),
+                                           "audio": str(batch_inputs / "s0.wav"), "output": "bad.mp4", "crop": False}]
+    manifest = write_manifest(tmp_path / "jobs.jsonl", jobs)
+    out = tmp_path / "out"
+    command = ["batch", str(manifest), "--out", str(out), "--weights", str(batch_inputs / "weights"), "-q"]
+
+    assert main(command) == 1  # a job failed
+    found = records(out)
+    assert [found[f"v{i}.mp4"]["status"] for i in range(4)] == ["done"] * 4
+    assert found["bad.mp4"]["status"] == "failed" and "absent.png" in found["bad.mp4"]["reason"]
+    assert "\n" not in found["bad.mp4"]["reason"]
+    assert [found[f"v{i}.mp4"]["portrait_reused"] for i in range(4)] == [False, False, True, True]
+    with av.open(str(out / "v0.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == found["v0.mp4"]["frames"] == 10  # 0.4 s at 25 fps
+    assert sorted(p.name for p in out.iterdir()) == ["results.jsonl"] + [f"v{i}.mp4" for i in range(4)]
+    assert "4 done, 1 failed" in capsys.readouterr().out
+
+    stamps = {path.name: path.stat().st_mtime_ns for path in out.glob("*.mp4")}
+    assert main(command) == 1  # nothing to do; the failure is still there
+    assert "0 done, 0 failed" in capsys.readouterr().out
+    assert {path.name: path.stat().st_mtime_ns for path in out.glob("*.mp4")} == stamps
+
+    # A changed line, a deleted output and a killed run's leftover: only the two jobs are made again.
+    (out / "v1.mp4").unlink()
+    (out / ".v2.0123456789ab.tmp.mp4").write_bytes(b"half a video")
+    jobs[2]["seed"] = 99
+    write_manifest(manifest, jobs)
+    (tmp_path / "absent.png").write_bytes((batch_inputs / "ann.png").read_bytes())
+    assert main(command) == 1
+    assert "2 done, 0 failed" in capsys.readouterr().out
+    assert not (out / ".v2.0123456789ab.tmp.mp4").exists()
+    assert main(command + ["--retry-failed"]) == 0  # the portrait is there now
+    found = records(out)
+    assert all(record["status"] == "done" for record in found.values()) and len(found) == 5
+    assert list(found) == [f"v{i}.mp4" for i in range(4)] + ["bad.mp4"]  # one line per job, in manifest order
+
+
+def test_a_missing_manifest_or_weights_is_a_one_line_error(batch_inputs, tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("imtalker: error: manifest not found")
+    manifest = write_manifest(tmp_path / "jobs.jsonl", small_jobs(batch_inputs, 1))
+    assert main(["batch", str(manifest), "--out", str(tmp_path / "out"), "--weights", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("imtalker: error:") and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # 40-80 s here (two pools of spawned processes importing torch); docs/scale.md
+def test_the_process_pool_retries_the_job_whose_worker_was_killed(batch_inputs, tmp_path):
+    jobs = small_jobs(batch_inputs, 3) + [{"portrait": str(batch_inputs / "ann.png"),
+                                           "audio": str(batch_inputs / "long.wav"), "output": "long.mp4",
+                                           "crop": False}]
+    out = tmp_path / "out"
+    killed = kill_when_writing(out, "long")
+    summary = run_batch(read_manifest(write_manifest(tmp_path / "jobs.jsonl", jobs)), out,
+                        WorkerSettings(weights=str(batch_inputs / "weights"), threads=1), LocalRunner(2, retries=1))
+    assert "pid" in killed and summary.done == 4 and not summary.failed
+    found = records(out)
+    assert found["long.mp4"]["attempts"] == 2
+    assert not found["long.mp4"]["worker"].endswith(f":{killed['pid']}")
+    assert found["long.mp4"]["frames"] == 200
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_video_driven_jobs_share_the_renderer_and_the_portrait_with_audio_driven_ones(batch_inputs, tmp_path):
+    import numpy as np
+
+    from imtalker.io.video import VideoWriter
+
+    with VideoWriter(tmp_path / "driving.mp4") as writer:
+        for value in range(0, 250, 25):  # 10 frames of a brightening grey square
+            writer.write(np.full((128, 128, 3), value, np.uint8))
+    (tmp_path / "jobs.csv").write_text(
+        "portrait,audio,driving,output,crop,crop_driving\n"
+        f"{batch_inputs / 'ann.png'},{batch_inputs / 's0.wav'},,talk.mp4,false,\n"
+        f"{batch_inputs / 'ann.png'},,driving.mp4,nod.mp4,false,false\n")
+    summary = run_batch(read_manifest(tmp_path / "jobs.csv"), tmp_path / "out",
+                        WorkerSettings(weights=str(batch_inputs / "weights")), LocalRunner())
+    assert summary.done == 2 and summary.frames == 20
+    assert records(tmp_path / "out")["nod.mp4"]["portrait_reused"]  # encoded once, for the audio-driven job
