@@ -199,9 +199,9 @@ def test_missing_files_name_the_file_and_where_it_is_published(tmp_path):
     for loader, published in [(load_inception, "pytorch-fid"), (load_i3d, "pytorch-i3d"), (load_arcface, "insightface"),
                               (load_syncnet, "syncnet_python")]:
         with pytest.raises(InputError, match=f"{METRICS_FOLDER}.*does not exist.*{published}"):
-            loader(weights=tmp_path)
+            loader(folder=tmp_path / METRICS_FOLDER)
     with pytest.raises(InputError, match="vgg16-397923af.pth"):
-        load_lpips("vgg", weights=tmp_path)
+        load_lpips("vgg", folder=tmp_path)
     with pytest.raises(InputError, match="nothing.pth"):
         find_metric_file("inception", tmp_path / "nothing.pth")
 
@@ -211,14 +211,14 @@ def test_files_load_strictly_from_the_metrics_folder(tmp_path):
     folder.mkdir()
     model = seeded(SyncNet())
     torch.save(model.state_dict(), folder / "syncnet_v2.model")
-    loaded = load_syncnet(weights=tmp_path)
+    loaded = load_syncnet(folder=folder)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
     arcface = seeded(IResNet(DEPTHS[18]))
     save_file(arcface.state_dict(), str(folder / "arcface_r100.safetensors"))
-    assert [len(getattr(load_arcface(weights=tmp_path), f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert [len(getattr(load_arcface(folder=folder), f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
     torch.save({"conv.weight": torch.zeros(1)}, folder / "rgb_imagenet.pt")
     with pytest.raises(CheckpointError, match="does not fit InceptionI3d"):
-        load_i3d(weights=tmp_path)
+        load_i3d(folder=folder)
 
 
 # The reference implementations themselves, when installed (see the module docstring)
@@ -258,8 +258,9 @@ def test_lpips_agrees_with_the_lpips_package(monkeypatch, tmp_path, net):
     torch.testing.assert_close(ours(a, b), expected, rtol=1e-4, atol=1e-7)
     # and the published heads load through our loader from the wheel's own file
     published = importlib.util.find_spec("lpips").submodule_search_locations[0] + f"/weights/v0.1/{net}.pth"
-    save_file({f"features.{k}": v for k, v in ours.features.state_dict().items()}, str(tmp_path / "backbone.safetensors"))
-    loaded = load_lpips(net, backbone=tmp_path / "backbone.safetensors", heads=published)
+    backbone_file = tmp_path / "backbone.safetensors"
+    save_file({f"features.{k}": v for k, v in ours.features.state_dict().items()}, str(backbone_file))
+    loaded = load_lpips(net, backbone=backbone_file, heads=published)
     torch.testing.assert_close(loaded(a, b), expected, rtol=1e-4, atol=1e-7)
 
 

@@ -100,10 +100,10 @@ def csim(model, fake: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return (face_embeddings(model, fake) * face_embeddings(model, source)).sum(1)
 
 
-def load_arcface(path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None):
+def load_arcface(path: str | os.PathLike | None = None, folder: str | os.PathLike | None = None):
     """insightface's iresnet (`.pth`/`.safetensors`, depth read from the file) or any ArcFace `.onnx`, from `path`
-    or `weights/metrics/` (see `files.METRIC_FILES`)."""
-    path = find_metric_file("arcface", path, weights, suffixes=(".safetensors", ".onnx"))
+    or from `folder` under its published name (`files.METRIC_FILES`)."""
+    path = find_metric_file("arcface", path, folder, suffixes=(".safetensors", ".onnx"))
     if Path(path).suffix == ".onnx":
         return OnnxFaceEmbedder(path)
     state = read_state_dict(path)

@@ -59,10 +59,10 @@ METRIC_FILES = {
 }
 
 
-def find_metric_file(key: str, path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+def find_metric_file(key: str, path: str | os.PathLike | None = None, folder: str | os.PathLike | None = None,
                      suffixes: tuple[str, ...] = ()) -> Path:
     """The file for `key` of `METRIC_FILES`: `path` when given, else the published name (or the same stem with one
-    of `suffixes`, e.g. `.safetensors`, `.onnx`) in `weights/metrics/`.
+    of `suffixes`, e.g. `.safetensors`, `.onnx`) in `folder` (by convention `metrics/` in the weights folder).
 
     Raises:
         InputError: no such file, naming it and where it is published.
@@ -70,8 +70,8 @@ def find_metric_file(key: str, path: str | os.PathLike | None = None, weights: s
     known = METRIC_FILES[key]
     if path is not None:
         candidates = [Path(path)]
-    elif weights is not None:
-        folder = Path(weights) / METRICS_FOLDER
+    elif folder is not None:
+        folder = Path(folder)
         candidates = [folder / known.name] + [folder / (Path(known.name).stem + s) for s in suffixes]
     else:
         candidates = []

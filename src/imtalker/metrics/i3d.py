@@ -116,7 +116,7 @@ def video_clips(frames: torch.Tensor) -> torch.Tensor:
     return frames.reshape(count, CLIP_FRAMES, *frames.shape[1:]).transpose(1, 2)
 
 
-def load_i3d(path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None) -> InceptionI3d:
-    """pytorch-i3d's Kinetics weights from `path` or `weights/metrics/` (see `files.METRIC_FILES`)."""
-    path = find_metric_file("i3d", path, weights, suffixes=(".safetensors",))
+def load_i3d(path: str | os.PathLike | None = None, folder: str | os.PathLike | None = None) -> InceptionI3d:
+    """pytorch-i3d's Kinetics weights from `path` or from `folder` under its published name (`files.METRIC_FILES`)."""
+    path = find_metric_file("i3d", path, folder, suffixes=(".safetensors",))
     return load_strict(InceptionI3d(), read_state_dict(path), path)

@@ -165,7 +165,7 @@ class FIDInceptionV3(nn.Module):
         return x.mean((2, 3))
 
 
-def load_inception(path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None) -> FIDInceptionV3:
-    """pytorch-fid's Inception weights from `path` or `weights/metrics/` (see `files.METRIC_FILES`)."""
-    path = find_metric_file("inception", path, weights, suffixes=(".safetensors",))
+def load_inception(path: str | os.PathLike | None = None, folder: str | os.PathLike | None = None) -> FIDInceptionV3:
+    """pytorch-fid's Inception weights from `path` or from `folder` under its published name (`files.METRIC_FILES`)."""
+    path = find_metric_file("inception", path, folder, suffixes=(".safetensors",))
     return load_strict(FIDInceptionV3(), read_state_dict(path), path)

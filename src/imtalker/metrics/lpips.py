@@ -94,12 +94,12 @@ class LPIPS(nn.Module):
 
 
 def load_lpips(net: str = "alex", backbone: str | os.PathLike | None = None, heads: str | os.PathLike | None = None,
-               weights: str | os.PathLike | None = None) -> LPIPS:
-    """LPIPS from a torchvision backbone file (`backbone`, or the published name in `weights/metrics/`) and the
-    lpips wheel's linear heads (`heads`, likewise); see `files.METRIC_FILES`."""
+               folder: str | os.PathLike | None = None) -> LPIPS:
+    """LPIPS from a torchvision backbone file and the lpips wheel's linear heads: `backbone` and `heads`, or the
+    files under their published names in `folder` (`files.METRIC_FILES`)."""
     model = LPIPS(net)
-    backbone_path = find_metric_file(f"lpips_{net}", backbone, weights, suffixes=(".safetensors",))
-    heads_path = find_metric_file(f"lpips_{net}_heads", heads, weights, suffixes=(".safetensors",))
+    backbone_path = find_metric_file(f"lpips_{net}", backbone, folder, suffixes=(".safetensors",))
+    heads_path = find_metric_file(f"lpips_{net}_heads", heads, folder, suffixes=(".safetensors",))
     state = {k: v for k, v in read_state_dict(backbone_path).items() if k.startswith("features.")}
     state.update(read_state_dict(heads_path))
     return load_strict(model, state, f"{backbone_path} + {heads_path}")

@@ -153,7 +153,8 @@ def sync_scores(lips: torch.Tensor, audio: torch.Tensor, max_shift: int = MAX_SH
                       offset=max_shift - int(index), windows=len(lips))
 
 
-def load_syncnet(path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None) -> SyncNet:
-    """The SyncNet release's `syncnet_v2.model` from `path` or `weights/metrics/` (see `files.METRIC_FILES`)."""
-    path = find_metric_file("syncnet", path, weights, suffixes=(".safetensors",))
+def load_syncnet(path: str | os.PathLike | None = None, folder: str | os.PathLike | None = None) -> SyncNet:
+    """The SyncNet release's `syncnet_v2.model` from `path`, or from `folder` under its published name
+    (`files.METRIC_FILES`)."""
+    path = find_metric_file("syncnet", path, folder, suffixes=(".safetensors",))
     return load_strict(SyncNet(), read_state_dict(path), path)
