@@ -96,9 +96,11 @@ def mfcc(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, coefficients: int
         bank[j, falling] = (high - falling) / (high - centre)
     energies = power @ bank.T
     energies[energies == 0] = tiny
-    from scipy.fft import dct
-
-    cepstra = dct(np.log(energies), type=2, axis=1, norm="ortho")[:, :coefficients]
+    # orthonormal DCT-II of the log energies, first `coefficients` rows only
+    k, n = np.arange(coefficients)[:, None], np.arange(filters)[None, :]
+    dct = np.sqrt(2 / filters) * np.cos(np.pi * k * (2 * n + 1) / (2 * filters))
+    dct[0] /= np.sqrt(2)
+    cepstra = np.log(energies) @ dct.T
     cepstra *= 1 + (lifter / 2) * np.sin(np.pi * np.arange(coefficients) / lifter)
     cepstra[:, 0] = np.log(energy)
     return cepstra
