@@ -342,7 +342,7 @@ class Evaluator:
         syncnet = self.metrics.get("sync")
         if syncnet is None:
             return None
-        return sync_scores(*sync_embeddings(syncnet, _to_tensor(np.stack(list(frames))), waveform))
+        return sync_scores(*sync_embeddings(syncnet, frames, waveform))
 
     def mouth(self, frames) -> np.ndarray:
         from .data.synthetic import measure_mouth_opening
@@ -556,7 +556,9 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike, corpus: str | 
     metrics = MetricNetworks(metric_paths, require=require, device=device)
     settings = {"weights": str(weights), "data": str(data), "seed": seed, "cfg_scale": cfg_scale, "nfe": nfe,
                 "metrics": metrics.names(), "lpips_net": metric_paths.lpips_net, "landmarks": landmarks}
-    key = json.dumps({**settings, "version": CACHE_VERSION}, sort_keys=True)
+    # the clips' folder, not how it was named (a folder or its manifest), identifies the clips
+    clips_folder = str(clips[0][1].parent.resolve())
+    key = json.dumps({**settings, "data": clips_folder, "version": CACHE_VERSION}, sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()
     cache = Path(cache) if cache is not None else None
     evaluator = None

@@ -117,19 +117,21 @@ class SyncScores:
     windows: int
 
 
-def sync_embeddings(model: SyncNet, frames: torch.Tensor, waveform: np.ndarray, batch_size: int = 20
+def sync_embeddings(model: SyncNet, frames, waveform: np.ndarray, batch_size: int = 20
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lip and audio embeddings, (W, 1024) each, of every 5-frame window of (T, 3, H, W) RGB face crops in [0, 1]
-    at 25 fps and their 16 kHz audio in [-1, 1]; windows are taken in batches so memory stays bounded."""
+    """Lip and audio embeddings, (W, 1024) each, of every 5-frame window of a video's face crops, (H, W, 3) uint8
+    RGB frames at 25 fps (a list or an array), and its 16 kHz audio in [-1, 1]. Frames become float tensors one
+    batch of windows at a time, so memory beyond the uint8 frames stays bounded."""
     coefficients = torch.from_numpy(mfcc(np.asarray(waveform, np.float64) * 32768)).float().T  # (13, steps)
     windows = min(len(frames), len(waveform) * FPS // SAMPLE_RATE) - WINDOW_FRAMES
     device = next(model.parameters()).device
     lips, audio = [], []
     for start in range(0, max(windows, 0), batch_size):
         index = range(start, min(windows, start + batch_size))
-        needed = frames[index.start: index.stop + WINDOW_FRAMES - 1]
-        faces = F.interpolate(needed.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        faces = faces.flip(1) * 255  # RGB [0, 1] -> BGR 0..255, what the release's network was trained on
+        needed = np.stack([np.asarray(f) for f in frames[index.start: index.stop + WINDOW_FRAMES - 1]])
+        faces = torch.from_numpy(needed).permute(0, 3, 1, 2).float()
+        faces = F.interpolate(faces, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        faces = faces.flip(1)  # RGB -> BGR in 0..255, what the release's network was trained on
         clips = torch.stack([faces[i - index.start: i - index.start + WINDOW_FRAMES] for i in index]).transpose(1, 2)
         steps = torch.stack([coefficients[:, i * MFCC_PER_FRAME: i * MFCC_PER_FRAME + WINDOW_MFCC] for i in index])
         with torch.inference_mode():
