@@ -68,7 +68,7 @@ def test_evaluation_of_untrained_networks(tiny_weights, synthetic_heldout):
 def test_cli_writes_the_result_and_refuses_a_bad_folder(tiny_weights, synthetic_heldout, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["eval", str(synthetic_heldout / "data"), "--weights", str(tiny_weights), "--out", str(out),
-                 "--max-clips", "1", "--nfe", "2", "-q"]) == 0
+                 "--max-clips", "1", "--nfe", "2", "-q", "--no-landmarks"]) == 0
     saved = json.loads(out.read_text())
     assert saved["summary"]["clips"] == 1 and json.loads(capsys.readouterr().out) == saved["summary"]
     assert main(["eval", str(tmp_path / "nothing"), "--weights", str(tiny_weights)]) == 2
