@@ -116,6 +116,25 @@ def test_vgg_weights_add_the_perceptual_and_region_terms(prepared, tiny_renderer
     assert not any(k.startswith("vgg.") for k in state) and any(k.startswith("disc.") for k in state)
 
 
+def test_lpips_files_add_val_lpips_and_stay_out_of_the_checkpoint(prepared, tiny_renderer_config, tmp_path):
+    from imtalker.metrics.lpips import LPIPS
+
+    torch.manual_seed(0)
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    state = LPIPS("alex").state_dict()  # random backbone and heads under the published file names
+    torch.save({k: v for k, v in state.items() if k.startswith("features.")}, folder / "alexnet-owt-7be5be79.pth")
+    torch.save({k: v.abs() for k, v in state.items() if k.startswith("lin")}, folder / "alex.pth")
+    training = RendererTrainingConfig(batch_size=2, weights=NO_GAN, metric_weights=str(folder))
+    module = RendererModule(tiny_renderer_config, training)
+    data = RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)
+    val = RendererPairDataset(prepared.folder, "val", 128, samples_per_epoch=2)
+    trainer = fit(module, data, val, max_steps=1, default_root_dir=tmp_path / "run", **QUIET)
+    assert float(trainer.callback_metrics["val/lpips"]) > 0
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert not any(k.startswith("lpips.") for k in saved)
+
+
 def test_defaults_are_the_published_recipe_and_a_recipe_names_its_terms(tiny_renderer_config):
     defaults = dataclasses.asdict(RendererTrainingConfig())
     assert defaults["weights"] == {"l1": 1.0, "perceptual": 10.0, "region": 100.0, "consistency": 1.0,

@@ -159,21 +159,33 @@ def _demo(args: argparse.Namespace) -> None:
     _generate(args)
 
 
-def _eval(args: argparse.Namespace) -> None:
-    from ..evaluation import evaluate
+def _write_atomically(path: str, text: str) -> None:
+    """Written whole or not at all."""
+    out = Path(path)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, out)
 
+
+def _eval(args: argparse.Namespace) -> None:
+    from ..evaluation import MetricPaths, evaluate
     from ..weights import resolve_weights
 
     args.weights = str(resolve_weights(args.weights))
     _weight_paths(args, ("renderer", "generator", "audio_encoder"))
-    result = evaluate(args.weights, args.data, args.corpus, seed=args.seed, cfg_scale=args.cfg_scale, nfe=args.nfe,
-                      max_clips=args.max_clips, device=args.device, progress=not args.quiet)
-    text = json.dumps(result, indent=1)
-    if args.out:  # written whole or not at all
-        out = Path(args.out)
-        temp = out.with_name(f".{out.name}.tmp")
-        temp.write_text(text + "\n")
-        os.replace(temp, out)
+    paths = MetricPaths(folder=args.metric_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
+                        lpips_heads=args.lpips_heads, inception=args.inception, i3d=args.i3d, arcface=args.arcface,
+                        syncnet=args.syncnet)
+    require = tuple(name.strip() for name in args.require.split(",") if name.strip()) if args.require else ()
+    result = evaluate(args.weights, args.data, args.corpus, metric_paths=paths, require=require, seed=args.seed,
+                      cfg_scale=args.cfg_scale, nfe=args.nfe, max_clips=args.max_clips, cache=args.cache,
+                      device=args.device, progress=not args.quiet, landmarks=not args.no_landmarks, name=args.name)
+    if args.out:
+        _write_atomically(args.out, json.dumps(result, indent=1) + "\n")
+    if args.table:
+        _write_atomically(args.table, result["tables"])
+    if not args.quiet:
+        print(result["tables"], file=sys.stderr)
     print(json.dumps(result["summary"], indent=1))
 
 
@@ -605,19 +617,41 @@ def _add_training(sub) -> None:
     export.add_argument("--no-ema", action="store_true", help="generator: the raw weights instead of the EMA")
     export.set_defaults(func=_export)
 
-    evaluation = sub.add_parser("eval", help="self-reenactment PSNR/SSIM and lip-sync correlation on prepared clips",
-                                formatter_class=HelpFormatter)
-    evaluation.add_argument("data", help="dataset folder made by `imtalker prepare` (held-out videos)")
+    evaluation = sub.add_parser(
+        "eval", help="the paper's two protocols (self-reenactment, audio-driven) on held-out clips",
+        description="Self-reenactment (PSNR, SSIM, LPIPS, CSIM, LMD, FID, FVD) and audio-driven (FID, FVD, CSIM, "
+                    "Sync-C/D, LMD) on prepared held-out clips; metrics that need weights run when their files are "
+                    "in WEIGHTS/metrics/ (or given below); see docs/evaluation.md",
+        formatter_class=HelpFormatter)
+    evaluation.add_argument("data", help="dataset folder made by `imtalker prepare` (held-out videos), or its "
+                                         "manifest.json")
     evaluation.add_argument("--weights", help=WEIGHTS_HELP + " or the bundled demo model")
     evaluation.add_argument("--corpus", help="synthetic corpus with the ground-truth .npz files, if moved since "
                                              "`prepare` (default: beside the videos the manifest names)")
     evaluation.add_argument("--out", help="write the full result (per clip) as JSON here")
+    evaluation.add_argument("--table", help="write the two tables (Markdown, the paper's layout) here")
+    evaluation.add_argument("--cache", help="folder for per-clip scores and features: a rerun skips the clips "
+                                            "found there with the same settings")
+    evaluation.add_argument("--name", help="the model's name in the tables (default: the weights folder's)")
     evaluation.add_argument("--max-clips", type=int, help="only the first clips")
     evaluation.add_argument("--seed", type=int, default=0, help="audio-driven sampling seed")
     evaluation.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance")
     evaluation.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     evaluation.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    evaluation.add_argument("-q", "--quiet", action="store_true", help="no line per clip")
+    metric_files = evaluation.add_argument_group("metric weights (never downloaded; names in docs/evaluation.md)")
+    metric_files.add_argument("--metric-weights", help="folder with the metric networks' files under their "
+                                                       "published names (default: WEIGHTS/metrics)")
+    metric_files.add_argument("--require", help="comma-separated metrics that must run: lpips,fid,fvd,csim,sync "
+                                                "(default: those whose files are found)")
+    metric_files.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone")
+    metric_files.add_argument("--lpips-backbone", help="torchvision AlexNet/VGG16 .pth")
+    metric_files.add_argument("--lpips-heads", help="the lpips wheel's linear heads (alex.pth / vgg.pth)")
+    metric_files.add_argument("--inception", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID)")
+    metric_files.add_argument("--i3d", help="pytorch-i3d's rgb_imagenet.pt (FVD)")
+    metric_files.add_argument("--arcface", help="insightface iresnet backbone .pth or an ArcFace .onnx (CSIM)")
+    metric_files.add_argument("--syncnet", help="the SyncNet release's syncnet_v2.model (Sync-C/D)")
+    evaluation.add_argument("--no-landmarks", action="store_true", help="skip the face mesh (LMD, lip-sync r)")
+    evaluation.add_argument("-q", "--quiet", action="store_true", help="no progress and no tables on stderr")
     evaluation.set_defaults(func=_eval)
 
 

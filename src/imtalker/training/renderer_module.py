@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..config import (DiscriminatorConfig, RendererConfig, config_from_dict, config_to_dict, renderer_config_from_dict,
                       renderer_config_to_dict)
 from ..metrics import psnr, ssim
+from ..metrics.lpips import load_lpips
 from ..models.demo_renderer import DemoRenderer
 from ..preprocess.face import NUM_LANDMARKS
 from ..models.discriminator import MultiScaleDiscriminator
@@ -51,7 +52,7 @@ from .losses import (PUBLISHED_RENDERER_LOSS_WEIGHTS, RENDERER_LOSS_TERMS, Rende
 logger = logging.getLogger(__name__)
 
 GRAD_CLIP_NORM = 1.0
-FROZEN_PREFIXES = ("vgg.",)  # fixed networks loaded from their own files, kept out of checkpoints
+FROZEN_PREFIXES = ("vgg.", "lpips.")  # fixed networks loaded from their own files, kept out of checkpoints
 EMA_PREFIXES = {"gen_ema.": "gen."}  # the EMA copy inside the module -> its names in `ema_state_dict`
 
 
@@ -65,6 +66,8 @@ class RendererTrainingConfig:
     # loss weights by term name (`training.losses.RENDERER_LOSS_TERMS`); the terms a recipe leaves out are not used
     weights: dict[str, float] = field(default_factory=lambda: dict(PUBLISHED_RENDERER_LOSS_WEIGHTS))
     vgg_path: str | None = None  # torchvision-format VGG19 state dict; None trains without the perceptual terms
+    # a folder with the metric networks' files (docs/evaluation.md); validation logs `val/lpips` when LPIPS's are there
+    metric_weights: str | None = None
     sample_frames: int = 4  # validation frames saved as an image grid
     # None: the published constant rate. N: a linear warm-up over `warmup_steps`, then a cosine decay to
     # `lr * final_lr_fraction` at step N (short runs, e.g. the demo model's, end much sharper with it)
@@ -180,6 +183,7 @@ class RendererModule(lightning.LightningModule):
         self.vgg = load_vgg19(training.vgg_path) if training.vgg_path else None
         if self.vgg is None:
             logger.warning("no VGG19 weights given: training without the perceptual and eye/mouth region losses")
+        self.lpips = load_lpips(folder=training.metric_weights) if training.metric_weights else None
 
     def state_dict(self, *args, **kwargs):
         """Renderer and discriminator only: the fixed VGG19 comes from its own file, not from our checkpoints."""
@@ -260,7 +264,8 @@ class RendererModule(lightning.LightningModule):
         return strategy.block_backward_sync() if hasattr(strategy, "block_backward_sync") else contextlib.nullcontext()
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Reconstruction of held-out driving frames: `val/l1`, `val/psnr` and `val/ssim`; saves a sample grid."""
+        """Reconstruction of held-out driving frames: `val/l1`, `val/psnr`, `val/ssim` (and `val/lpips` with its
+        files); saves a sample grid."""
         renderer = self.gen_ema if self.gen_ema is not None else self.gen  # the weights that will be exported
         fake, _ = renderer(batch["driving"], batch["source"])
         fake = fake.clamp(0, 1)
@@ -269,6 +274,8 @@ class RendererModule(lightning.LightningModule):
         self.log("val/l1", F.l1_loss(fake, real), sync_dist=True, batch_size=b)
         self.log("val/psnr", psnr(fake, real).mean(), prog_bar=True, sync_dist=True, batch_size=b)
         self.log("val/ssim", ssim(fake, real).mean(), sync_dist=True, batch_size=b)
+        if self.lpips is not None:
+            self.log("val/lpips", self.lpips(fake, real).mean(), sync_dist=True, batch_size=b)
         if batch_idx == 0 and self.trainer.is_global_zero:
             self._save_samples(batch["source"], real, fake)
 

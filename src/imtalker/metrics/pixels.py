@@ -1,4 +1,4 @@
-"""Frame and series metrics shared by training (validation) and evaluation: PSNR, SSIM, Pearson correlation."""
+"""Metrics that need no network weights: PSNR, SSIM, the landmark distance LMD and a Pearson correlation."""
 
 from __future__ import annotations
 
@@ -42,3 +42,20 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     if keep.sum() < 3 or a[keep].std() == 0 or b[keep].std() == 0:
         return float("nan")
     return float(np.corrcoef(a[keep], b[keep])[0, 1])
+
+
+def landmark_distance(fake: np.ndarray, real: np.ndarray) -> float:
+    """LMD: the mean Euclidean distance between corresponding landmarks of generated and real frames.
+
+    Args:
+        fake, real: (T, P, 2) landmark positions in pixels of the same frame size; frames where the landmarker found
+            no face hold NaN and are left out.
+
+    Returns:
+        The mean over frames found in both and over points, in pixels (NaN when no frame is found in both).
+    """
+    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+    n = min(len(fake), len(real))
+    distance = np.linalg.norm(fake[:n] - real[:n], axis=-1)  # (T, P)
+    keep = np.isfinite(distance).all(1)
+    return float(distance[keep].mean()) if keep.any() else float("nan")
