@@ -2,9 +2,9 @@
 
 References: torchmetrics (PSNR, SSIM), scipy's matrix square root (the Frechet distance, as pytorch-fid computes
 it), python_speech_features (MFCC). `lpips`, `pytorch-fid` and `syncnet-python` cannot be installed with their
-dependencies beside a CPU torch (they require torchvision); with `pip install --no-deps lpips==0.1.4
-pytorch-fid==0.3.0 syncnet-python==0.2.3` the tests at the end run their own code on our networks' weights (the
-torchvision network definitions they import are stood in by ours), otherwise they are skipped.
+dependencies beside a CPU torch (they require torchvision); the README's set-up installs them with `--no-deps`, and
+the tests at the end run their own code on our networks' weights (the torchvision network definitions they import
+are stood in by ours); where they are missing those tests are skipped.
 """
 
 from __future__ import annotations
