@@ -1,4 +1,7 @@
-"""The benchmark scripts run end to end (tiny models, short runs): they must not rot between full runs."""
+"""The benchmark scripts run end to end (tiny models, short runs): they must not rot between full runs.
+
+The quick runs of the longest scripts (20-50 s each) are marked slow: `python -m pytest -m slow tests/test_benchmarks.py`
+runs them, and so does running those benchmarks."""
 
 from __future__ import annotations
 
@@ -16,11 +19,14 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.mark.parametrize("script, args, expect", [
     ("bench_renderer.py", ["--repeats", "1"],
      ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
-    ("bench_generator.py", ["--repeats", "1"], ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"]),
-    ("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"]),
+    pytest.param("bench_generator.py", ["--repeats", "1"],
+                 ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"], marks=pytest.mark.slow),
+    pytest.param("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"],
+                 marks=pytest.mark.slow),
     ("bench_streaming.py", [], ["| wav2vec2 | 50 (2 s) | 5 (0.2 s) |", "| mel | 0 (0 s) | 0 (0 s) |",
                                 "| mel | whole file, audio shifted 10 ms"]),
-    ("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |", "| 50 | 2 | 4 |"]),
+    pytest.param("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |",
+                                         "| 50 | 2 | 4 |"], marks=pytest.mark.slow),
 ])
 def test_benchmark_quick_run(script, args, expect, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--no-write", *args],
@@ -30,6 +36,7 @@ def test_benchmark_quick_run(script, args, expect, tmp_path):
         assert text in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_benchmark_quick_run(tmp_path):
     weights = save_tiny_weights(tmp_path / "weights", front_end="mel")
     result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_demo.py"), "--quick", "--no-write", "--weights",
