@@ -1,7 +1,7 @@
 """The benchmark scripts run end to end (tiny models, short runs): they must not rot between full runs.
 
-The quick runs of the longest scripts (20-50 s each) are marked slow: `python -m pytest -m slow tests/test_benchmarks.py`
-runs them, and so does running those benchmarks."""
+The quick runs of the longest scripts (20-50 s each) are marked slow: `python -m pytest -m slow
+tests/test_benchmarks.py` runs them, and so does running those benchmarks."""
 
 from __future__ import annotations
 
