@@ -173,7 +173,9 @@ def test_bf16_autocast_runs_close_to_fp32(model, image):
     reference = model.render(source, motion)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         frames = model.render(model.encode_source(image), motion)
+        mixed = model.render(source, motion)  # a source encoded once in float32, frames under autocast
     assert (frames.float() - reference).abs().mean() < 0.02
+    assert (mixed.float() - reference).abs().mean() < 0.02
 
 
 @pytest.mark.parametrize("chunk", [1 << 10, 1 << 14, 1 << 30])

@@ -128,7 +128,11 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
-    kt = k.transpose(-2, -1) * (1 / math.sqrt(d))
+    # one dtype for the out= products: under autocast the queries may be bfloat16 while the source's keys and
+    # values, encoded once, are float32 (autocast does not cast the operands of out= calls)
+    kt = (k.transpose(-2, -1) * (1 / math.sqrt(d))).to(q.dtype)
+    v = v.to(q.dtype)
+    bias = bias.to(q.dtype) if bias is not None else None
     out = q.new_empty(b, heads, nq, d)
     top1 = torch.empty(b, nq, dtype=torch.long, device=q.device)
     scores = q.new_empty(b * heads * chunk * nk)
