@@ -24,8 +24,8 @@ from imtalker.config import DiscriminatorConfig, config_from_dict, renderer_conf
 from imtalker.training.data import RendererPairDataset
 from imtalker.training.renderer_module import RendererModule, training_config_from
 from imtalker.training.trainer import checkpoint_step, fit
+from helpers.configs import shipped_config
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 ITEMS = 2 * STEPS  # one epoch: each of the two devices takes one item a step
 
@@ -45,13 +45,10 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def renderer_config(tmp_path_factory) -> Path:
     """The tiny renderer recipe (with its discriminator) at one item per device, no validation before the end."""
-    config = yaml.safe_load((REPO / "configs" / "renderer-128-tiny.yaml").read_text())
-    config["training"]["batch_size"] = 1
-    config["trainer"].update(samples_per_epoch=ITEMS, val_samples=2, val_check_interval=100, loggers=["csv"],
-                             log_every_n_steps=1, keep_best_checkpoints=0)
-    path = tmp_path_factory.mktemp("ddp") / "renderer.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return shipped_config("renderer-128-tiny.yaml", tmp_path_factory.mktemp("ddp") / "renderer.yaml",
+                          training=dict(batch_size=1),
+                          trainer=dict(samples_per_epoch=ITEMS, val_samples=2, val_check_interval=100,
+                                       loggers=["csv"], log_every_n_steps=1, keep_best_checkpoints=0))
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +112,8 @@ def test_the_renderer_on_two_processes_matches_one_process_on_the_same_global_ba
 
 
 def test_the_generator_trains_on_two_processes_and_records_its_renderer(prepared, ddp_renderer_run, tmp_path):
-    config = yaml.safe_load((REPO / "configs" / "generator-tiny-mel.yaml").read_text())
-    config["training"]["batch_size"] = 2
-    config["trainer"].update(samples_per_epoch=8, val_samples=2, loggers=["csv"], keep_best_checkpoints=0)
-    path = tmp_path / "generator.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = shipped_config("generator-tiny-mel.yaml", tmp_path / "generator.yaml", training=dict(batch_size=2),
+                          trainer=dict(samples_per_epoch=8, val_samples=2, loggers=["csv"], keep_best_checkpoints=0))
     out = tmp_path / "generator"
     run(train_command("generator", "--data", str(prepared.folder), "--renderer", str(ddp_renderer_run),
                       "--out", str(out), "--config", str(path), "--max-steps", "2"))

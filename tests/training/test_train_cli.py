@@ -22,6 +22,7 @@ from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
 from imtalker.training.trainer import checkpoint_step
 from imtalker.weights import weights_digest
+from helpers.configs import shipped_config
 from helpers.tiny_models import RENDERER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,12 +32,10 @@ GENERATOR_CONFIG = REPO / "configs" / "generator-tiny-mel.yaml"
 @pytest.fixture(scope="module")
 def renderer_config(tmp_path_factory) -> Path:
     """The tiny renderer config with a checkpoint every step and a short validation."""
-    config = yaml.safe_load((REPO / "configs" / "renderer-128-tiny.yaml").read_text())
-    config["trainer"].update(checkpoint_every_n_steps=1, val_check_interval=4, val_samples=2, loggers=["csv"])
-    config["training"]["batch_size"] = 2
-    path = tmp_path_factory.mktemp("config") / "renderer.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return shipped_config("renderer-128-tiny.yaml", tmp_path_factory.mktemp("config") / "renderer.yaml",
+                          training=dict(batch_size=2),
+                          trainer=dict(checkpoint_every_n_steps=1, val_check_interval=4, val_samples=2,
+                                       loggers=["csv"]))
 
 
 @pytest.fixture(scope="module")
