@@ -145,8 +145,10 @@ def test_a_flooding_stream_that_runs_is_paced_by_its_render(tight_server, drawn_
         flooder.send(json.dumps({"type": "end"}))
         reader.join()
     print(f"\nrunning flood: {accepted / 2**20:.0f} MB taken in {FLOOD_SECONDS:g} s, {len(frames)} frames")
-    assert accepted / 2**20 < MAX_FLOOD_ACCEPTED_MB, accepted / 2**20
     assert done and done[0]["type"] == "done", done
+    # the buffers, plus the audio the stream rendered (on a quiet machine the tiny networks render seconds of it)
+    rendered_mb = done[0]["frames"] / 25 * FLOOD_RATE * 4 / 2**20
+    assert accepted / 2**20 < MAX_FLOOD_ACCEPTED_MB + rendered_mb, (accepted / 2**20, rendered_mb)
     assert 0 < len(frames) == done[0]["frames"]  # every frame of the audio taken, as the done message counts
     wait_idle(tight_server.url)
 
