@@ -86,11 +86,12 @@ def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | No
     return start, time.perf_counter()
 
 
-def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
+def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None,
+               render_workers: int | None = None) -> dict:
     """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
     from imtalker.pipelines.streaming import StreamingSession
 
-    session_options = {"seed": 0, "nfe": options.get("nfe", 10)}
+    session_options = {"seed": 0, "nfe": options.get("nfe", 10), "render_workers": render_workers}
     if "hop" in options:
         session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
     session = StreamingSession(pipe, source, **session_options)
@@ -179,13 +180,14 @@ def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: f
 IDLE_LEAD_SECONDS = 2.0
 
 
-def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None) -> dict:
+def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, render_workers: int | None = None) -> dict:
     """A LiveSession on a worker thread that ticks its clock whenever no speech waits (as the server's does), 2 s of
     idle, then the speech paced; arrival time and input time per frame."""
     from imtalker.pipelines.live import LiveSession
     from imtalker.pipelines.streaming import StreamingSession
 
-    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0))
+    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
+                                        render_workers=render_workers))
     inbox: queue.Queue = queue.Queue()
     frames, events = [], {}  # (arrival, index, input time)
     interrupt_requested = threading.Event()

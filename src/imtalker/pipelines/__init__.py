@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..models.generator import MotionGenerator
 from ..models.renderer import IMTRenderer, SourceState
 from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 from ..sampling import ChunkSampler, SamplingOptions
+from .render_pool import RenderPool
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, total frames)
 
@@ -119,6 +121,8 @@ class _PipelineBase:
         self.renderer = renderer.to(self.device).eval()
         self._face_detector_factory = face_detector_factory
         self._face_detector = None
+        self._render_pools: dict[int, RenderPool] = {}
+        self._render_pools_lock = threading.Lock()
 
     @property
     def image_size(self) -> int:
@@ -179,6 +183,15 @@ class _PipelineBase:
                 frames = frames_to_uint8(self.renderer.render(source.state, chunk.to(self.device)))
             for frame in frames:
                 yield self._paste(source, frame) if paste_back else frame
+
+    def render_pool(self, workers: int) -> RenderPool:
+        """This pipeline's pool of `workers` render threads (`RenderPool`), made on first use and shared by every
+        caller asking for that many, so sessions sharing the pipeline share its threads."""
+        with self._render_pools_lock:
+            pool = self._render_pools.get(workers)
+            if pool is None:
+                pool = self._render_pools[workers] = RenderPool(self, workers)
+            return pool
 
     def _paste(self, source: PreparedSource, frame: np.ndarray) -> np.ndarray:
         if source.crop_box is not None:

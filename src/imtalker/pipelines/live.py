@@ -167,7 +167,8 @@ class LiveSession:
                 audio = np.concatenate([audio, np.zeros(SAMPLES_PER_FRAME - audio.size, np.float32)])
             self._audio = self._audio[offset + SAMPLES_PER_FRAME:]
             self._audio_frame = frame.index + 1
-            yield LiveFrame(frame.index, frame.timestamp, frame.image, audio, self._input_time(frame.index))
+            yield LiveFrame(frame.index, frame.timestamp, frame.image, frame.rendered, audio=audio,
+                            input_time=self._input_time(frame.index))
 
     def _input_time(self, index: int) -> float | None:
         position = index * SAMPLES_PER_FRAME

@@ -32,7 +32,9 @@ trained on 2-second clips, so a hop is sampled as the start of a whole clip whos
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +47,7 @@ from ..errors import InputError
 from ..features import StreamingFeatures
 from ..sampling import HopSampler, HopSchedule, SamplingOptions
 from . import AudioDrivenPipeline, PreparedSource
+from .render_pool import default_render_workers
 
 DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after a 2-second chunk (latency it costs: 0.2 s)
@@ -54,11 +57,23 @@ SAMPLE_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what by
 
 @dataclass(frozen=True)
 class StreamFrame:
-    """One rendered frame: its index, its media time (index / 25 s) and the picture."""
+    """One frame: its index, its media time (index / 25 s) and the picture."""
 
     index: int
     timestamp: float  # media time: seconds from the first audio sample; this frame's audio starts here
     image: np.ndarray  # (H, W, 3) uint8
+    rendered: bool = True  # False: a session catching up (`max_lag`) shows the previous picture again
+
+
+@dataclass
+class RenderingPart:
+    """Committed latents (n, motion_dim) being rendered, the future of the pictures of every `step`-th one, and how
+    many frames were shown."""
+
+    latents: torch.Tensor
+    frames: Future
+    step: int = 1
+    shown: int = 0
 
 
 class PcmDecoder:
@@ -115,7 +130,9 @@ class StreamingSession:
         cfg_scale, nfe, seed: as for `AudioDrivenPipeline.to_file`; the same seed draws the same noise. Live use
             may take fewer Euler points (the paper: 5 steps sync lips as well as 10).
         paste_back: render into the full photo instead of the face crop.
-        batch_size: frames rendered at once.
+        batch_size: frames rendered at once (by each render worker).
+        render_workers: threads rendering the frames, from the pipeline's shared `RenderPool`; None: two on a CPU
+            with two cores or more, else one. While they render a hop, the session samples the next one.
         hop: frames committed per step (`imtalker.sampling.HopSchedule`): None (default) is the 2-second chunk
             schedule of the offline pipeline; 5 (200 ms) is the live schedule.
         lookahead_frames: audio after each hop that must have arrived before it is made, encoded with it (and
@@ -127,6 +144,12 @@ class StreamingSession:
             features and costs encoder time.
         blend_frames: frames over which `interrupt` eases back to the source's face.
         max_seconds: refuse audio beyond this length (None: no limit).
+        max_lag: catch up when the frames fall behind: when a hop is committed with more than this many seconds of
+            audio in hand that no frame has shown yet, only every other frame of it is rendered and the others repeat
+            the picture before (`StreamFrame.rendered` is False), which halves its cost, so a renderer slower than
+            real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
+            rendered whatever the delay (offline-equal output). A live hop has (hop + look-ahead) / 25 s in hand
+            when the session keeps up.
 
     Media time: frame i's timestamp is i / 25 s on the session's timeline, which is the audio pushed, except that
     `interrupt` replaces the dropped audio by `blend_frames` frames of silence (`media_seconds` says where the next
@@ -138,13 +161,16 @@ class StreamingSession:
                  seed: int | None = None, paste_back: bool = False, batch_size: int = 8, hop: int | None = None,
                  lookahead_frames: int | None = None, padding: str | None = None,
                  context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
-                 max_seconds: float | None = None):
+                 max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None):
+        if render_workers is None:
+            render_workers = default_render_workers(pipeline.device)
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
-                                 ("blend_frames", blend_frames, 1)):
+                                 ("blend_frames", blend_frames, 1), ("render_workers", render_workers, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-        if max_seconds is not None and not max_seconds > 0:
-            raise InputError(f"max_seconds must be positive or None, got {max_seconds!r}")
+        for name, value in (("max_seconds", max_seconds), ("max_lag", max_lag)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise InputError(f"{name} must be a positive number of seconds or None, got {value!r}")
         self.clip_frames = pipeline.generator.config.clip_frames
         self.schedule = live_schedule(hop, lookahead_frames, padding, self.clip_frames)
         sampling = SamplingOptions(cfg_scale, nfe, seed)
@@ -153,16 +179,17 @@ class StreamingSession:
         self.paste_back, self.batch_size = paste_back, batch_size
         self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
         self.context_frames, self.blend_frames = context_frames, blend_frames
-        self.max_seconds = max_seconds
+        self.max_seconds, self.max_lag = max_seconds, max_lag
         self._decoder = PcmDecoder(sample_format)
         self._resampler = self._new_resampler()
         self._features = StreamingFeatures(pipeline.audio_encoder, context_frames, pipeline.device)
         self._sampler = HopSampler(pipeline.generator, source.state.motion, sampling, self.schedule.padding)
+        self._render_pool = pipeline.render_pool(render_workers)
         self._input_samples = 0  # samples pushed in all, at sample_rate (for the limit)
         self._segment_input = 0  # ... since the last interrupt, and where on the timeline that segment starts
         self._segment_start = 0
         self._next_frame = 0  # first frame not committed yet
-        self._pending: torch.Tensor | None = None  # (n, motion_dim) committed latents not yet shown
+        self._rendering: deque[RenderingPart] = deque()  # committed frames not shown yet, in order
         self._last_shown = source.state.motion[0].float()  # latent of the last frame shown
         self._quiet: list[list[int]] = []  # [start, end) samples of the timeline where nobody speaks (`idle`)
         self.frames_done = 0  # frames shown (yielded)
@@ -263,7 +290,9 @@ class StreamingSession:
             raise InputError("the stream is finished; start a new session")
         shown = self.frames_done
         self._sampler.forget(self._next_frame - shown)
-        self._pending = None
+        for part in self._rendering:
+            part.frames.cancel()
+        self._rendering.clear()
         self._features.truncate(shown * SAMPLES_PER_FRAME)
         self._quiet = [[start, min(end, shown * SAMPLES_PER_FRAME)] for start, end in self._quiet
                        if start < shown * SAMPLES_PER_FRAME]
@@ -279,7 +308,8 @@ class StreamingSession:
             stop = shown + self.blend_frames
             self._features.append(np.zeros(self.blend_frames * SAMPLES_PER_FRAME, np.float32))
             self._sampler.append(blend[None], self._features.encode(shown, stop, stop))
-            self._pending, self._next_frame = blend, stop
+            self._render(blend)
+            self._next_frame = stop
         self._segment_start, self._segment_input = self._features.received, 0
         return self._advance(final=False)
 
@@ -290,22 +320,45 @@ class StreamingSession:
 
     def _advance(self, final: bool) -> Iterator[StreamFrame]:
         """Show the frames committed and not shown, then commit and show every hop whose audio (and look-ahead) is
-        complete; at the end, all that is left."""
+        complete; at the end, all that is left. The next hop, when its audio is in, is sampled while the render
+        workers draw this one."""
         while True:
-            if self._pending is not None and len(self._pending):
-                batch = self._pending[:self.batch_size]
-                images = self.pipeline.render_frames(self.source, batch, self.batch_size, self.paste_back)
-                for image, latent in zip(images, batch):
-                    self._pending = self._pending[1:]
-                    self._last_shown = latent.float()
-                    index = self.frames_done
-                    self.frames_done += 1
-                    yield StreamFrame(index, index / FPS, image)
-            elif not self._commit_next_hop(final):
-                return
+            if not self._rendering:
+                if not self._commit_next_hop(final):
+                    return
+                continue
+            if sum(len(part.latents) for part in self._rendering) <= self.hop:
+                self._commit_next_hop(final)
+            part = self._rendering[0]
+            images = part.frames.result()
+            while part.shown < len(part.latents):
+                drawn = part.shown // part.step  # the picture shown: the last one rendered
+                self._last_shown = part.latents[drawn * part.step].float()
+                rendered = part.shown % part.step == 0
+                part.shown += 1
+                index = self.frames_done
+                self.frames_done += 1
+                yield StreamFrame(index, index / FPS, images[drawn], rendered)
+                if not self._rendering or self._rendering[0] is not part:  # an interrupt dropped it meanwhile
+                    break
+            else:
+                self._rendering.popleft()
+
+    def _render(self, latents: torch.Tensor) -> None:
+        """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time;
+        every other one only when the frames lag the audio by more than `max_lag` (catching up)."""
+        behind = self._features.received / SAMPLE_RATE - self.frames_done / FPS
+        step = 2 if self.max_lag is not None and behind > self.max_lag else 1
+        workers = self._render_pool.workers
+        for chunk in latents.split(self.batch_size * workers * step):
+            start = 0
+            for drawn, frames in self._render_pool.submit(self.source, chunk[::step], self.paste_back):
+                stop = min(start + len(drawn) * step, len(chunk))
+                self._rendering.append(RenderingPart(chunk[start:stop], frames, step))
+                start = stop
 
     def _commit_next_hop(self, final: bool) -> bool:
-        """Sample the next hop into `_pending` if its audio is in (at the end: whatever is left); False if not."""
+        """Sample the next hop and start rendering it if its audio is in (at the end: whatever is left); False if not."""
         features, hop, lookahead = self._features, self.schedule.hop, self.schedule.lookahead
         total = math.ceil(features.received * FPS / SAMPLE_RATE)
         start = self._next_frame
@@ -323,7 +376,7 @@ class StreamingSession:
         heard = features.encode(start, min(hi, start + self.clip_frames), hi,
                                 until=features.received if final else None)
         silent = self._is_quiet(start * SAMPLES_PER_FRAME, min(hi * SAMPLES_PER_FRAME, features.received))
-        self._pending = self._sampler.step(heard, stop - start, silent=silent)[0]  # (stop - start, motion_dim)
+        self._render(self._sampler.step(heard, stop - start, silent=silent)[0])  # (stop - start, motion_dim)
         self._next_frame = stop
         features.forget_before(stop)
         self._quiet = [span for span in self._quiet if span[1] > stop * SAMPLES_PER_FRAME]

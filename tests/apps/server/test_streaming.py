@@ -229,3 +229,31 @@ def test_interrupt_after_finish_is_an_input_error(pipe, source):
     list(session.finish())
     with pytest.raises(InputError, match="finished"):
         session.interrupt()
+
+
+def test_a_session_behind_its_audio_renders_every_other_frame_until_it_catches_up(pipe, source, motion_frames):
+    """With `max_lag`, a hop committed with more audio in hand than that shows every other frame's picture twice;
+    a session that keeps up (audio pushed one hop at a time, frames read) renders every frame."""
+    samples = voice(4.0, seed=7)
+    behind = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.5, **LIVE, **FAST)
+    frames = list(behind.push(samples)) + list(behind.finish())
+    everything = stream(pipe, source, [samples], 16000, **LIVE)
+    assert [f.index for f in frames] == list(range(100)) == [f.index for f in everything]
+    skipped = [f for f in frames if not f.rendered]
+    assert 30 <= len(skipped) <= 50  # every other frame while behind; the last hops are within the lag
+    for before, frame, truth in zip(frames, frames[1:], everything[1:]):
+        if frame.rendered:
+            assert np.array_equal(frame.image, truth.image)  # the frames it renders are the session's own
+        else:
+            assert np.array_equal(frame.image, before.image)
+    paced = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.5, **LIVE, **FAST)
+    kept_up = [f for piece in np.array_split(samples, 20) for f in paced.push(piece)] + list(paced.finish())
+    assert len(kept_up) == 100 and all(f.rendered for f in kept_up)
+
+
+def test_render_workers_do_not_change_the_frames(pipe, source):
+    samples = voice(1.2, seed=9)
+    one = stream(pipe, source, [samples], 16000, **LIVE, render_workers=1)
+    two = stream(pipe, source, np.array_split(samples, 7), 16000, **LIVE, render_workers=2)
+    assert len(one) == len(two) == 30
+    assert all(np.array_equal(a.image, b.image) and b.rendered for a, b in zip(one, two))

@@ -39,12 +39,12 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ...constants import FPS, LIVE_HOP_FRAMES, SAMPLE_RATE
+from ...constants import FPS, LIVE_HOP_FRAMES, LIVE_MAX_LAG_SECONDS, SAMPLE_RATE
 from ...errors import InputError
 from ...pipelines.live import LiveFrame, LiveSession
 from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, live_schedule
 from .errors import ApiError
-from .inputs import parse_bool, parse_int, parse_options
+from .inputs import parse_bool, parse_float, parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
 from .jobs import Job, JobCancelled, QueueFull
 from .metrics import return_free_memory
@@ -60,7 +60,8 @@ SHUTDOWN_RETRY_SECONDS = 5
 TRIM_AFTER_BYTES = 4 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 MAX_LOOKAHEAD_FRAMES = 25  # 1 s: more only adds latency to a live stream
-SCHEDULE_OPTIONS = ("hop", "lookahead")  # stream-only options, beside the generation options
+SCHEDULE_OPTIONS = ("hop", "lookahead", "max_lag")
+MAX_LAG_SECONDS = 10.0  # stream-only options, beside the generation options
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key", "idle", "audio_out")
 IDLE_POLL_SECONDS = 0.04  # how often an always-on stream's worker looks at the clock when no audio comes (a frame)
@@ -147,6 +148,9 @@ class _Stream:
         if hop is None and lookahead is None:
             lookahead = self.settings.lookahead_frames  # the 2-second schedule as the server is configured
         schedule = live_schedule(hop, lookahead, None, clip)  # checked before the client is told "ready"
+        # live schedules catch up when they fall behind (0 turns it off); the 2-second one renders every frame
+        max_lag = parse_float(schedule_values.get("max_lag"), "max_lag",
+                              LIVE_MAX_LAG_SECONDS if hop is not None else 0.0, 0.0, MAX_LAG_SECONDS) or None
         sample_rate = parse_int(start.get("sample_rate"), "sample_rate", 16000, 1000, 768000)
         sample_format = start.get("format", "s16le")
         if sample_format not in SAMPLE_FORMATS:
@@ -165,7 +169,7 @@ class _Stream:
         self.sample_format = sample_format
         self.idle, self.audio_out = idle, audio_out
         stream = dict(options=options, image_format=image_format, quality=quality, portrait=portrait, hop=hop,
-                      lookahead=schedule.lookahead)
+                      lookahead=schedule.lookahead, max_lag=max_lag)
         self.job = Job("stream", lambda job: self._work(job, **stream))
         try:
             self.state.jobs.submit(self.job)
@@ -178,7 +182,7 @@ class _Stream:
             "type": "ready", "id": self.job.id, "fps": FPS, "width": width, "height": height,
             "sample_rate": sample_rate, "format": sample_format, "image_format": image_format,
             "context_frames": self.settings.context_frames, "lookahead_frames": schedule.lookahead,
-            "chunk_frames": clip, "hop_frames": schedule.hop,
+            "chunk_frames": clip, "hop_frames": schedule.hop, "max_lag": max_lag,
             "max_seconds": self.settings.max_audio_seconds, "buffer_seconds": self.settings.ws_buffer_seconds,
             "idle": idle, "audio_out": audio_out, **({"audio_sample_rate": SAMPLE_RATE} if audio_out else {})})
         return stream
@@ -308,7 +312,7 @@ class _Stream:
 
     # -- the worker's side --------------------------------------------------------------------------------------
 
-    def _work(self, job: Job, options, image_format, quality, portrait: Portrait, hop, lookahead):
+    def _work(self, job: Job, options, image_format, quality, portrait: Portrait, hop, lookahead, max_lag):
         """Runs on a worker thread: 16 kHz audio from the inbox through a StreamingSession, frames to the outbox.
 
         The receiver has decoded, resampled and counted the audio against the limit already. An interrupt stops
@@ -320,7 +324,7 @@ class _Stream:
             session = StreamingSession(
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
-                hop=hop, lookahead_frames=lookahead, **options.sampler_options())
+                hop=hop, lookahead_frames=lookahead, max_lag=max_lag, **options.sampler_options())
             # always-on: the LiveSession idles on the worker's clock, which starts now
             live = LiveSession(session) if self.idle else None
             talker, clock = live or session, time.monotonic()
@@ -372,14 +376,19 @@ class _Stream:
 
     def _send_frames_of(self, job: Job, frames, image_format, quality, stop_after: int | None = None) -> None:
         """Encode and emit frames; with `stop_after`, stop as soon as an interrupt beyond that count arrives."""
+        encoded = None  # (picture, its bytes): a frame that repeats the picture before (catching up) is not re-encoded
         for frame in frames:
             header = {"type": "frame", "index": frame.index, "timestamp": round(frame.timestamp, 6)}
+            if not frame.rendered:
+                header["repeated"] = True
             if isinstance(frame, LiveFrame):
                 header["input_time"] = None if frame.input_time is None else round(frame.input_time, 6)
                 if self.audio_out:  # the frame's sound first, so a client can queue it before the picture
                     pcm = (np.clip(frame.audio, -1, 1) * 32767).astype("<i2").tobytes()
                     self._emit(job, pack_frame({"type": "audio", "timestamp": header["timestamp"]}, pcm))
-            self._emit(job, pack_frame(header, encode_image(frame.image, image_format, quality)))
+            if encoded is None or encoded[0] is not frame.image:
+                encoded = frame.image, encode_image(frame.image, image_format, quality)
+            self._emit(job, pack_frame(header, encoded[1]))
             job.frames_done += 1
             self.state.metrics.add_frames(1)
             job.check()

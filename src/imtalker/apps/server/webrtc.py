@@ -26,7 +26,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from starlette.concurrency import run_in_threadpool
 
-from ...constants import FPS, LIVE_HOP_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ...constants import FPS, LIVE_HOP_FRAMES, LIVE_MAX_LAG_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ...errors import InputError
 from ...pipelines.live import LiveSession
 from ...pipelines.streaming import StreamingSession, live_schedule
@@ -229,7 +229,7 @@ class LivePeer:
             session = StreamingSession(
                 self.state.pipeline, portrait.prepare(self.state.sources), paste_back=options.paste_back,
                 batch_size=settings.batch_size, context_frames=settings.context_frames, hop=hop,
-                lookahead_frames=lookahead, **options.sampler_options())
+                lookahead_frames=lookahead, max_lag=LIVE_MAX_LAG_SECONDS, **options.sampler_options())
             live, clock, handled = LiveSession(session), time.monotonic(), 0
             while True:
                 if self.interrupts > handled:
