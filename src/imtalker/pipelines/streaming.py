@@ -51,6 +51,7 @@ from .render_pool import default_render_workers
 
 DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after a 2-second chunk (latency it costs: 0.2 s)
+MAX_CATCH_UP_STEP = 5  # a session catching up renders at least one frame in five (5 pictures a second)
 INTERRUPT_BLEND_FRAMES = 6  # an interrupted face eases back to the source's over 240 ms
 SAMPLE_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what bytes pushed to a session hold
 
@@ -145,9 +146,9 @@ class StreamingSession:
         blend_frames: frames over which `interrupt` eases back to the source's face.
         max_seconds: refuse audio beyond this length (None: no limit).
         max_lag: catch up when the frames fall behind: when a hop is committed with more than this many seconds of
-            audio in hand that no frame has shown yet, only every other frame of it is rendered and the others repeat
-            the picture before (`StreamFrame.rendered` is False), which halves its cost, so a renderer slower than
-            real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
+            audio in hand that no frame has shown yet, only every k-th frame of it is rendered (k = 1 + that lag //
+            max_lag, at most 5) and the others repeat the picture before (`StreamFrame.rendered` is False), so a
+            renderer slower than real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
             rendered whatever the delay (offline-equal output). A live hop has (hop + look-ahead) / 25 s in hand
             when the session keeps up.
 
@@ -346,9 +347,12 @@ class StreamingSession:
 
     def _render(self, latents: torch.Tensor) -> None:
         """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time;
-        every other one only when the frames lag the audio by more than `max_lag` (catching up)."""
+        when the frames lag the audio by more than `max_lag`, only every k-th: k = 1 + lag // max_lag, at most
+        `MAX_CATCH_UP_STEP` (catching up)."""
         behind = self._features.received / SAMPLE_RATE - self.frames_done / FPS
-        step = 2 if self.max_lag is not None and behind > self.max_lag else 1
+        step = 1
+        if self.max_lag is not None and behind > self.max_lag:  # the further behind, the fewer pictures
+            step = min(1 + int(behind / self.max_lag), MAX_CATCH_UP_STEP)
         workers = self._render_pool.workers
         for chunk in latents.split(self.batch_size * workers * step):
             start = 0

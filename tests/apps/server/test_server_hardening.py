@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from imtalker.apps.server import ServerSettings
 from imtalker.apps.server.intake import AudioInbox, PcmIntake
 from imtalker.apps.server.metrics import rss_mb
-from helpers.server import FAST, pcm16, running_server, voice, wav_bytes
+from helpers.server import FAST, drawn_portrait, pcm16, png_bytes, running_server, voice, wav_bytes
 
 FLOOD_RATE = 768000  # f32le: 3 MB of audio a second, the costliest start message
 FLOOD_SECONDS = 3.0
@@ -275,3 +275,47 @@ def test_portrait_and_portrait_id_together_are_400(tight_server, drawn_png):
     with connect(f"{tight_server.ws_url}/v1/stream", open_timeout=30) as ws:
         ws.send(start_message(drawn_png, portrait_id="0" * 32))
         assert json.loads(ws.recv(timeout=30))["status"] == 400
+
+
+def open_and_never_read(port: int, start: str) -> socket.socket:
+    """A WebSocket client that opens a stream and then reads nothing (a raw socket with a tiny receive buffer, so
+    the server's sends back up at once instead of filling a client library's queue)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(1)  # byte by byte: nothing after the handshake is taken from the socket
+    assert reply.startswith(b"HTTP/1.1 101"), reply
+    payload, mask = start.encode(), b"\x01\x02\x03\x04"
+    length = struct.pack("!BH", 0x80 | 126, len(payload)) if len(payload) < 65536 else struct.pack(
+        "!BQ", 0x80 | 127, len(payload))
+    sock.sendall(b"\x81" + length + mask + bytes(b ^ mask[k % 4] for k, b in enumerate(payload)))
+    return sock
+
+
+def test_a_client_that_stops_reading_is_dropped_without_stalling_another(pipe, drawn_png):
+    """An always-on stream whose client never reads backs up; the server gives up on it after `ws_idle_seconds`
+    (its worker is free again) while a second client's stream is served in full meanwhile."""
+    big = png_bytes(np.tile(drawn_portrait(160), (4, 4, 1)))  # 640 px: pasted-back frames of ~100 kB
+    with running_server(pipe, workers=2, max_queue=0, ws_idle_seconds=2.0) as server:
+        stalled = open_and_never_read(server.settings.port, json.dumps({
+            "type": "start", "portrait": base64.b64encode(big).decode(), "sample_rate": 16000, "idle": True,
+            "image_format": "png", "options": {**FAST, "crop": False, "paste_back": True}}))
+        try:
+            deadline = time.monotonic() + 30
+            while server.state.metrics.snapshot()["frames_rendered"] < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.state.jobs.stats()["running"] == 1  # it runs: its frames are rendered and back up
+            assert normal_stream(server.ws_url, drawn_png) == 8  # served while the other stream blocks
+            deadline = time.monotonic() + 60
+            while server.state.jobs.stats()["running"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stats = server.state.jobs.stats()
+            # the stalled stream was dropped (408 slow_client cancels its job), its worker freed; the other one done
+            assert (stats["running"], stats["cancelled"], stats["done"]) == (0, 1, 1)
+        finally:
+            stalled.close()
