@@ -40,7 +40,7 @@ import torch
 
 import imtalker
 from common import header, median_seconds, write_section
-from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from imtalker.constants import FPS, LIVE_MAX_LAG_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from imtalker.io.audio import load_audio
 
 PIECE_SECONDS = 0.2
@@ -48,10 +48,14 @@ INTERRUPT_AFTER_SECONDS = 3.0
 SENTENCE = ("Hello! I am a small talking avatar. I can answer you while you are still listening, "
             "and I stop talking as soon as you interrupt me.")
 ASSETS = Path(imtalker.__file__).parent / "assets"
-SCHEDULES = [  # (label, session / start-message options)
+SCHEDULES = [  # (label, session / start-message options); hop schedules catch up past 0.4 s, as the server's do
     ("2 s chunks (default)", {}),
-    ("hop 5, look-ahead 2", {"hop": 5, "lookahead": 2}),
-    ("hop 5, look-ahead 2, nfe 5", {"hop": 5, "lookahead": 2, "nfe": 5}),
+    ("hop 5, look-ahead 2", {"hop": 5, "lookahead": 2, "max_lag": LIVE_MAX_LAG_SECONDS}),
+    ("hop 5, look-ahead 2, nfe 5", {"hop": 5, "lookahead": 2, "nfe": 5, "max_lag": LIVE_MAX_LAG_SECONDS}),
+]
+ALWAYS_ON = [  # (label, render workers, max_lag)
+    ("one render thread, no catching up (before)", 1, None),
+    ("2 render workers, catching up past 0.4 s (default)", 2, LIVE_MAX_LAG_SECONDS),
 ]
 
 
@@ -91,12 +95,13 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
     """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
     from imtalker.pipelines.streaming import StreamingSession
 
-    session_options = {"seed": 0, "nfe": options.get("nfe", 10), "render_workers": render_workers}
+    session_options = {"seed": 0, "nfe": options.get("nfe", 10), "render_workers": render_workers,
+                       "max_lag": options.get("max_lag")}
     if "hop" in options:
         session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
     session = StreamingSession(pipe, source, **session_options)
     inbox: queue.Queue = queue.Queue()
-    arrivals, events = {}, {}
+    arrivals, rendered, events = {}, {}, {}
     interrupt_requested = threading.Event()
 
     def worker():
@@ -114,6 +119,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
             frames = session.finish() if item is None else session.push(item)
             for frame in frames:
                 arrivals[frame.index] = time.perf_counter()
+                rendered[frame.index] = frame.rendered
                 if interrupt_requested.is_set() and not handled:
                     break
             if item is None:
@@ -124,7 +130,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
     start, end_sent = send_paced(inbox, samples, interrupt_at, interrupt_requested, events)
     inbox.put(None)
     thread.join()
-    return {"start": start, "end_sent": end_sent, "arrivals": arrivals, "events": events}
+    return {"start": start, "end_sent": end_sent, "arrivals": arrivals, "rendered": rendered, "events": events}
 
 
 def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: float | None) -> dict:
@@ -134,7 +140,7 @@ def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: f
     from imtalker.apps.server.render import unpack_frame
 
     portrait = base64.b64encode((ASSETS / "demo_portrait.png").read_bytes()).decode()
-    arrivals, events = {}, {}
+    arrivals, rendered, events = {}, {}, {}
     headers = {"X-API-Key": os.environ["IMTALKER_API_KEY"]} if os.environ.get("IMTALKER_API_KEY") else {}
     with connect(f"{url.rstrip('/')}/v1/stream", additional_headers=headers, max_size=None, open_timeout=60) as ws:
         ws.send(json.dumps({"type": "start", "portrait": portrait, "sample_rate": SAMPLE_RATE,
@@ -162,8 +168,10 @@ def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: f
             message = ws.recv(timeout=300)
             now = time.perf_counter()
             if isinstance(message, bytes):
-                index = unpack_frame(message)[0]["index"]
+                frame_header = unpack_frame(message)[0]
+                index = frame_header["index"]
                 arrivals[index] = now
+                rendered[index] = not frame_header.get("repeated", False)
                 if "shown_at_interrupt" in events and index >= events["shown_at_interrupt"]:
                     events.setdefault("first_blend", now)
                 continue
@@ -174,22 +182,24 @@ def over_websocket(url: str, samples: np.ndarray, options: dict, interrupt_at: f
             assert reply["type"] == "done", reply
             break
         thread.join()
-    return {"start": times["start"], "end_sent": times["end_sent"], "arrivals": arrivals, "events": events}
+    return {"start": times["start"], "end_sent": times["end_sent"], "arrivals": arrivals, "rendered": rendered,
+            "events": events}
 
 
 IDLE_LEAD_SECONDS = 2.0
 
 
-def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, render_workers: int | None = None) -> dict:
+def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, render_workers: int | None = None,
+              max_lag: float | None = None) -> dict:
     """A LiveSession on a worker thread that ticks its clock whenever no speech waits (as the server's does), 2 s of
     idle, then the speech paced; arrival time and input time per frame."""
     from imtalker.pipelines.live import LiveSession
     from imtalker.pipelines.streaming import StreamingSession
 
     live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
-                                        render_workers=render_workers))
+                                        render_workers=render_workers, max_lag=max_lag))
     inbox: queue.Queue = queue.Queue()
-    frames, events = [], {}  # (arrival, index, input time)
+    frames, events = [], {}  # (arrival, index, input time, rendered)
     interrupt_requested = threading.Event()
 
     def worker():
@@ -203,7 +213,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
                 handled = True
                 for frame in live.interrupt():
                     events.setdefault("first_rest", time.perf_counter())
-                    frames.append((time.perf_counter(), frame.index, frame.input_time))
+                    frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
                 while inbox.qsize() > 0 and inbox.queue[0] is not None:  # queued speech is dropped, as the server does
                     inbox.get_nowait()
                 continue
@@ -214,7 +224,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
             else:
                 batch = live.tick(time.perf_counter() - clock)
             for frame in batch:
-                frames.append((time.perf_counter(), frame.index, frame.input_time))
+                frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
                 if interrupt_requested.is_set() and not handled:
                     break
             if item is None:
@@ -233,15 +243,17 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
 
 def summarise_always_on(run: dict, samples: np.ndarray) -> dict:
     frames = run["frames"]
-    idle = [at for at, _, _ in frames if at < run["start"]]
-    speech = [(at, t) for at, _, t in frames if t is not None]
+    idle = [at for at, _, _, _ in frames if at < run["start"]]
+    speech = [(at, t) for at, _, t, _ in frames if t is not None]
+    span = frames[-1][0] - frames[0][0]
     lags = np.array([at - (run["start"] + t + 1 / FPS) for at, t in speech])
     loud = np.array([np.sqrt(np.mean(samples[max(0, round(t * SAMPLE_RATE)):round(t * SAMPLE_RATE) + SAMPLES_PER_FRAME]
                                      ** 2) + 1e-12) for _, t in speech])
     first = int(np.argmax(loud > 0.1 * loud.max()))
     return {"idle_frames": len(idle), "idle_fps": len(idle) / IDLE_LEAD_SECONDS, "speech_frames": len(speech),
             "idle_to_speech": float(lags[first]), "median_lag": float(np.median(lags)),
-            "p95_lag": float(np.percentile(lags, 95)), "end_lag": speech[-1][0] - run["end_sent"]}
+            "p95_lag": float(np.percentile(lags, 95)), "end_lag": speech[-1][0] - run["end_sent"],
+            "fps": (len(frames) - 1) / span, "rendered": float(np.mean([r for _, _, _, r in frames]))}
 
 
 def summarise(run: dict, samples: np.ndarray) -> dict:
@@ -252,7 +264,8 @@ def summarise(run: dict, samples: np.ndarray) -> dict:
                      for i in indices])
     first_speech = int(np.argmax(loud > 0.1 * loud.max()))
     span = arrivals[indices[-1]] - arrivals[indices[0]]
-    return {"frames": len(indices), "first_speech_frame": indices[first_speech],
+    return {"frames": len(indices), "rendered": float(np.mean(list(run["rendered"].values()))),
+            "first_speech_frame": indices[first_speech],
             "first_speech_lag": float(lags[first_speech]), "first_frame_after_start": arrivals[indices[0]] - run["start"],
             "median_lag": float(np.median(lags)), "p95_lag": float(np.percentile(lags, 95)),
             "end_lag": arrivals[indices[-1]] - run["end_sent"], "fps": (len(indices) - 1) / span if span > 0 else 0.0}
@@ -289,6 +302,15 @@ def per_hop_costs(pipe, source) -> list[tuple[str, float, float]]:
         motion = source.state.motion.expand(frames, -1)
         return 1000 * median_seconds(lambda: list(pipe.render_frames(source, motion, 8)), 3)[0]
 
+    def pool_render_ms(frames):  # as a session renders: batches of 8 per worker, two single-threaded workers
+        pool, motion = pipe.render_pool(2), source.state.motion.expand(frames, -1)
+
+        def render():
+            for chunk in motion.split(16):
+                for _, future in pool.submit(source, chunk):
+                    future.result()
+        return 1000 * median_seconds(render, 3)[0]
+
     torch.manual_seed(0)
     wav2vec2 = AudioEncoder(Wav2Vec2Config()).eval()
     return [
@@ -299,7 +321,29 @@ def per_hop_costs(pipe, source) -> list[tuple[str, float, float]]:
         ("generator, nfe 10", sample_ms(10, 50, 5), sample_ms(10, 5, 2)),
         ("generator, nfe 5", sample_ms(5, 50, 5), sample_ms(5, 5, 2)),
         ("renderer (batches of 8)", render_ms(50), render_ms(5)),
+        ("renderer, 2 single-threaded workers (a session's default)", pool_render_ms(50), pool_render_ms(5)),
     ]
+
+
+def published_size_hop_costs() -> list[tuple[str, float]]:
+    """(step, ms per hop of 5) for the published-size generator and renderer (random weights, fp32, torch's threads):
+    what a live session of the published model costs per 200 ms on this CPU."""
+    from imtalker.config import GeneratorConfig, RendererConfig
+    from imtalker.models.generator import MotionGenerator
+    from imtalker.models.renderer import IMTRenderer
+    from imtalker.sampling import HopSampler, SamplingOptions
+
+    torch.manual_seed(0)
+    generator = MotionGenerator(GeneratorConfig()).eval()
+    renderer = IMTRenderer(RendererConfig()).eval()
+    with torch.inference_mode():
+        state = renderer.encode_source(torch.rand(1, 3, 512, 512))
+        motion = state.motion.expand(5, -1)
+        sampler = HopSampler(generator, state.motion, SamplingOptions(3.0, 5, 0))
+        heard = torch.zeros(1, 7, generator.config.audio_dim)
+        return [("generator (published size), nfe 5, cfg 3", 1000 * median_seconds(lambda: sampler.step(heard, 5), 5)[0]),
+                ("renderer (published size, 512 px), 5 frames", 1000 * median_seconds(lambda: renderer.render(state, motion),
+                                                                                    2)[0])]
 
 
 def main() -> None:
@@ -307,6 +351,7 @@ def main() -> None:
     parser.add_argument("--server", help="ws://host:port of a running `imtalker serve` (else in process)")
     parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-published", action="store_true", help="skip the published-size per-hop costs (~1 min)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -335,13 +380,15 @@ def main() -> None:
         summary["interrupt"] = events["first_blend"] - events["interrupt"] if "first_blend" in events else float("nan")
         rows.append((label, summary))
         print(label, json.dumps(summary), flush=True)
-    live = None
-    if not args.server:
-        live = summarise_always_on(always_on(pipe, source, samples, None), samples)
-        events = always_on(pipe, source, samples, INTERRUPT_AFTER_SECONDS)["events"]
+    live_rows = []
+    for label, workers, max_lag in [] if args.server else ALWAYS_ON:
+        live = summarise_always_on(always_on(pipe, source, samples, None, workers, max_lag), samples)
+        events = always_on(pipe, source, samples, INTERRUPT_AFTER_SECONDS, workers, max_lag)["events"]
         live["interrupt"] = events["first_rest"] - events["interrupt"] if "first_rest" in events else float("nan")
-        print("always-on", json.dumps(live), flush=True)
+        live_rows.append((label, live))
+        print("always-on", label, json.dumps(live), flush=True)
     costs = [] if args.server else per_hop_costs(pipe, source)
+    published = [] if args.server or args.no_published else published_size_hop_costs()
     load_after = os.getloadavg()
     where = f"over WS to {args.server}" if args.server else "in process (StreamingSession on a worker thread)"
     command = "python benchmarks/bench_live.py" + (f" --server {args.server}" if args.server else "") + (
@@ -354,23 +401,32 @@ def main() -> None:
              f"{INTERRUPT_AFTER_SECONDS:g} s of audio -> first blend frame. Load average before / after: "
              f"{load_before[0]:.1f} / {load_after[0]:.1f} (2 cores: above 2, other work shared the CPU and the "
              "timings are pessimistic).\n\n"
-             "| schedule | frames | first speech frame lag (s) | median lag (s) | p95 lag (s) | end lag (s) | "
-             "sustained fps | interrupt -> blend (s) |\n|---|---|---|---|---|---|---|---|\n")
+             "Rendered: the share of frames drawn; the rest repeat the picture before while a hop schedule catches up "
+             f"(`max_lag` {LIVE_MAX_LAG_SECONDS:g} s, as the server's live streams).\n\n"
+             "| schedule | frames | rendered | first speech frame lag (s) | median lag (s) | p95 lag (s) | end lag (s) | "
+             "sustained fps | interrupt -> blend (s) |\n|---|---|---|---|---|---|---|---|---|\n")
     for label, s in rows:
-        body += (f"| {label} | {s['frames']} | {s['first_speech_lag']:.2f} | {s['median_lag']:.2f} | "
-                 f"{s['p95_lag']:.2f} | {s['end_lag']:.2f} | {s['fps']:.1f} | {s['interrupt']:.2f} |\n")
-    if live:
+        body += (f"| {label} | {s['frames']} | {100 * s['rendered']:.0f}% | {s['first_speech_lag']:.2f} | "
+                 f"{s['median_lag']:.2f} | {s['p95_lag']:.2f} | {s['end_lag']:.2f} | {s['fps']:.1f} | "
+                 f"{s['interrupt']:.2f} |\n")
+    if live_rows:
         body += ("\nAlways-on session (`LiveSession`; WS `\"idle\": true`), hop 5, look-ahead 2, nfe 5, in process: "
                  f"{IDLE_LEAD_SECONDS:g} s of idle, then the same speech. Lags as above, from each frame's input time."
-                 "\n\n| idle frames (fps) before speech | idle-to-speech: first speech frame lag (s) | "
-                 "median lag (s) | p95 lag (s) | end lag (s) | interrupt -> rest (s) |\n|---|---|---|---|---|---|\n"
-                 f"| {live['idle_frames']} ({live['idle_fps']:.1f}) | {live['idle_to_speech']:.2f} | "
-                 f"{live['median_lag']:.2f} | {live['p95_lag']:.2f} | {live['end_lag']:.2f} | "
-                 f"{live['interrupt']:.2f} |\n")
+                 "\n\n| rendering | idle frames (fps) before speech | idle-to-speech: first speech frame lag (s) | "
+                 "median lag (s) | p95 lag (s) | end lag (s) | fps | rendered | interrupt -> rest (s) |\n"
+                 "|---|---|---|---|---|---|---|---|---|\n")
+        for label, live in live_rows:
+            body += (f"| {label} | {live['idle_frames']} ({live['idle_fps']:.1f}) | {live['idle_to_speech']:.2f} | "
+                     f"{live['median_lag']:.2f} | {live['p95_lag']:.2f} | {live['end_lag']:.2f} | "
+                     f"{live['fps']:.1f} | {100 * live['rendered']:.0f}% | {live['interrupt']:.2f} |\n")
     if costs:
         body += ("\nCost of one step, in process (ms, median of 5; a hop must cost under 200 ms to keep up, a chunk "
                  "under 2000 ms):\n\n| step | per 2 s chunk | per hop of 5 |\n|---|---|---|\n")
         body += "".join(f"| {step} | {chunk:.0f} | {hop:.0f} |\n" for step, chunk, hop in costs)
+    if published:
+        body += ("\nPublished-size networks (random weights, fp32) per hop of 5 frames on this CPU (wav2vec2-base is in "
+                 "the table above):\n\n| step | ms per hop of 5 |\n|---|---|\n")
+        body += "".join(f"| {step} | {ms:.0f} |\n" for step, ms in published)
     print(body)
     if not args.no_write:
         write_section("bench_live", body)
