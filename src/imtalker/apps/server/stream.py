@@ -1,11 +1,13 @@
 """WS /v1/stream: live talking video from audio sent in pieces (the protocol is in docs/streaming.md).
 
     client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
-                              "format": "s16le", "options": {..., "hop": 5, "lookahead": 2}, "image_format": "jpeg",
+                              "format": "s16le", "options": {..., "hop": 5, "lookahead": 2, "max_lag": 0.4},
+                              "image_format": "jpeg",
                               "jpeg_quality": 85, "idle": false, "audio_out": false}
     server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
     client -> server  binary PCM, any number of bytes per message, as often as it likes
     server -> client  binary [4-byte big-endian n][n bytes JSON {"type": "frame", "index", "timestamp"}][image]
+                      ("repeated": true: the picture before again, while a live stream catches up)
                       ("idle": true: frames from the start, with "input_time"; "audio_out": true: before each frame
                       [n][{"type": "audio", "timestamp"}][640 samples of 16 kHz s16le])
     server -> client  text   {"type": "error", ..., "fatal": false} for a bad control message; the stream goes on
