@@ -29,6 +29,7 @@ def test_hop_frames_arrive_while_the_audio_is_still_coming(server, start):
         ws.send(json.dumps(start(hop=5, lookahead=2)))
         ready = json.loads(ws.recv(timeout=60))
         assert (ready["hop_frames"], ready["lookahead_frames"], ready["chunk_frames"]) == (5, 2, 50)
+        assert ready["max_lag"] == 0.4  # a live stream catches up past 0.4 s (a 2-second one never: null)
         # the first hop's audio and its look-ahead, 0.28 s of a 1 s stream (and the 64 samples, 4 ms, that the
         # server holds back until "end" to fix the resampled length)
         first_hop = (7 * 640 + HELD_BACK_SAMPLES) * 2
@@ -74,7 +75,8 @@ def test_interrupt_drops_the_speech_and_blends_back(server, start):
 
 @pytest.mark.parametrize("options, field", [({"hop": 0}, "hop"), ({"hop": 51}, "hop"), ({"hop": "five"}, "hop"),
                                             ({"hop": 5, "lookahead": -1}, "lookahead"),
-                                            ({"lookahead": 26}, "lookahead"), ({"hops": 5}, "hops")])
+                                            ({"lookahead": 26}, "lookahead"), ({"hops": 5}, "hops"),
+                                            ({"hop": 5, "max_lag": -1}, "max_lag"), ({"max_lag": "soon"}, "max_lag")])
 def test_bad_hop_and_lookahead_are_json_errors(server, start, options, field):
     with connect(f"{server.ws_url}/v1/stream", open_timeout=30) as ws:
         ws.send(json.dumps(start(**options)))
