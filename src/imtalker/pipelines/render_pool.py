@@ -53,11 +53,12 @@ class RenderPool:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imtalker-render",
                                             initializer=_single_threaded_worker if workers > 1 else None)
 
-    def submit(self, source: PreparedSource, motion: torch.Tensor,
-               paste_back: bool = False) -> list[tuple[torch.Tensor, Future[list]]]:
-        """Start rendering latents (N, motion_dim), split in one part per worker (as even as possible, the first
-        ones a frame longer): (part's latents, future of its list of (H, W, 3) uint8 frames) per part, in order."""
-        size = math.ceil(len(motion) / self.workers)
+    def submit(self, source: PreparedSource, motion: torch.Tensor, paste_back: bool = False,
+               part_frames: int | None = None) -> list[tuple[torch.Tensor, Future[list]]]:
+        """Start rendering latents (N, motion_dim) in parts of `part_frames` (None: one part per worker, the first
+        ones a frame longer), handed to the workers in order: (part's latents, future of its list of (H, W, 3)
+        uint8 frames) per part, in order. Smaller parts show a first frame sooner; each is one renderer batch."""
+        size = part_frames or math.ceil(len(motion) / self.workers)
         return [(part, self._executor.submit(self._render, source, part, paste_back)) for part in motion.split(size)]
 
     def _render(self, source: PreparedSource, motion: torch.Tensor, paste_back: bool) -> list:
