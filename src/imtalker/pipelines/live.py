@@ -16,10 +16,11 @@ has fallen behind the clock by more than `idle_after` (nobody speaks, or the spe
 the clock (`StreamingSession.idle`). The generator, whose context is the last committed frames, samples those hops
 without an audio condition (guidance's unconditional pass): its own motion without speech, the face at rest with
 small head motion. Silence's features, fed as audio instead, drive the demo generator far from the portrait
-(docs/streaming.md, "Always-on sessions"). Speech that arrives later lands at the end of the timeline, so its first
-hop is made as soon as its audio and look-ahead are in, from the idle frames as context (no jump); the return to
-idle continues from the speech's frames the same way. `interrupt` is the `StreamingSession`'s (drop the speech
-not shown, blend to the resting face), after which the idle motion takes over again.
+(docs/streaming.md, "Always-on sessions"). Speech that arrives later lands right after the last frame shown (idle
+silence put in beyond it is taken back), so its first hop is made as soon as its audio and look-ahead are in, from
+the idle frames as context (no jump); the return to idle continues from the speech's frames the same way.
+`interrupt` is the `StreamingSession`'s (drop the speech not shown, blend to the resting face), after which the
+idle motion takes over again.
 
 Every frame carries its audio (the timeline's 640 samples: speech, or the silence that stood in for it), so a caller
 can play picture and sound together, and `input_time`, where that audio starts in what the caller pushed (None for
@@ -73,10 +74,10 @@ class LiveSession:
         if not idle_after >= 0:
             raise InputError(f"idle_after must be >= 0 seconds, got {idle_after!r}")
         self.session, self.idle_after = session, float(idle_after)
-        # silence is put in at most this far ahead of the frames shown: what the next hop needs. A renderer slower
-        # than real time then idles a hop at a time, as fast as it can, and new speech waits behind one hop of idle
-        # at most instead of a backlog.
-        self.max_ahead = (session.hop + session.lookahead_frames) / FPS
+        # silence is put in at most this far ahead of the frames shown: what the next two hops need, so a session
+        # behind its clock samples the next idle hop while the render workers draw this one. Speech never waits
+        # behind it: `push` takes back the idle silence not shown yet (`StreamingSession.drop_idle_ahead`).
+        self.max_ahead = (2 * session.hop + session.lookahead_frames) / FPS
         self._audio = np.zeros(0, np.float32)  # the timeline's audio from frame `session.frames_done` on
         self._audio_frame = 0  # the frame whose audio `_audio` starts with
         # where the caller's audio lies on the timeline: [timeline start, its start in the input, timeline end],
@@ -91,11 +92,16 @@ class LiveSession:
 
     def push(self, audio) -> Iterator[LiveFrame]:
         """Add the caller's next piece of speech (16 kHz int16 or float samples); returns an iterator over the
-        frames it completes. It lands where the timeline ends: right after the last speech, or after the silence
-        `tick` put in while none came (speech already waiting is never split by silence)."""
+        frames it completes. It lands where the timeline ends: right after the last speech, or after the last frame
+        shown when only idle silence lies beyond it (that silence is taken back; speech already waiting is never
+        split by silence)."""
         samples = to_float_samples(audio)
         if not samples.size:
             return iter(())
+        dropped = self.session.drop_idle_ahead()  # speech starts right after the last frame shown
+        if dropped:
+            self._audio = self._audio[:self._audio.size - dropped]
+            self.silence_samples -= dropped
         position = self.timeline_samples
         if self._runs and self._runs[-1][2] == position:
             self._runs[-1][2] += samples.size

@@ -314,6 +314,22 @@ class StreamingSession:
         self._segment_start, self._segment_input = self._features.received, 0
         return self._advance(final=False)
 
+    def drop_idle_ahead(self) -> int:
+        """Take back the `idle` silence on the timeline past the frames shown (sampled, being rendered or not yet
+        either), so that audio pushed next starts right after the last frame shown instead of behind it. Returns
+        the samples dropped: 0 when nothing, or anything but idle silence, lies past the frames shown."""
+        shown, end = self.frames_done * SAMPLES_PER_FRAME, self._features.received
+        if end <= shown or not self._is_quiet(shown, end):
+            return 0
+        self._sampler.forget(self._next_frame - self.frames_done)
+        for part in self._rendering:
+            part.frames.cancel()
+        self._rendering.clear()
+        self._features.truncate(shown)
+        self._quiet = [[start, min(stop, shown)] for start, stop in self._quiet if start < shown]
+        self._next_frame = self.frames_done
+        return end - shown
+
     def _new_resampler(self) -> StreamResampler | None:
         return StreamResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
 

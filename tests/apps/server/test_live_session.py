@@ -41,7 +41,10 @@ def test_frames_flow_without_audio_then_speech_takes_over_within_a_hop(live, mon
     assert 1.0 - 0.2 <= live.session.media_seconds <= 1.0  # silence fills in once the audio is 0.2 s late
     assert silent_steps and all(silent_steps)  # idle hops: the generator's motion without an audio condition
 
-    lands = live.timeline_samples  # speech lands where the timeline ends
+    # speech lands right after the last frame shown: the idle silence put in beyond it (for the next hops) is taken
+    # back, so speech never waits behind idle frames
+    lands = live.session.frames_done * SAMPLES_PER_FRAME
+    assert live.timeline_samples > lands
     speech = voice(1.0)
     talking = list(live.push(speech))
     first = next(f for f in talking if f.input_time is not None)
