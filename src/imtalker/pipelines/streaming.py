@@ -51,7 +51,7 @@ from .render_pool import default_render_workers
 
 DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after a 2-second chunk (latency it costs: 0.2 s)
-MAX_CATCH_UP_STEP = 5  # a session catching up renders at least one frame in five (5 pictures a second)
+MAX_CATCH_UP_STEP = 25  # a session catching up draws at least one picture a second
 INTERRUPT_BLEND_FRAMES = 6  # an interrupted face eases back to the source's over 240 ms
 SAMPLE_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what bytes pushed to a session hold
 
@@ -68,12 +68,12 @@ class StreamFrame:
 
 @dataclass
 class RenderingPart:
-    """Committed latents (n, motion_dim) being rendered, the future of the pictures of every `step`-th one, and how
-    many frames were shown."""
+    """Committed latents (n, motion_dim) being rendered: the future of the pictures of those drawn, which of them
+    each frame shows (-1: the picture shown before, while catching up), and how many frames were shown."""
 
     latents: torch.Tensor
     frames: Future
-    step: int = 1
+    pictures: list[int]
     shown: int = 0
 
 
@@ -146,8 +146,8 @@ class StreamingSession:
         blend_frames: frames over which `interrupt` eases back to the source's face.
         max_seconds: refuse audio beyond this length (None: no limit).
         max_lag: catch up when the frames fall behind: when a hop is committed with more than this many seconds of
-            audio in hand that no frame has shown yet, only every k-th frame of it is rendered (k = 1 + that lag //
-            max_lag, at most 5) and the others repeat the picture before (`StreamFrame.rendered` is False), so a
+            audio in hand that no frame has shown yet, only every k-th frame is rendered (k = 1 + that lag //
+            max_lag, at most 25) and the others repeat the picture before (`StreamFrame.rendered` is False), so a
             renderer slower than real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
             rendered whatever the delay (offline-equal output). A live hop has (hop + look-ahead) / 25 s in hand
             when the session keeps up.
@@ -191,7 +191,9 @@ class StreamingSession:
         self._segment_start = 0
         self._next_frame = 0  # first frame not committed yet
         self._rendering: deque[RenderingPart] = deque()  # committed frames not shown yet, in order
-        self._last_shown = source.state.motion[0].float()  # latent of the last frame shown
+        self._last_shown = source.state.motion[0].float()  # latent of the last picture shown
+        self._last_picture: np.ndarray | None = None  # ... and the picture
+        self._frames_undrawn = 0  # committed frames since the last one drawn (catching up draws every k-th)
         self._quiet: list[list[int]] = []  # [start, end) samples of the timeline where nobody speaks (`idle`)
         self.frames_done = 0  # frames shown (yielded)
         self.finished = False
@@ -349,13 +351,13 @@ class StreamingSession:
             part = self._rendering[0]
             images = part.frames.result()
             while part.shown < len(part.latents):
-                drawn = part.shown // part.step  # the picture shown: the last one rendered
-                self._last_shown = part.latents[drawn * part.step].float()
-                rendered = part.shown % part.step == 0
+                picture = part.pictures[part.shown]
+                if picture >= 0:
+                    self._last_shown, self._last_picture = part.latents[part.shown].float(), images[picture]
                 part.shown += 1
                 index = self.frames_done
                 self.frames_done += 1
-                yield StreamFrame(index, index / FPS, images[drawn], rendered)
+                yield StreamFrame(index, index / FPS, self._last_picture, picture >= 0)
                 if not self._rendering or self._rendering[0] is not part:  # an interrupt dropped it meanwhile
                     break
             else:
@@ -363,24 +365,38 @@ class StreamingSession:
 
     def _render(self, latents: torch.Tensor) -> None:
         """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time;
-        when the frames lag the audio by more than `max_lag`, only every k-th: k = 1 + lag // max_lag, at most
-        `MAX_CATCH_UP_STEP` (catching up)."""
+        when the frames lag the audio by more than `max_lag`, only every k-th frame (across hops): k = 1 + lag //
+        max_lag, at most `MAX_CATCH_UP_STEP` (catching up)."""
         behind = self._features.received / SAMPLE_RATE - self.frames_done / FPS
         step = 1
         if self.max_lag is not None and behind > self.max_lag:  # the further behind, the fewer pictures
             step = min(1 + int(behind / self.max_lag), MAX_CATCH_UP_STEP)
-        drawn_latents = latents[::step]
+        pictures, drawn = [], []
+        for k in range(len(latents)):
+            first_of_session = self._last_picture is None and not self._rendering and not drawn
+            if first_of_session or self._frames_undrawn + 1 >= step:
+                pictures.append(len(drawn))
+                drawn.append(k)
+                self._frames_undrawn = 0
+            else:
+                pictures.append(-1)
+                self._frames_undrawn += 1
         # with several workers, parts small enough that each takes two: the first frames come after two frames'
         # render, not half a hop's, at little cost (one thread renders batches of 2 within 5% of batches of 5 per
         # frame); one worker (a GPU) renders whole batches
         workers = self._render_pool.workers
-        part = self.batch_size if workers == 1 else min(self.batch_size,
-                                                         math.ceil(len(drawn_latents) / (2 * workers)))
-        start = 0
-        for drawn, frames in self._render_pool.submit(self.source, drawn_latents, self.paste_back, part):
-            stop = min(start + len(drawn) * step, len(latents))
-            self._rendering.append(RenderingPart(latents[start:stop], frames, step))
-            start = stop
+        part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / (2 * workers)))
+        parts = self._render_pool.submit(self.source, latents[drawn], self.paste_back, part) if drawn else []
+        start, first = 0, 0  # frames of this hop given to a part; its first drawn one
+        for drawn_latents, frames in parts:
+            stop = drawn[first + len(drawn_latents)] if first + len(drawn_latents) < len(drawn) else len(latents)
+            self._rendering.append(RenderingPart(latents[start:stop], frames,
+                                                 [p - first if p >= 0 else -1 for p in pictures[start:stop]]))
+            start, first = stop, first + len(drawn_latents)
+        if start < len(latents):  # no picture drawn in this hop: it repeats the last one
+            done = Future()
+            done.set_result([])
+            self._rendering.append(RenderingPart(latents[start:], done, pictures[start:]))
 
     def _commit_next_hop(self, final: bool) -> bool:
         """Sample the next hop and start rendering it if its audio is in (at the end: whatever is left); False if not."""

@@ -248,6 +248,9 @@ def test_a_session_behind_its_audio_renders_every_other_frame_until_it_catches_u
             assert np.array_equal(frame.image, truth.image)  # the frames it renders are the session's own
         else:
             assert np.array_equal(frame.image, before.image)
+    far_behind = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.1, **LIVE, **FAST)
+    drawn = [f.index for f in list(far_behind.push(samples)) + list(far_behind.finish()) if f.rendered]
+    assert drawn[:2] == [0, 25]  # 40 lags behind: one picture in 25 (the most it skips), whole hops repeat
     paced = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.5, **LIVE, **FAST)
     kept_up = [f for piece in np.array_split(samples, 20) for f in paced.push(piece)] + list(paced.finish())
     assert len(kept_up) == 100 and all(f.rendered for f in kept_up)
