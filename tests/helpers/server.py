@@ -86,6 +86,8 @@ def running_server(pipeline: AudioDrivenPipeline, **overrides):
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ws_max_size=settings.ws_max_message_bytes, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    # another server (a module-scoped fixture) may be running beside this one: only this one's workers count
+    workers_before = {t for t in threading.enumerate() if t.name.startswith("imtalker-worker")}
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -102,4 +104,5 @@ def running_server(pipeline: AudioDrivenPipeline, **overrides):
         thread.join(60)
     assert not thread.is_alive(), "uvicorn did not stop"
     assert not root.exists(), "the server left its scratch folder behind"
-    assert not [t for t in threading.enumerate() if t.name.startswith("imtalker-worker")], "workers left running"
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("imtalker-worker") and t not in workers_before], "workers left running"
