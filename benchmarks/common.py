@@ -47,15 +47,39 @@ def run_child(script: Path, args: list[str], timeout: float = 1800) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field ("model name", "flags"), or None off Linux."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.split(":", 1)[0].strip() == name:
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+# the flags that decide how fast bf16 and int8 matrix work runs through oneDNN
+MATRIX_FLAGS = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> str:
+    """CPU model and its bf16/int8 matrix flags, e.g. "AMD EPYC: avx512_bf16, avx512_vnni; no AMX"."""
+    cpu = cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+    flags = set((cpuinfo_field("flags") or "").split())
+    present = [flag for flag in MATRIX_FLAGS if flag in flags]
+    amx = "" if "amx_bf16" in flags else "; no AMX"
+    return f"{cpu}: {', '.join(present) or 'no bf16/int8 matrix flags'}{amx}"
+
+
+def load_note(start: float) -> str:
+    """The 1-minute load average at the start and the end of a run; other work on the machine slows every row."""
+    end = os.getloadavg()[0]
+    busy = "the machine was shared (loaded)" if max(start, end) > 2.5 else "quiet"
+    return f"load average {start:.1f} at the start, {end:.1f} at the end: {busy}"
+
+
+def machine_description() -> str:
+    cpu = cpuinfo_field("model name") or platform.processor() or "unknown CPU"
     memory = ""
     try:
         kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))

@@ -18,7 +18,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.mark.parametrize("script, args, expect", [
     ("bench_renderer.py", ["--repeats", "1"],
-     ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "bf16 autocast vs fp32"]),
+     ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "| video-driven | bf16-weights | 8 |",
+      "| demo model (128 px), audio-driven | fp32 | 5 |", "bf16 frames vs fp32 frames", "- bf16-weights: max abs"]),
     pytest.param("bench_generator.py", ["--repeats", "1"],
                  ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"], marks=pytest.mark.slow),
     pytest.param("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"],

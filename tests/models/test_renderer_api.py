@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -178,11 +180,23 @@ def test_bf16_autocast_runs_close_to_fp32(model, image):
     assert (mixed.float() - reference).abs().mean() < 0.02
 
 
+def test_bf16_weights_render_close_to_fp32(model, image):
+    """Weights and activations in bfloat16 end to end: float32 images and latents go in unchanged."""
+    motion = torch.randn(2, 32, generator=torch.Generator().manual_seed(6))
+    reference = model.render(model.encode_source(image), motion)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    driving = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(8))
+    frames = bf16.render(bf16.encode_source(image), motion)
+    assert frames.dtype == torch.bfloat16 and bf16.encode_motion(driving).dtype == torch.bfloat16
+    assert (frames.float() - reference).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("heads", [4, 3])  # the head sum stands in for the mean; 3 heads still divide
 @pytest.mark.parametrize("chunk", [1 << 10, 1 << 14, 1 << 30])
-def test_chunked_top1_equals_full_attention(chunk):
+def test_chunked_top1_equals_full_attention(chunk, heads):
     """The chunked arg-max never needs the whole map, and chunking changes neither output nor arg-max."""
     g = torch.Generator().manual_seed(7)
-    q, k, v = (torch.randn(2, 4, 256, 8, generator=g) * 3 for _ in range(3))
+    q, k, v = (torch.randn(2, heads, 256, 8, generator=g) * 3 for _ in range(3))
     out, top1 = attention_with_top1(q, k, v, chunk_elements=chunk)
     probs = torch.softmax(q @ k.transpose(-2, -1) / 8**0.5, dim=-1)
     torch.testing.assert_close(out, probs @ v, atol=1e-4, rtol=1e-4)

@@ -207,6 +207,11 @@ class IMTRenderer(nn.Module):
                                     for level in self.fine_levels])
 
     @property
+    def weight_dtype(self) -> torch.dtype:
+        """The parameters' dtype: float32, or bfloat16 / float16 after `.to(dtype)` (weights and activations)."""
+        return self.dense_feature_encoder.final_linear.weight.dtype
+
+    @property
     def fine_levels(self) -> range:
         """Indices (coarse to fine) of the guided-resampler levels: 4 and 5 in the published layout."""
         return range(NUM_COARSE_LEVELS, self.config.num_levels)
@@ -248,7 +253,7 @@ class IMTRenderer(nn.Module):
     def encode_source(self, image: torch.Tensor) -> SourceState:
         """Encode a source portrait once: image (B, 3, S, S) float in [0, 1]."""
         self._check_images(image, "image")
-        return self.source_state(image)
+        return self.source_state(image.to(self.weight_dtype))
 
     def source_state(self, image: torch.Tensor) -> SourceState:
         """`encode_source` without the input checks, and differentiable (training)."""
@@ -268,7 +273,7 @@ class IMTRenderer(nn.Module):
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
         """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
         self._check_images(images, "images")
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(self.weight_dtype).contiguous(memory_format=torch.channels_last)
         step = cpu_micro_batch(images.device, self.training) or images.shape[0]
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
 
@@ -304,6 +309,7 @@ class IMTRenderer(nn.Module):
         self._check_motion(motion)
         if not isinstance(source, SourceState):
             raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
+        motion = motion.to(self.weight_dtype)  # float32 latents drive a bfloat16 renderer too
         if batch_size is None or batch_size >= motion.shape[0] or source.batch_size != 1:
             return self.render_latents(source, motion).frame
         return torch.cat([self.render_latents(source, chunk).frame for chunk in motion.split(batch_size)])
