@@ -17,6 +17,8 @@ from torch import nn
 # Attention-score elements held at once (B x heads x queries x keys): 2**20 floats = 4 MiB. Chunks this small stay
 # in cache and below the allocator's mmap threshold; on a 2-core CPU they ran 4x faster than 128 MiB chunks.
 ATTENTION_CHUNK_ELEMENTS = 1 << 20
+# per frame in a traced graph, whose runtime (onnxruntime) plans its own buffers: 16 MiB of scores per frame
+TRACED_ATTENTION_CHUNK_ELEMENTS = 1 << 22
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,8 @@ class CrossAttention(Attention):
         """
         b, c, h, w = driving_motion.shape
         q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)  # (B, heads, N, D)
-        shared = k.shape[0] == 1 and b > 1
+        # a traced graph (ONNX export) keeps the frames apart: stacking them would tie its shapes to the batch
+        shared = not torch.jit.is_tracing() and k.shape[0] == 1 and b > 1
         if shared:  # one source for all frames: stack the frames' queries instead of copying keys B times
             q = q.transpose(0, 1).reshape(1, self.num_heads, b * h * w, -1)
         if bias is not None:
@@ -125,6 +128,8 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         with torch.no_grad():
             _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), top1
+    if torch.jit.is_tracing():
+        return attention_with_top1_traced(q, k, v, bias=bias)
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
@@ -151,6 +156,29 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         torch.mean(p, dim=1, out=m)
         top1[:, start:start + n] = m.argmax(dim=-1)
     return out, top1
+
+
+def attention_with_top1_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               chunk_elements: int = TRACED_ATTENTION_CHUNK_ELEMENTS,
+                               bias: torch.Tensor | None = None):
+    """`attention_with_top1` in out-of-place operations, for graph capture (`torch.onnx.export` traces it).
+
+    A trace records loops unrolled, so the query chunks are a fixed number that depends on the query and key counts
+    only, not on the batch: an exported graph keeps a dynamic batch axis. Each frame's queries are chunked on their
+    own (q (B, heads, Nq, D) against one source's k, v (1 or B, heads, Nk, D)); `bias`, when given, has Nq rows.
+    """
+    heads, nq, d = (int(n) for n in q.shape[1:])
+    chunk = max(1, min(nq, chunk_elements // (heads * int(k.shape[2]))))
+    kt = k.transpose(-2, -1) * (1 / math.sqrt(d))
+    outs, top1 = [], []
+    for start in range(0, nq, chunk):
+        scores = q[:, :, start:start + chunk] @ kt  # (B, heads, chunk, Nk)
+        if bias is not None:
+            scores = scores + bias[start:start + chunk]
+        probs = torch.softmax(scores, dim=-1)
+        outs.append(probs @ v)
+        top1.append(probs.mean(dim=1).argmax(dim=-1))
+    return torch.cat(outs, dim=2), torch.cat(top1, dim=1)
 
 
 def attention_head_mean(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
