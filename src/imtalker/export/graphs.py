@@ -5,7 +5,7 @@ dynamo=False)`):
 
 | graph | inputs -> outputs | dynamic axes |
 |---|---|---|
-| `renderer_source` | image (1, 3, S, S) -> the source state, one tensor per field | none |
+| `renderer_source` | source_image (1, 3, S, S) -> the source state, one tensor per field | none |
 | `renderer_frames` | driving_motion (B, motion_dim) + the source state -> frames (B, 3, S, S), top1 (B, grid^2) | B |
 | `motion_encoder` | images (B, 3, S, S) -> motion (B, motion_dim) | B |
 | `generator_conditions` | audio, pose, gaze, cam (B, N, dim) -> their projections (B, N, cond_dim) | B, N |
@@ -34,7 +34,7 @@ from ..models.generator import MotionConditions, MotionGenerator
 from ..models.renderer import NUM_COARSE_LEVELS, IMTRenderer, SourceState
 from ..weights import weights_digest
 
-OPSET = 17  # LayerNormalization is an ONNX op from 17 on
+OPSET = 20  # AffineGrid (the demo renderer's source warp) is an ONNX op from 20 on; onnxruntime >= 1.17 runs it
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "imtalker-onnx/1"
 CONDITIONS = tuple(f.name for f in fields(MotionConditions))  # audio, pose, gaze, cam
@@ -168,7 +168,7 @@ def export_renderer(renderer: IMTRenderer, out: Path, example_batch: int = 2) ->
         state = renderer.source_state(image)
     names = source_field_names(state)
     graphs = {"renderer_source": export_graph(SourceGraph(renderer), (image,), out / "renderer_source.onnx",
-                                              ["image"], names, {})}
+                                              ["source_image"], names, {})}
     motion = state.motion.expand(example_batch, -1) + 0.1 * torch.randn(example_batch, dim, generator=generator)
     graphs["renderer_frames"] = export_graph(
         FramesGraph(renderer, type(state), names), (motion, *flatten_source(state)), out / "renderer_frames.onnx",

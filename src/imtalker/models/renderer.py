@@ -214,7 +214,7 @@ class IMTRenderer(nn.Module):
 
     # -- checks ----------------------------------------------------------------------------------------------
 
-    def _check_images(self, images: torch.Tensor, name: str) -> None:
+    def check_images(self, images: torch.Tensor, name: str) -> None:
         size = self.config.image_size
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (B, 3, {size}, {size}), got {type(images).__name__}")
@@ -228,7 +228,7 @@ class IMTRenderer(nn.Module):
         if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
             raise ValueError(f"{name} values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
 
-    def _check_motion(self, motion: torch.Tensor) -> None:
+    def check_motion(self, motion: torch.Tensor) -> None:
         dim = self.config.motion_dim
         if not isinstance(motion, torch.Tensor) or motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] == 0:
             shape = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
@@ -248,7 +248,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def encode_source(self, image: torch.Tensor) -> SourceState:
         """Encode a source portrait once: image (B, 3, S, S) float in [0, 1]."""
-        self._check_images(image, "image")
+        self.check_images(image, "image")
         return self.source_state(image)
 
     def source_state(self, image: torch.Tensor) -> SourceState:
@@ -268,7 +268,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
         """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
-        self._check_images(images, "images")
+        self.check_images(images, "images")
         images = images.contiguous(memory_format=torch.channels_last)
         step = cpu_micro_batch(images.device, self.training) or images.shape[0]
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
@@ -302,7 +302,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Frames (N, 3, S, S) in [0, 1] for N driving motion latents (N, 32), in batches of `batch_size`."""
-        self._check_motion(motion)
+        self.check_motion(motion)
         if not isinstance(source, SourceState):
             raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
         if batch_size is None or batch_size >= motion.shape[0] or source.batch_size != 1:
