@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], 
     """Trace `module` on `args` into `path`; returns the graph's manifest entry."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with torch.no_grad():
+        # the tracer warns at every shape it records as a constant: the spatial sizes, fixed by design
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs,
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
         os.replace(tmp, path)

@@ -32,6 +32,25 @@ SOURCE_STATES = {"published": SourceState, "demo": DemoSourceState}  # per rende
 CACHE_ENV = "IMTALKER_ONNX_CACHE"  # where exports made on first use go; default ~/.cache/imtalker/onnx
 
 
+def check_backend(backend: str, device: torch.device, dtype: torch.dtype | None, compile: bool = False) -> str:
+    """`backend` after checking it can run as asked.
+
+    Raises:
+        InputError: an unknown backend, or onnxruntime asked for a GPU, half precision or compilation.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise InputError(f"the onnxruntime backend runs on the CPU, not {device} (for a GPU: --backend torch, "
+                             "or TensorRT from the exported graphs, docs/deploy.md)")
+        if dtype is not None:
+            raise InputError("the onnxruntime backend runs the exported float32 graphs: drop --bf16/--fp16")
+        if compile:
+            raise InputError("--compile is for the torch backend")
+    return backend
+
+
 def require_onnxruntime():
     """The onnxruntime module, or a one-line InputError naming the extra that installs it."""
     try:
