@@ -14,9 +14,9 @@ from ..models.generator import MotionGenerator
 from ..models.renderer import IMTRenderer
 
 
-def compile_networks(renderer: IMTRenderer, generator: MotionGenerator | None = None, mode: str | None = None) -> None:
-    """Compile, in place, the renderer's per-frame work and the generator's velocity step (`mode` as in
-    `torch.compile`, e.g. "max-autotune" on a GPU)."""
-    renderer.render_latents = torch.compile(renderer.render_latents, mode=mode)
+def compile_networks(renderer: IMTRenderer, generator: MotionGenerator | None = None, **options) -> None:
+    """Compile, in place, the renderer's per-frame work and the generator's velocity step (`options` as
+    `torch.compile` takes them, e.g. mode="max-autotune" on a GPU)."""
+    renderer.render_latents = torch.compile(renderer.render_latents, **options)
     if generator is not None:
-        generator.fmt.forward = torch.compile(generator.fmt.forward, mode=mode)
+        generator.fmt.forward = torch.compile(generator.fmt.forward, **options)

@@ -21,6 +21,12 @@ ATTENTION_CHUNK_ELEMENTS = 1 << 20
 TRACED_ATTENTION_CHUNK_ELEMENTS = 1 << 22
 
 
+def capturing_graph() -> bool:
+    """Whether this call is being captured into a graph (`torch.onnx.export`'s trace, `torch.compile`): loops then
+    unroll, so the code takes paths whose loop counts do not depend on the batch."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H*W, C), row-major over (H, W)."""
     return x.flatten(2).transpose(1, 2)
@@ -91,8 +97,8 @@ class CrossAttention(Attention):
         """
         b, c, h, w = driving_motion.shape
         q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)  # (B, heads, N, D)
-        # a traced graph (ONNX export) keeps the frames apart: stacking them would tie its shapes to the batch
-        shared = not torch.jit.is_tracing() and k.shape[0] == 1 and b > 1
+        # a captured graph keeps the frames apart: stacking them would tie its shapes to the batch
+        shared = not capturing_graph() and k.shape[0] == 1 and b > 1
         if shared:  # one source for all frames: stack the frames' queries instead of copying keys B times
             q = q.transpose(0, 1).reshape(1, self.num_heads, b * h * w, -1)
         if bias is not None:
@@ -128,7 +134,7 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         with torch.no_grad():
             _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), top1
-    if torch.jit.is_tracing():
+    if capturing_graph():
         return attention_with_top1_traced(q, k, v, bias=bias)
     b, heads, nq, d = q.shape
     nk = k.shape[2]
@@ -161,7 +167,7 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def attention_with_top1_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                chunk_elements: int = TRACED_ATTENTION_CHUNK_ELEMENTS,
                                bias: torch.Tensor | None = None):
-    """`attention_with_top1` in out-of-place operations, for graph capture (`torch.onnx.export` traces it).
+    """`attention_with_top1` in out-of-place operations, for graph capture (`torch.onnx.export`, `torch.compile`).
 
     A trace records loops unrolled, so the query chunks are a fixed number that depends on the query and key counts
     only, not on the batch: an exported graph keeps a dynamic batch axis. Each frame's queries are chunked on their

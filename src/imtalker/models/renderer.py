@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import RendererConfig
 from .layers import ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack
-from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks
+from .motion_transfer import CoarseLevel, GuidedResampler, capturing_graph, pool_blocks
 from .synthesis import FrameDecoder
 
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining ones use the guided resampler
@@ -36,10 +36,10 @@ def cpu_micro_batch(device: torch.device, training: bool = False) -> int | None:
 
     On CPU the large layers are compute-bound already at one frame, and one frame's activations (16-64 MiB at
     512 px) get reused by the allocator instead of page-faulted in anew: measured 10% faster and 40% less peak
-    memory than passes of 8 frames on a 2-core CPU. GPUs want the whole batch. A traced graph (ONNX export) takes
-    the whole batch too: a trace would unroll the passes for the batch it saw.
+    memory than passes of 8 frames on a 2-core CPU. GPUs want the whole batch. A captured graph (ONNX export,
+    torch.compile) takes the whole batch too: capture would unroll the passes for the batch it saw.
     """
-    return 1 if device.type == "cpu" and not training and not torch.jit.is_tracing() else None
+    return 1 if device.type == "cpu" and not training and not capturing_graph() else None
 
 
 class IdentityEncoder(nn.Module):
