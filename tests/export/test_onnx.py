@@ -206,3 +206,24 @@ def test_cli_export_onnx_and_generate_with_the_backend(weights, exported, tmp_pa
     assert main(args) == 0 and video.stat().st_size > 0
     assert main(args + ["--bf16"]) == 2
     assert "float32" in capsys.readouterr().err
+
+
+def test_live_session_backends_make_the_same_frames(weights, exported):
+    """An always-on live session (idle frames, then speech in pieces) on either backend."""
+    from helpers.server import FAST, drawn_portrait, voice
+    from imtalker.pipelines.live import LiveSession
+    from imtalker.pipelines.streaming import StreamingSession
+
+    def run(pipe):
+        source = pipe.prepare_source(drawn_portrait(), crop=False)
+        live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, batch_size=5, **FAST))
+        frames = [frame for k in range(10) for frame in live.tick(now=k / 25)]  # idle: no speech yet
+        for piece in np.array_split(voice(0.6), 3):
+            frames += list(live.push(piece))
+        frames += list(live.finish())
+        return np.stack([frame.image for frame in frames])
+
+    torch_frames = run(AudioDrivenPipeline.from_pretrained(weights))
+    onnx_frames = run(AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported))
+    assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) >= 20
+    assert np.abs(onnx_frames.astype(int) - torch_frames.astype(int)).max() <= 1
