@@ -98,18 +98,23 @@ class OnnxModule:
     def training(self) -> bool:
         return False
 
+    def read_manifest(self, folder: str | os.PathLike, network: str) -> dict:
+        """Keep the exported folder and the digest of `network`'s weights; the whole manifest."""
+        self.folder = Path(folder)
+        manifest = read_manifest(self.folder)
+        if network not in manifest:
+            raise InputError(f"{self.folder} holds no {network} graphs")
+        self.weights_digest = manifest[network]["weights_digest"]
+        return manifest
+
 
 class OnnxRenderer(OnnxModule):
     """The renderer's exported graphs with `IMTRenderer`'s inference methods (same inputs, checks and outputs)."""
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if "renderer" not in manifest:
-            raise InputError(f"{folder} holds no renderer graphs")
-        self.folder = folder
+        manifest = self.read_manifest(folder, "renderer")
+        folder = self.folder
         self.config = renderer_config_from_dict(manifest["renderer"]["config"])
-        self.weights_digest = manifest["renderer"]["weights_digest"]
         graphs = manifest["graphs"]
         self.source_names = graphs["renderer_source"]["outputs"]
         self.state_type = SOURCE_STATES[self.config.variant]
@@ -165,13 +170,9 @@ class OnnxGenerator(OnnxModule):
     """The generator's exported graphs with `MotionGenerator`'s `project` and `velocity` (guidance included)."""
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if "generator" not in manifest:
-            raise InputError(f"{folder} holds no generator graphs")
-        self.folder = folder
+        manifest = self.read_manifest(folder, "generator")
+        folder = self.folder
         self.config = config_from_dict(GeneratorConfig, manifest["generator"]["config"])
-        self.weights_digest = manifest["generator"]["weights_digest"]
         self.conditions_graph = GraphSession(folder, manifest["graphs"]["generator_conditions"], threads)
         self.fmt = OnnxVelocity(GraphSession(folder, manifest["graphs"]["generator_velocity"], threads))
 
