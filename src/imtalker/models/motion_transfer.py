@@ -17,7 +17,7 @@ from torch import nn
 # Attention-score elements held at once (B x heads x queries x keys): 2**20 floats = 4 MiB. Chunks this small stay
 # in cache and below the allocator's mmap threshold; on a 2-core CPU they ran 4x faster than 128 MiB chunks.
 ATTENTION_CHUNK_ELEMENTS = 1 << 20
-# per frame in a traced graph, whose runtime (onnxruntime) plans its own buffers: 16 MiB of scores per frame
+# per frame and query chunk in a captured graph, whose runtime plans its own buffers: 16 MiB of scores
 TRACED_ATTENTION_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -65,6 +65,8 @@ class Attention(nn.Module):
         q = split_heads(self.q_proj(q), self.num_heads)
         k = split_heads(self.k_proj(k), self.num_heads)
         v = split_heads(self.v_proj(v), self.num_heads)
+        if torch.jit.is_tracing():  # an ONNX graph has no fused attention: bound its score buffers
+            return self.proj(merge_heads(attention_in_query_chunks(q, k, v)[0]))
         return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -135,7 +137,7 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), top1
     if capturing_graph():
-        return attention_with_top1_traced(q, k, v, bias=bias)
+        return attention_in_query_chunks(q, k, v, bias=bias)
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
@@ -164,14 +166,22 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, top1
 
 
-def attention_with_top1_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               chunk_elements: int = TRACED_ATTENTION_CHUNK_ELEMENTS,
-                               bias: torch.Tensor | None = None):
-    """`attention_with_top1` in out-of-place operations, for graph capture (`torch.onnx.export`, `torch.compile`).
+def attention_in_query_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
+                              chunk_elements: int = TRACED_ATTENTION_CHUNK_ELEMENTS):
+    """Softmax attention and the arg-max over keys of the head-mean probabilities, in out-of-place operations over
+    query chunks, for graph capture (`torch.onnx.export`, `torch.compile`).
 
     A trace records loops unrolled, so the query chunks are a fixed number that depends on the query and key counts
-    only, not on the batch: an exported graph keeps a dynamic batch axis. Each frame's queries are chunked on their
-    own (q (B, heads, Nq, D) against one source's k, v (1 or B, heads, Nk, D)); `bias`, when given, has Nq rows.
+    only, not on the batch: an exported graph keeps a dynamic batch axis, and a runtime without fused attention holds
+    one chunk's scores (`chunk_elements` per frame) at a time instead of every query's (512 MiB per frame for the
+    4096 tokens of a 64 x 64 map). Each frame's queries are chunked on their own.
+
+    Args:
+        q: (B, heads, Nq, D); k, v: (1 or B, heads, Nk, D).
+        bias: None, or scores (Nq, Nk) added to every head's.
+
+    Returns:
+        (output (B, heads, Nq, D), top1 (B, Nq) int64).
     """
     heads, nq, d = (int(n) for n in q.shape[1:])
     chunk = max(1, min(nq, chunk_elements // (heads * int(k.shape[2]))))
