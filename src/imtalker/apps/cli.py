@@ -77,6 +77,11 @@ def _dtype(args: argparse.Namespace):
     return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
 
 
+def _deployment(args: argparse.Namespace) -> dict:
+    """The pipelines' deployment options from --backend, --onnx-dir and --compile."""
+    return {"backend": args.backend, "onnx_dir": args.onnx_dir, "compile": args.compile}
+
+
 def _progress(args: argparse.Namespace):
     """A tqdm bar on stderr (frames done / total, with ETA), or None with --quiet."""
     if args.quiet:
@@ -101,7 +106,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
-                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args))
+                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args),
+                               **_deployment(args))
     progress, close = _progress(args)
     try:
         path = pipe.to_file(args.output, args.image, args.audio, frames_dir=args.frames_dir,
@@ -123,7 +129,7 @@ def _reenact(args: argparse.Namespace) -> None:
     from ..weights import load_renderer
 
     pipe = VideoDrivenPipeline(load_renderer(_weight_paths(args, ("renderer",))["renderer"]), device=args.device,
-                               dtype=_dtype(args))
+                               dtype=_dtype(args), **_deployment(args))
     progress, close = _progress(args)
     try:
         path = pipe.to_file(args.output, args.image, args.driving, frames_dir=args.frames_dir,
@@ -202,6 +208,57 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
     precision.add_argument("--fp16", action="store_true", help="float16 autocast (GPU)")
 
 
+def _add_deployment(parser: argparse.ArgumentParser) -> None:
+    """--backend, --onnx-dir, --compile (docs/deploy.md)."""
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the networks in PyTorch or as ONNX graphs in onnxruntime (CPU; the onnx extra)")
+    parser.add_argument("--onnx-dir", help="exported graphs for --backend onnxruntime (imtalker export-onnx); "
+                                           "default: exported on first use into ~/.cache/imtalker/onnx")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the renderer's per-frame work and the generator step (torch backend)")
+
+
+EXPORT_ONNX_EXAMPLES = """\
+examples:
+  imtalker export-onnx weights/ onnx/                   # renderer + generator of a weights folder
+  imtalker export-onnx weights/renderer.safetensors onnx-renderer/
+  imtalker generate -i face.jpg -a speech.wav -o out.mp4 --weights weights/ --backend onnxruntime --onnx-dir onnx/
+
+Graphs, opset, dynamic axes and the TensorRT route: docs/deploy.md.
+"""
+
+
+def _export_onnx(args: argparse.Namespace) -> None:
+    from importlib.util import find_spec
+
+    from ..export.graphs import export_onnx
+    from ..weights import WEIGHT_FILES, describe_checkpoint, load_generator, load_renderer
+
+    if find_spec("onnx") is None:
+        raise InputError('export-onnx needs onnx: pip install "imtalker[onnx]"')
+    source = Path(args.weights)
+    renderer = generator = None
+    if source.is_dir():
+        names = {name: next((source / n for n in WEIGHT_FILES[name] if (source / n).is_file()), None)
+                 for name in ("renderer", "generator")}
+        if not any(names.values()):
+            raise InputError(f"{source} has no renderer or generator file")
+        renderer = load_renderer(names["renderer"]) if names["renderer"] else None
+        generator = load_generator(names["generator"]) if names["generator"] else None
+    elif source.is_file():
+        kind = describe_checkpoint(source).get("kind")
+        if kind == "renderer":
+            renderer = load_renderer(source)
+        elif kind == "generator":
+            generator = load_generator(source)
+        else:
+            raise InputError(f"{source} is a {kind or 'unknown'} checkpoint; export-onnx takes a renderer or generator")
+    else:
+        raise InputError(f"weights not found: {source}")
+    path = export_onnx(args.output, renderer, generator)
+    print(f"wrote {path.parent} ({', '.join(json.loads(path.read_text())['graphs'])})")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--image", required=True, help="source portrait (any size; jpg, png, webp, ...)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
@@ -215,6 +272,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     _add_precision(parser)
+    _add_deployment(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -288,7 +346,8 @@ def _serve(args: argparse.Namespace) -> None:
                               allow_hosts=tuple(args.allow_host))
     paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
-                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args))
+                               load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args),
+                               **_deployment(args))
     serve(pipe, settings, log_level="warning" if args.quiet else "info")
 
 
@@ -314,6 +373,7 @@ def _add_serve(sub) -> None:
                        "by besides localhost and --host (repeatable; others get 421: DNS rebinding)")
     serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     _add_precision(serve)
+    _add_deployment(serve)
     serve.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(func=_serve)
 
@@ -676,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo, renderer=None, generator=None, audio_encoder=None, no_crop=False, face_index=None,
                       batch_size=8, device="cpu", bf16=False, fp16=False, pose=None, gaze=None, cam=None,
                       tracks_from=None)
+    _add_deployment(demo)
 
     generate = sub.add_parser("generate", help="portrait + speech -> talking video", epilog=GENERATE_EXAMPLES,
                               formatter_class=HelpFormatter)
@@ -711,6 +772,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="store the weights as float16 (half the bytes; loaded back as float32)")
     convert.add_argument("-o", "--output", required=True, help="output folder")
     convert.set_defaults(func=_convert)
+
+    export_onnx = sub.add_parser("export-onnx", help="renderer and generator -> ONNX graphs + manifest.json "
+                                                     "(needs the onnx extra)",
+                                 epilog=EXPORT_ONNX_EXAMPLES, formatter_class=HelpFormatter)
+    export_onnx.add_argument("weights", help="a renderer or generator file, or a weights folder (e.g. the demo "
+                                             "model's)")
+    export_onnx.add_argument("output", help="output folder")
+    export_onnx.set_defaults(func=_export_onnx)
 
     info = sub.add_parser("info", help="say what a checkpoint file or wav2vec2 folder holds")
     info.add_argument("checkpoint")

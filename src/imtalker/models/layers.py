@@ -88,7 +88,7 @@ class Blur(nn.Module):
         self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
+        channels = int(x.shape[1])  # a constant in a traced graph, where ONNX needs the kernel's shape
         # the kernel is symmetric, so correlation equals the flipped-kernel convolution of the original
         weight = self.kernel.to(x.dtype).expand(channels, 1, *self.kernel.shape)
         p0, p1 = self.pad

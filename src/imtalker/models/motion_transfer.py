@@ -17,6 +17,14 @@ from torch import nn
 # Attention-score elements held at once (B x heads x queries x keys): 2**20 floats = 4 MiB. Chunks this small stay
 # in cache and below the allocator's mmap threshold; on a 2-core CPU they ran 4x faster than 128 MiB chunks.
 ATTENTION_CHUNK_ELEMENTS = 1 << 20
+# per frame and query chunk in a captured graph, whose runtime plans its own buffers: 16 MiB of scores
+TRACED_ATTENTION_CHUNK_ELEMENTS = 1 << 22
+
+
+def capturing_graph() -> bool:
+    """Whether this call is being captured into a graph (`torch.onnx.export`'s trace, `torch.compile`): loops then
+    unroll, so the code takes paths whose loop counts do not depend on the batch."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +65,8 @@ class Attention(nn.Module):
         q = split_heads(self.q_proj(q), self.num_heads)
         k = split_heads(self.k_proj(k), self.num_heads)
         v = split_heads(self.v_proj(v), self.num_heads)
+        if torch.jit.is_tracing():  # an ONNX graph has no fused attention: bound its score buffers
+            return self.proj(merge_heads(attention_in_query_chunks(q, k, v)[0]))
         return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -89,7 +99,8 @@ class CrossAttention(Attention):
         """
         b, c, h, w = driving_motion.shape
         q = split_heads(self.q_proj(to_tokens(driving_motion)), self.num_heads)  # (B, heads, N, D)
-        shared = k.shape[0] == 1 and b > 1
+        # a captured graph keeps the frames apart: stacking them would tie its shapes to the batch
+        shared = not capturing_graph() and k.shape[0] == 1 and b > 1
         if shared:  # one source for all frames: stack the frames' queries instead of copying keys B times
             q = q.transpose(0, 1).reshape(1, self.num_heads, b * h * w, -1)
         if bias is not None:
@@ -125,6 +136,8 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         with torch.no_grad():
             _, top1 = attention_with_top1(q, k, v, chunk_elements, bias)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=tile_bias(bias, q.shape[2])), top1
+    if capturing_graph():
+        return attention_in_query_chunks(q, k, v, bias=bias)
     b, heads, nq, d = q.shape
     nk = k.shape[2]
     chunk = max(1, min(nq, chunk_elements // (b * heads * nk)))
@@ -155,6 +168,37 @@ def attention_with_top1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             head_sum /= heads
         top1[:, start:start + n] = head_sum.argmax(dim=-1)
     return out, top1
+
+
+def attention_in_query_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
+                              chunk_elements: int = TRACED_ATTENTION_CHUNK_ELEMENTS):
+    """Softmax attention and the arg-max over keys of the head-mean probabilities, in out-of-place operations over
+    query chunks, for graph capture (`torch.onnx.export`, `torch.compile`).
+
+    A trace records loops unrolled, so the query chunks are a fixed number that depends on the query and key counts
+    only, not on the batch: an exported graph keeps a dynamic batch axis, and a runtime without fused attention holds
+    one chunk's scores (`chunk_elements` per frame) at a time instead of every query's (512 MiB per frame for the
+    4096 tokens of a 64 x 64 map). Each frame's queries are chunked on their own.
+
+    Args:
+        q: (B, heads, Nq, D); k, v: (1 or B, heads, Nk, D).
+        bias: None, or scores (Nq, Nk) added to every head's.
+
+    Returns:
+        (output (B, heads, Nq, D), top1 (B, Nq) int64).
+    """
+    heads, nq, d = (int(n) for n in q.shape[1:])
+    chunk = max(1, min(nq, chunk_elements // (heads * int(k.shape[2]))))
+    kt = k.transpose(-2, -1) * (1 / math.sqrt(d))
+    outs, top1 = [], []
+    for start in range(0, nq, chunk):
+        scores = q[:, :, start:start + chunk] @ kt  # (B, heads, chunk, Nk)
+        if bias is not None:
+            scores = scores + bias[start:start + chunk]
+        probs = torch.softmax(scores, dim=-1)
+        outs.append(probs @ v)
+        top1.append(probs.mean(dim=1).argmax(dim=-1))
+    return torch.cat(outs, dim=2), torch.cat(top1, dim=1)
 
 
 def attention_head_mean(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

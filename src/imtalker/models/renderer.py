@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import RendererConfig
 from .layers import ConvLayer, ConvResBlock, EqualConv2d, EqualLinear, StyledConv, mlp_stack, run_mlp_stack
-from .motion_transfer import CoarseLevel, GuidedResampler, pool_blocks
+from .motion_transfer import CoarseLevel, GuidedResampler, capturing_graph, pool_blocks
 from .synthesis import FrameDecoder
 
 NUM_COARSE_LEVELS = 4  # cross-attention levels; the remaining ones use the guided resampler
@@ -36,9 +36,10 @@ def cpu_micro_batch(device: torch.device, training: bool = False) -> int | None:
 
     On CPU the large layers are compute-bound already at one frame, and one frame's activations (16-64 MiB at
     512 px) get reused by the allocator instead of page-faulted in anew: measured 10% faster and 40% less peak
-    memory than passes of 8 frames on a 2-core CPU. GPUs want the whole batch.
+    memory than passes of 8 frames on a 2-core CPU. GPUs want the whole batch. A captured graph (ONNX export,
+    torch.compile) takes the whole batch too: capture would unroll the passes for the batch it saw.
     """
-    return 1 if device.type == "cpu" and not training else None
+    return 1 if device.type == "cpu" and not training and not capturing_graph() else None
 
 
 class IdentityEncoder(nn.Module):
@@ -218,7 +219,7 @@ class IMTRenderer(nn.Module):
 
     # -- checks ----------------------------------------------------------------------------------------------
 
-    def _check_images(self, images: torch.Tensor, name: str) -> None:
+    def check_images(self, images: torch.Tensor, name: str) -> None:
         size = self.config.image_size
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (B, 3, {size}, {size}), got {type(images).__name__}")
@@ -232,7 +233,7 @@ class IMTRenderer(nn.Module):
         if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
             raise ValueError(f"{name} values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
 
-    def _check_motion(self, motion: torch.Tensor) -> None:
+    def check_motion(self, motion: torch.Tensor) -> None:
         dim = self.config.motion_dim
         if not isinstance(motion, torch.Tensor) or motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] == 0:
             shape = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
@@ -252,7 +253,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def encode_source(self, image: torch.Tensor) -> SourceState:
         """Encode a source portrait once: image (B, 3, S, S) float in [0, 1]."""
-        self._check_images(image, "image")
+        self.check_images(image, "image")
         return self.source_state(image.to(self.weight_dtype))
 
     def source_state(self, image: torch.Tensor) -> SourceState:
@@ -272,7 +273,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
         """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
-        self._check_images(images, "images")
+        self.check_images(images, "images")
         images = images.to(self.weight_dtype).contiguous(memory_format=torch.channels_last)
         step = cpu_micro_batch(images.device, self.training) or images.shape[0]
         return torch.cat([self.latent_token_encoder(chunk) for chunk in images.split(step)])
@@ -306,7 +307,7 @@ class IMTRenderer(nn.Module):
     @torch.inference_mode()
     def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Frames (N, 3, S, S) in [0, 1] for N driving motion latents (N, 32), in batches of `batch_size`."""
-        self._check_motion(motion)
+        self.check_motion(motion)
         if not isinstance(source, SourceState):
             raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
         motion = motion.to(self.weight_dtype)  # float32 latents drive a bfloat16 renderer too

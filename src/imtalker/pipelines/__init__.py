@@ -114,11 +114,35 @@ def center_square(image: np.ndarray) -> np.ndarray:
 
 
 class _PipelineBase:
+    """Shared by both pipelines. Deployment options (docs/deploy.md):
+
+    Args:
+        backend: "torch" (default) or "onnxruntime": the networks run as ONNX graphs in onnxruntime on the CPU
+            (the `onnx` extra), exported from these weights into `onnx_dir` (default: a cache folder per weights
+            digest) unless that folder already holds them. Float32 only.
+        onnx_dir: the exported folder for the onnxruntime backend (`imtalker export-onnx`).
+        compile: `torch.compile` the renderer's per-frame work and the generator's velocity step (torch backend).
+    """
+
     def __init__(self, renderer: IMTRenderer, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 face_detector_factory: Callable[[], Any] | None = None):
+                 face_detector_factory: Callable[[], Any] | None = None, *, backend: str = "torch",
+                 onnx_dir: str | os.PathLike | None = None, compile: bool = False,
+                 generator: MotionGenerator | None = None):
+        from ..export.compiled import compile_networks
+        from ..export.runtime import check_backend, onnxruntime_networks
+
         self.device = torch.device(device)
         self.dtype = dtype
+        self.backend = check_backend(backend, self.device, dtype, compile)
         self.renderer = renderer.to(self.device).eval()
+        if generator is not None:
+            self.generator = generator.to(self.device).eval()
+        if backend == "onnxruntime":
+            self.renderer, onnx_generator = onnxruntime_networks(self.renderer, generator, onnx_dir)
+            if generator is not None:
+                self.generator = onnx_generator
+        elif compile:
+            compile_networks(self.renderer, generator)
         self._face_detector_factory = face_detector_factory
         self._face_detector = None
         self._render_pools: dict[int, RenderPool] = {}
@@ -228,9 +252,9 @@ class AudioDrivenPipeline(_PipelineBase):
 
     def __init__(self, renderer: IMTRenderer, generator: MotionGenerator, audio_encoder: AudioEncoder,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 face_detector_factory: Callable[[], Any] | None = None):
-        super().__init__(renderer, device, dtype, face_detector_factory)
-        self.generator = generator.to(self.device).eval()
+                 face_detector_factory: Callable[[], Any] | None = None, **deployment):
+        """`deployment`: backend, onnx_dir, compile (see `_PipelineBase`)."""
+        super().__init__(renderer, device, dtype, face_detector_factory, generator=generator, **deployment)
         self.audio_encoder = audio_encoder.to(self.device).eval()
         if audio_encoder.feature_dim != generator.config.audio_dim:
             raise InputError(f"the audio encoder gives {audio_encoder.feature_dim}-d features but the generator "

@@ -1,0 +1,226 @@
+"""The onnxruntime backend: exported graphs (`imtalker.export.graphs`) behind the networks' inference interfaces.
+
+`OnnxRenderer` answers `encode_source`, `encode_motion` and `render` as `IMTRenderer` does, and `OnnxGenerator`
+answers `project` and `velocity` as `MotionGenerator` does, so the pipelines, the samplers, the streaming and live
+sessions and the server run them unchanged (`backend="onnxruntime"`). Tensors stay torch tensors on the CPU at the
+interface; each call runs one onnxruntime session. Sessions are safe to call from several threads at once.
+
+    renderer, generator = onnxruntime_networks(renderer, generator, folder="renderer-onnx/")   # exports if needed
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import GeneratorConfig, RendererConfig, config_from_dict, renderer_config_from_dict
+from ..errors import InputError
+from ..models.generator import MotionConditions, MotionGenerator
+from ..models.demo_renderer import DemoSourceState
+from ..models.renderer import IMTRenderer, SourceState, check_source_batch
+from ..weights import weights_digest
+from .graphs import CONDITIONS, export_onnx, flatten_source, read_manifest, unflatten_source
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime")
+SOURCE_STATES = {"published": SourceState, "demo": DemoSourceState}  # per renderer variant (`config.variant`)
+CACHE_ENV = "IMTALKER_ONNX_CACHE"  # where exports made on first use go; default ~/.cache/imtalker/onnx
+
+
+def check_backend(backend: str, device: torch.device, dtype: torch.dtype | None, compile: bool = False) -> str:
+    """`backend` after checking it can run as asked.
+
+    Raises:
+        InputError: an unknown backend, or onnxruntime asked for a GPU, half precision or compilation.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise InputError(f"the onnxruntime backend runs on the CPU, not {device} (for a GPU: --backend torch, "
+                             "or TensorRT from the exported graphs, docs/deploy.md)")
+        if dtype is not None:
+            raise InputError("the onnxruntime backend runs the exported float32 graphs: drop --bf16/--fp16")
+        if compile:
+            raise InputError("--compile is for the torch backend")
+    return backend
+
+
+def require_onnxruntime():
+    """The onnxruntime module, or a one-line InputError naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise InputError('the onnxruntime backend needs onnx and onnxruntime: pip install "imtalker[onnx]"') from None
+    return onnxruntime
+
+
+class GraphSession:
+    """One exported graph in an onnxruntime session: torch tensors in (by input name), torch tensors out."""
+
+    def __init__(self, folder: Path, entry: dict, threads: int | None = None):
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.inputs, self.outputs = entry["inputs"], entry["outputs"]
+        self.session = ort.InferenceSession(str(folder / entry["file"]), options, providers=["CPUExecutionProvider"])
+
+    def run(self, **feeds: torch.Tensor) -> list[torch.Tensor]:
+        arrays = {name: np.ascontiguousarray(feeds[name].detach().cpu().float().numpy()) for name in self.inputs}
+        return [torch.from_numpy(out) for out in self.session.run(self.outputs, arrays)]
+
+
+class OnnxModule:
+    """What the pipelines ask of a network besides its calls: a config, `.to()`, `.eval()` and a parameter that
+    tells its device and dtype (the CPU, float32)."""
+
+    config: RendererConfig | GeneratorConfig
+
+    def to(self, *args, **kwargs) -> "OnnxModule":
+        device = torch.device(args[0]) if args and isinstance(args[0], (str, torch.device)) else None
+        if device is not None and device.type != "cpu":
+            raise InputError(f"the onnxruntime backend runs on the CPU, not on {device}")
+        return self
+
+    def eval(self) -> "OnnxModule":
+        return self
+
+    def parameters(self):
+        yield torch.zeros(())
+
+    @property
+    def training(self) -> bool:
+        return False
+
+    def read_manifest(self, folder: str | os.PathLike, network: str) -> dict:
+        """Keep the exported folder and the digest of `network`'s weights; the whole manifest."""
+        self.folder = Path(folder)
+        manifest = read_manifest(self.folder)
+        if network not in manifest:
+            raise InputError(f"{self.folder} holds no {network} graphs")
+        self.weights_digest = manifest[network]["weights_digest"]
+        return manifest
+
+
+class OnnxRenderer(OnnxModule):
+    """The renderer's exported graphs with `IMTRenderer`'s inference methods (same inputs, checks and outputs)."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        manifest = self.read_manifest(folder, "renderer")
+        folder = self.folder
+        self.config = renderer_config_from_dict(manifest["renderer"]["config"])
+        graphs = manifest["graphs"]
+        self.source_names = graphs["renderer_source"]["outputs"]
+        self.state_type = SOURCE_STATES[self.config.variant]
+        self.source_graph = GraphSession(folder, graphs["renderer_source"], threads)
+        self.frames_graph = GraphSession(folder, graphs["renderer_frames"], threads)
+        self.motion_graph = GraphSession(folder, graphs["motion_encoder"], threads)
+
+    # the same input checks as the PyTorch renderer (they read only the config), so bad input fails alike
+    check_images = IMTRenderer.check_images
+    check_motion = IMTRenderer.check_motion
+
+    def encode_source(self, image: torch.Tensor) -> SourceState:
+        """A source state for one portrait (1, 3, S, S) float in [0, 1] (the graph's batch is 1)."""
+        self.check_images(image, "image")
+        if image.shape[0] != 1:
+            raise ValueError(f"the onnxruntime renderer encodes one source image at a time, got {image.shape[0]}")
+        return unflatten_source(self.state_type, self.source_names, self.source_graph.run(source_image=image))
+
+    def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
+        """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
+        self.check_images(images, "images")
+        return self.motion_graph.run(images=images)[0]
+
+    def render_with_top1(self, source: SourceState, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (B, 3, S, S) and the finest cross-attention's arg-max cells (B, grid^2) for latents (B, 32)."""
+        check_source_batch(source, motion)
+        feeds = dict(zip(self.source_names, flatten_source(source)))
+        return tuple(self.frames_graph.run(driving_motion=motion, **feeds))
+
+    def render(self, source: SourceState, motion: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        self.check_motion(motion)
+        if not isinstance(source, SourceState):
+            raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
+        step = batch_size or motion.shape[0]
+        return torch.cat([self.render_with_top1(source, chunk)[0] for chunk in motion.split(step)])
+
+
+class OnnxVelocity:
+    """The exported `fmt` velocity step, called as `FlowMatchingTransformer.forward` is."""
+
+    def __init__(self, graph: GraphSession):
+        self.graph = graph
+
+    def __call__(self, t, x: torch.Tensor, prev_x: torch.Tensor, ref: torch.Tensor, conditions: MotionConditions,
+                 prev_conditions: MotionConditions) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        feeds = {f"{name}_condition": getattr(conditions, name) for name in CONDITIONS}
+        feeds |= {f"prev_{name}_condition": getattr(prev_conditions, name) for name in CONDITIONS}
+        return self.graph.run(t=t, x=x, prev_x=prev_x, ref=ref, **feeds)[0]
+
+
+class OnnxGenerator(OnnxModule):
+    """The generator's exported graphs with `MotionGenerator`'s `project` and `velocity` (guidance included)."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        manifest = self.read_manifest(folder, "generator")
+        folder = self.folder
+        self.config = config_from_dict(GeneratorConfig, manifest["generator"]["config"])
+        self.conditions_graph = GraphSession(folder, manifest["graphs"]["generator_conditions"], threads)
+        self.fmt = OnnxVelocity(GraphSession(folder, manifest["graphs"]["generator_velocity"], threads))
+
+    def project(self, audio_features: torch.Tensor, pose: torch.Tensor | None = None,
+                gaze: torch.Tensor | None = None, cam: torch.Tensor | None = None) -> MotionConditions:
+        """As `MotionGenerator.project`: a missing track is zeros in the projected space."""
+        cfg = self.config
+        b, n = audio_features.shape[:2]
+        tracks = {"audio": audio_features, "pose": pose, "gaze": gaze, "cam": cam}
+        dims = {"audio": cfg.audio_dim, "pose": cfg.pose_dim, "gaze": cfg.gaze_dim, "cam": cfg.cam_dim}
+        feeds = {name: track if track is not None else torch.zeros(b, n, dims[name]) for name, track in tracks.items()}
+        projected = dict(zip(CONDITIONS, self.conditions_graph.run(**feeds)))
+        return MotionConditions(*(torch.zeros_like(projected[name]) if tracks[name] is None else projected[name]
+                                  for name in CONDITIONS))
+
+    # guidance around the velocity step, exactly as the PyTorch generator does it (it calls `self.fmt`)
+    velocity = MotionGenerator.velocity
+
+
+def exported_folder(renderer: IMTRenderer | None, generator: MotionGenerator | None,
+                    folder: str | os.PathLike | None = None) -> Path:
+    """A folder of graphs exported from exactly these networks: `folder` (exported now unless its manifest already
+    names these weights), or by default one per weights digest under `$IMTALKER_ONNX_CACHE` (~/.cache/imtalker/onnx)."""
+    digests = {name: weights_digest(model) for name, model in (("renderer", renderer), ("generator", generator))
+               if model is not None}
+    if folder is None:
+        cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "imtalker" / "onnx"
+        folder = Path(cache) / "-".join(digests[name] for name in sorted(digests))
+    folder = Path(folder)
+    try:
+        manifest = read_manifest(folder)
+        current = all(manifest.get(name, {}).get("weights_digest") == digest for name, digest in digests.items())
+    except InputError:
+        current = False
+    if not current:
+        require_onnxruntime()
+        logger.warning("exporting the networks to ONNX in %s (once per set of weights)", folder)
+        export_onnx(folder, renderer, generator)
+    return folder
+
+
+def onnxruntime_networks(renderer: IMTRenderer, generator: MotionGenerator | None = None,
+                         folder: str | os.PathLike | None = None, threads: int | None = None):
+    """The onnxruntime stand-ins of a renderer and a generator (None: only the renderer), from graphs exported
+    from these very weights (see `exported_folder`).
+
+    Returns:
+        (OnnxRenderer, OnnxGenerator or None).
+    """
+    folder = exported_folder(renderer, generator, folder)
+    return OnnxRenderer(folder, threads), OnnxGenerator(folder, threads) if generator is not None else None

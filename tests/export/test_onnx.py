@@ -1,0 +1,229 @@
+"""ONNX export and the onnxruntime backend: parity with the PyTorch networks (1e-4, equal attention arg-max), the
+manifest, the backend switch in the pipelines and the CLI, with tiny networks."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_models import GENERATOR, RENDERER, save_tiny_weights
+from imtalker.apps.cli import main
+from imtalker.config import DemoRendererConfig
+from imtalker.errors import InputError
+from imtalker.models.demo_renderer import DemoRenderer
+from imtalker.models.generator import MotionGenerator
+from imtalker.models.renderer import NUM_COARSE_LEVELS, IMTRenderer
+from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline
+from imtalker.sampling import SamplingOptions, sample_motion
+from imtalker.weights import weights_digest
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from imtalker.export.graphs import OPSET, export_onnx, read_manifest  # noqa: E402  (needs onnx)
+from imtalker.export.runtime import OnnxGenerator, OnnxRenderer, onnxruntime_networks  # noqa: E402
+
+ATOL = 1e-4
+TINY_DEMO = DemoRendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32),
+                               motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4,
+                               warp_hidden=16, warp_fields=4)
+
+
+def torch_render_with_top1(renderer: IMTRenderer, source, motion: torch.Tensor):
+    """PyTorch frames and the finest cross-attention's arg-max cells, read by a hook as the frames graph reads them."""
+    found = []
+    hook = renderer.imt[NUM_COARSE_LEVELS - 1].block_efc.register_forward_hook(
+        lambda module, args, output: found.append(output[1]))
+    try:
+        with torch.inference_mode():
+            frames = renderer.render(source, motion)
+    finally:
+        hook.remove()
+    return frames, torch.cat(found)
+
+
+def check_renderer_parity(renderer: IMTRenderer, onnx_renderer: OnnxRenderer, seed: int = 0) -> None:
+    rng = torch.Generator().manual_seed(seed)
+    size = renderer.config.image_size
+    image = torch.rand(1, 3, size, size, generator=rng)
+    source = renderer.encode_source(image)
+    onnx_source = onnx_renderer.encode_source(image)
+    for name, expected in vars(source).items():
+        for want, got in zip(expected if isinstance(expected, list) else [expected],
+                             getattr(onnx_source, name) if isinstance(expected, list) else [getattr(onnx_source, name)]):
+            torch.testing.assert_close(got, want.float(), atol=ATOL, rtol=0, msg=name)
+    for batch in (1, 3):  # the graph was traced at batch 2: the batch axis is dynamic
+        motion = source.motion + 0.3 * torch.randn(batch, source.motion.shape[1], generator=rng)
+        frames, top1 = torch_render_with_top1(renderer, source, motion)
+        onnx_frames, onnx_top1 = onnx_renderer.render_with_top1(onnx_source, motion)
+        assert onnx_frames.shape == frames.shape
+        torch.testing.assert_close(onnx_frames, frames, atol=ATOL, rtol=0)
+        assert torch.equal(onnx_top1, top1)
+    images = torch.rand(4, 3, size, size, generator=rng)
+    torch.testing.assert_close(onnx_renderer.encode_motion(images), renderer.encode_motion(images), atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    renderer, generator = IMTRenderer(RENDERER).eval(), MotionGenerator(GENERATOR).eval()
+    folder = tmp_path_factory.mktemp("onnx")
+    export_onnx(folder, renderer, generator)
+    return renderer, generator, folder
+
+
+def test_manifest_names_graphs_axes_opset_and_weights(tiny):
+    renderer, generator, folder = tiny
+    manifest = read_manifest(folder)
+    assert manifest["opset"] == OPSET
+    assert set(manifest["graphs"]) == {"renderer_source", "renderer_frames", "motion_encoder", "generator_conditions",
+                                       "generator_velocity"}
+    frames = manifest["graphs"]["renderer_frames"]
+    assert frames["outputs"] == ["frames", "top1"]
+    assert frames["dynamic_axes"]["driving_motion"] == {"0": "batch"}
+    assert manifest["renderer"]["weights_digest"] == weights_digest(renderer)
+    assert manifest["generator"]["weights_digest"] == weights_digest(generator)
+    for entry in manifest["graphs"].values():  # the names recorded are the graph's own
+        session = ort.InferenceSession(str(folder / entry["file"]), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == entry["inputs"]
+        assert [o.name for o in session.get_outputs()] == entry["outputs"]
+
+
+def test_renderer_graphs_match_pytorch(tiny):
+    renderer, _, folder = tiny
+    check_renderer_parity(renderer, OnnxRenderer(folder))
+
+
+def test_demo_renderer_graphs_match_pytorch(tmp_path):
+    torch.manual_seed(1)
+    renderer = DemoRenderer(TINY_DEMO).eval()
+    onnx_renderer, _ = onnxruntime_networks(renderer, folder=tmp_path)
+    check_renderer_parity(renderer, onnx_renderer, seed=1)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_generator_graphs_sample_the_same_motion(tiny, cfg_scale):
+    _, generator, folder = tiny
+    onnx_generator = OnnxGenerator(folder)
+    rng = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 67, GENERATOR.audio_dim, generator=rng)  # a full chunk and a short one
+    ref = torch.randn(1, GENERATOR.motion_dim, generator=rng)
+    pose = torch.randn(67, GENERATOR.pose_dim, generator=rng)
+    options = SamplingOptions(cfg_scale=cfg_scale, nfe=4, seed=0)
+    expected = sample_motion(generator, features, ref, pose=pose, options=options)
+    got = sample_motion(onnx_generator, features, ref, pose=pose, options=options)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+def test_folder_is_exported_only_when_it_does_not_hold_these_weights(tiny, monkeypatch):
+    from imtalker.export import runtime
+
+    renderer, generator, folder = tiny
+    exports = []
+    monkeypatch.setattr(runtime, "export_onnx", lambda out, *networks: exports.append(out))
+    assert runtime.exported_folder(renderer, generator, folder) == folder and exports == []  # current: reused
+    assert runtime.exported_folder(renderer, None, folder) == folder and exports == []
+    torch.manual_seed(5)
+    runtime.exported_folder(IMTRenderer(RENDERER).eval(), generator, folder)  # other weights: exported anew
+    assert exports == [folder]
+    monkeypatch.setenv(runtime.CACHE_ENV, str(folder.parent / "cache"))  # no folder named: one per digest
+    runtime.exported_folder(renderer, generator)
+    assert exports[-1] == folder.parent / "cache" / "-".join(sorted([weights_digest(generator),
+                                                                      weights_digest(renderer)]))
+
+
+def test_backend_checks_are_one_line_input_errors(tiny):
+    renderer, generator, folder = tiny
+    with pytest.raises(InputError, match="backend must be one of"):
+        VideoDrivenPipeline(renderer, backend="tensorrt")
+    with pytest.raises(InputError, match="float32"):
+        VideoDrivenPipeline(renderer, dtype=torch.bfloat16, backend="onnxruntime", onnx_dir=folder)
+    with pytest.raises(InputError, match="not an exported ONNX folder"):
+        OnnxRenderer(folder.parent)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return save_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def exported(weights, tmp_path_factory):
+    """The tiny weights folder exported by `imtalker export-onnx`."""
+    out = tmp_path_factory.mktemp("exported")
+    assert main(["export-onnx", str(weights), str(out)]) == 0
+    return out
+
+
+def write_speech(path, seconds: float) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng(0)
+    n = int(16000 * seconds)
+    waveform = (0.3 * np.sin(np.arange(n) * 0.05) * rng.uniform(0.5, 1, n)).astype(np.float32)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes((waveform * 32767).astype(np.int16).tobytes())
+    return waveform, 16000
+
+
+def test_pipeline_backends_make_the_same_video_frames(weights, exported, tmp_path):
+    """The whole audio-driven pipeline, torch against onnxruntime: frames equal up to one 8-bit level."""
+    from PIL import Image
+
+    portrait = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(portrait)
+    audio = write_speech(tmp_path / "speech.wav", 1.0)
+    options = dict(crop=False, seed=0, nfe=3)
+    torch_frames = np.stack(list(AudioDrivenPipeline.from_pretrained(weights).frames(portrait, audio, **options)))
+    onnx_pipe = AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported)
+    assert isinstance(onnx_pipe.renderer, OnnxRenderer) and isinstance(onnx_pipe.generator, OnnxGenerator)
+    onnx_frames = np.stack(list(onnx_pipe.frames(portrait, audio, **options)))
+    assert onnx_frames.shape == torch_frames.shape == (25, 128, 128, 3)
+    difference = np.abs(onnx_frames.astype(int) - torch_frames.astype(int))
+    assert difference.max() <= 1 and difference.mean() < 0.01
+
+
+def test_cli_export_onnx_and_generate_with_the_backend(weights, exported, tmp_path, capsys):
+    from PIL import Image
+
+    assert {"renderer", "generator"} <= set(read_manifest(exported))
+    assert main(["export-onnx", str(weights / "generator.safetensors"), str(tmp_path / "g")]) == 0
+    assert set(read_manifest(tmp_path / "g")["graphs"]) == {"generator_conditions", "generator_velocity"}
+    assert main(["export-onnx", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert "weights not found" in capsys.readouterr().err
+
+    portrait = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(portrait)
+    speech = tmp_path / "speech.wav"
+    write_speech(speech, 0.5)
+    video = tmp_path / "out.mp4"
+    args = ["generate", "-i", str(portrait), "-a", str(speech), "-o", str(video), "--weights", str(weights),
+            "--no-crop", "--nfe", "3", "--seed", "0", "-q", "--backend", "onnxruntime", "--onnx-dir", str(exported)]
+    assert main(args) == 0 and video.stat().st_size > 0
+    assert main(args + ["--bf16"]) == 2
+    assert "float32" in capsys.readouterr().err
+
+
+def test_live_session_backends_make_the_same_frames(weights, exported):
+    """An always-on live session (idle frames, then speech in pieces) on either backend."""
+    from helpers.server import FAST, drawn_portrait, voice
+    from imtalker.pipelines.live import LiveSession
+    from imtalker.pipelines.streaming import StreamingSession
+
+    def run(pipe):
+        source = pipe.prepare_source(drawn_portrait(), crop=False)
+        live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, batch_size=5, **FAST))
+        frames = [frame for k in range(10) for frame in live.tick(now=k / 25)]  # idle: no speech yet
+        for piece in np.array_split(voice(0.6), 3):
+            frames += list(live.push(piece))
+        frames += list(live.finish())
+        return np.stack([frame.image for frame in frames])
+
+    torch_frames = run(AudioDrivenPipeline.from_pretrained(weights))
+    onnx_frames = run(AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported))
+    assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) >= 20
+    assert np.abs(onnx_frames.astype(int) - torch_frames.astype(int)).max() <= 1
