@@ -128,6 +128,9 @@ def _term(text: str, kind: str) -> _Term | None:
         start, end = _range(rest, kind, name)
         return _Term(axes.index(name), start, end)
     name, _, arguments = text.partition(":")
+    if "@" in name and not arguments:  # `nod@2hz`: a frequency with the default amplitude
+        name, _, frequency = name.partition("@")
+        arguments = f"@{frequency}"
     name = name.strip()
     if name == "still" and kind in ("pose", "cam") or name == "look-at-camera" and kind == "gaze":
         if arguments:
