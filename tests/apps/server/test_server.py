@@ -175,7 +175,7 @@ def test_portrait_uploaded_once_then_streamed_by_id(client, server, drawn_png):
     ("not_an_image", 422, "bad_input"), ("no_face", 422, "no_face"), ("not_audio", 422, "bad_input"),
     ("too_big", 413, "too_large"), ("too_long", 413, "too_large"), ("nfe", 422, "bad_input"),
     ("cfg_scale", 422, "bad_input"), ("unknown_option", 422, "bad_input"), ("no_audio", 400, "bad_request"),
-    ("unknown_portrait_id", 404, "not_found"),
+    ("unknown_portrait_id", 404, "not_found"), ("pose", 422, "bad_input"),
 ])
 def test_bad_uploads_get_4xx_with_a_message(client, server, astronaut_png, case, status, code):
     portrait = ("p.png", astronaut_png)
@@ -197,6 +197,8 @@ def test_bad_uploads_get_4xx_with_a_message(client, server, astronaut_png, case,
         data["cfg_scale"] = "loud"
     elif case == "unknown_option":
         data["steps"] = "10"
+    elif case == "pose":
+        data["pose"] = "/etc/passwd"  # descriptions only: never a file of the server's
     files = {"portrait": portrait, "audio": audio}
     if case == "no_audio":
         del files["audio"]
