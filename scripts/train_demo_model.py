@@ -156,6 +156,9 @@ def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -
         "generator_minutes": args.generator_minutes, "minutes": timings, "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "date": date.today().isoformat(),
         "command": "python scripts/train_demo_model.py --work runs/demo --install",
+        "conditions": "pose, gaze and cam in the published conventions (FLAME axis-angle, SMIRK camera, L2CS gaze; "
+                      "docs/conditions.md)" + (", the corpus's true values" if args.true_tracks else
+                                               ", as imtalker prepare measured them"),
     }
     (INSTALL_DIR / "training.json").write_text(json.dumps(training, indent=1))
     write_model_card(INSTALL_DIR, training, result)
