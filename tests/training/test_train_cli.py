@@ -99,8 +99,8 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
     # a fine-tune starts from a weights folder's generator and front end (a learning rate of ~0 keeps them)
     config = read_config(GENERATOR_CONFIG)
     config["training"]["lr"] = 1e-12
-    train_generator(prepared.folder, renderer_run, tmp_path / "finetune", config, overrides={"max_steps": 1},
-                    init=weights, enable_progress_bar=False)
+    train_generator(prepared.folder, renderer_run / "checkpoints" / "last.ckpt", tmp_path / "finetune", config,
+                    overrides={"max_steps": 1}, init=weights, enable_progress_bar=False)
     started = imtalker.load_generator(tmp_path / "finetune" / "checkpoints" / "last.ckpt")
     for key, value in imtalker.load_generator(weights / "generator.safetensors").state_dict().items():
         torch.testing.assert_close(started.state_dict()[key], value, atol=1e-6, rtol=0)
