@@ -161,6 +161,7 @@ examples:
   imtalker demo                                            # bundled portrait and speech -> demo.mp4
   imtalker demo --out talking.mp4 --seed 3 --paste-back    # into the whole 512 px portrait
   imtalker demo --source face.jpg --audio speech.wav --out mine.mp4   # your files, the demo model
+  imtalker demo --pose "yaw=20deg" --out turned.mp4         # the head turned towards the image's left
 
 The demo model is small (128 px) and trained only on synthetic faces: see imtalker/assets/demo_model/MODEL_CARD.md.
 """
@@ -214,6 +215,17 @@ def _check_inputs(*paths: str) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"input file not found: {path}")
+
+
+def _add_head_motion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pose", help="head pose: a description (\"yaw=20deg\", \"nod\", \"turn:-20..20deg\") "
+                        "or a (T, 3) FLAME axis-angle track as .npy/.csv, or a tracks .npz (docs/conditions.md)")
+    parser.add_argument("--gaze", help="gaze: a description (\"look-at-camera\", \"yaw=10deg\") or a (T, 2) "
+                        "L2CS pitch, yaw track as .npy/.csv/.npz")
+    parser.add_argument("--cam", help="camera: a description (\"still\", \"s=6,tx=0..0.02\") or a (T, 3) "
+                        "SMIRK s, tx, ty track as .npy/.csv/.npz")
+    parser.add_argument("--tracks-from", help="take head pose, gaze and camera tracks from this video "
+                        "(explicit --pose/--gaze/--cam win)")
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
@@ -693,9 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     demo.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer speech")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_head_motion(demo)
     demo.set_defaults(func=_demo, renderer=None, generator=None, audio_encoder=None, no_crop=False, face_index=None,
-                      batch_size=8, device="cpu", bf16=False, fp16=False, pose=None, gaze=None, cam=None,
-                      tracks_from=None)
+                      batch_size=8, device="cpu", bf16=False, fp16=False)
 
     generate = sub.add_parser("generate", help="portrait + speech -> talking video", epilog=GENERATE_EXAMPLES,
                               formatter_class=HelpFormatter)
@@ -706,14 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance (2-3 recommended)")
     generate.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     generate.add_argument("--seed", type=int, help="makes the motion reproducible")
-    generate.add_argument("--pose", help="head pose: a description (\"yaw=20deg\", \"nod\", \"turn:-20..20deg\") "
-                          "or a (T, 3) FLAME axis-angle track as .npy/.csv, or a tracks .npz (docs/conditions.md)")
-    generate.add_argument("--gaze", help="gaze: a description (\"look-at-camera\", \"yaw=10deg\") or a (T, 2) "
-                          "L2CS pitch, yaw track as .npy/.csv/.npz")
-    generate.add_argument("--cam", help="camera: a description (\"still\", \"s=6,tx=0..0.02\") or a (T, 3) "
-                          "SMIRK s, tx, ty track as .npy/.csv/.npz")
-    generate.add_argument("--tracks-from", help="take head pose, gaze and camera tracks from this video "
-                          "(explicit --pose/--gaze/--cam win)")
+    _add_head_motion(generate)
     generate.set_defaults(func=_generate)
 
     reenact = sub.add_parser("reenact", help="portrait + driving video -> the portrait moving like the video",
