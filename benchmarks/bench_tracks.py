@@ -117,7 +117,7 @@ def following(clips, weights: Path, folder: Path) -> list[tuple[str, str, float,
             frames = np.stack(list(audio_pipe.frames(portrait, audio, seed=0, pose=track)))
             measured = flame_to_euler(tracks_from_frames(frames)["pose"])
             requested = flame_to_euler(track)[:len(measured)]
-            add((f"demo model asked for a {label}: `--pose \"{description}\"`", "yaw pitch".split()[axis]),
+            add((f"demo model asked for a {label}: `--pose \"{description}\"`", ("yaw", "pitch")[axis]),
                 requested[:, axis], measured[:, axis])
     rows = []
     for (what, axis), (requested, rendered, per_clip) in pooled.items():

@@ -144,5 +144,9 @@ def test_whole_tracks_round_trip_and_files(tmp_path):
 
     with pytest.raises(InputError, match="unknown tracks convention"):
         read_tracks({"convention": np.asarray("mine"), **legacy})
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(InputError, match="not readable"):
+        read_tracks(broken)
     with pytest.raises(InputError, match="lack gaze"):
         read_tracks({"convention": np.asarray(LEGACY), "pose": legacy["pose"], "cam": legacy["cam"]})

@@ -24,6 +24,7 @@ truth: ``pose = (yaw, pitch, roll)`` Euler angles, ``gaze = (pitch, yaw)`` of th
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -241,8 +242,12 @@ def read_tracks(source) -> dict[str, np.ndarray]:
         InputError: an unknown convention, or pose / gaze / cam missing.
     """
     if isinstance(source, (str, os.PathLike)):
-        with np.load(source, allow_pickle=False) as stored:
-            return read_tracks({key: stored[key] for key in stored.files})
+        try:
+            with np.load(source, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise InputError(f"tracks file {source} is not readable: {err}") from None
+        return read_tracks(arrays)
     convention = str(source["convention"]) if "convention" in source else LEGACY
     if convention not in CONVENTIONS:
         raise InputError(f"unknown tracks convention {convention!r}; known: {', '.join(CONVENTIONS)}")
