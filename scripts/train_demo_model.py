@@ -15,6 +15,10 @@ Stages (each one skips what an earlier, interrupted run finished; run the same c
    clips (`imtalker eval`): self-reenactment PSNR/SSIM and lip-sync correlation;
 6. with --install: the weights, configs, evaluation and a model card go to src/imtalker/assets/demo_model/.
 
+A fine-tune of the generator alone (`--generator-from DIR`: DIR's renderer is kept and its generator and log-mel
+front end are the starting point) skips stage 3; `--true-tracks` conditions the generator on the synthetic corpus's
+true head pose, gaze and camera (converted to the published conventions) instead of the tracks `prepare` measured.
+
 The wall-clock budgets are Lightning's `max_time`, whose elapsed time is kept in the checkpoints, so a killed run
 that resumes does not train longer than the budget in total.
 """
@@ -62,6 +66,20 @@ def make_data(work: Path, clips: int, seconds: float, heldout: int, workers: int
               f"{len(report.skipped)} skipped {report.skipped or ''}", flush=True)
 
 
+def true_tracks_stage(work: Path) -> None:
+    """Replaces each prepared clip's measured tracks by the corpus's ground truth in the published conventions."""
+    from imtalker.data.dataset import CLIPS
+    from imtalker.preprocess.conventions import legacy_to_published, write_tracks
+    from imtalker.training.data import synthetic_truth
+
+    _stage("true head pose, gaze and camera as the generator's conditions")
+    for folder in ("data", "heldout"):
+        for clip in sorted((work / folder / CLIPS).iterdir()):
+            truth = synthetic_truth(clip, ("pose", "gaze", "camera"))
+            write_tracks(clip / "tracks.npz", legacy_to_published(
+                {"pose": truth["pose"], "gaze": truth["gaze"], "cam": truth["camera"]}))
+
+
 def train_renderer_stage(work: Path, minutes: float, config: dict) -> Path:
     from imtalker.training.run import export_run, train_renderer
 
@@ -72,13 +90,17 @@ def train_renderer_stage(work: Path, minutes: float, config: dict) -> Path:
     return work / "weights" / "renderer.safetensors"
 
 
-def train_generator_stage(work: Path, renderer: Path, minutes: float) -> None:
+def train_generator_stage(work: Path, renderer: Path, minutes: float, init: Path | None = None,
+                          lr: float | None = None) -> None:
     from imtalker.training.run import export_run, read_config, train_generator
 
-    _stage(f"motion generator training ({minutes:g} min budget)")
+    _stage(f"motion generator {'fine-tuning' if init else 'training'} ({minutes:g} min budget)")
     run = work / "generator"
-    train_generator(work / "data", renderer, run, read_config(CONFIGS / "demo-generator.yaml"),
-                    overrides={"max_time": _minutes(minutes)}, enable_progress_bar=False)
+    config = read_config(CONFIGS / "demo-generator.yaml")
+    if lr is not None:
+        config["training"]["lr"] = lr
+    train_generator(work / "data", renderer, run, config, overrides={"max_time": _minutes(minutes)}, init=init,
+                    enable_progress_bar=False)
     export_run(run, work / "weights")
 
 
@@ -134,6 +156,9 @@ def install(work: Path, result: dict, timings: dict, args: argparse.Namespace) -
         "generator_minutes": args.generator_minutes, "minutes": timings, "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "date": date.today().isoformat(),
         "command": "python scripts/train_demo_model.py --work runs/demo --install",
+        "conditions": "pose, gaze and cam in the published conventions (FLAME axis-angle, SMIRK camera, L2CS gaze; "
+                      "docs/conditions.md)" + (", the corpus's true values" if args.true_tracks else
+                                               ", as imtalker prepare measured them"),
     }
     (INSTALL_DIR / "training.json").write_text(json.dumps(training, indent=1))
     write_model_card(INSTALL_DIR, training, result)
@@ -150,6 +175,11 @@ def main() -> None:
     parser.add_argument("--renderer-minutes", type=float, default=58.0, help="wall-clock cap of the renderer run")
     parser.add_argument("--generator-minutes", type=float, default=13.0)
     parser.add_argument("--workers", type=int, default=2, help="processes for the corpus and prepare stages")
+    parser.add_argument("--generator-from", type=Path, help="fine-tune this weights folder's generator on its "
+                        "renderer instead of training both")
+    parser.add_argument("--generator-lr", type=float, help="learning rate of the generator run (default: the recipe's)")
+    parser.add_argument("--true-tracks", action="store_true", help="condition the generator on the corpus's true "
+                        "pose, gaze and camera")
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -169,12 +199,18 @@ def main() -> None:
     lap("data", t0)
     from imtalker.training.run import read_config
 
-    renderer_config = read_config(CONFIGS / "demo-renderer.yaml")
+    if args.true_tracks:
+        true_tracks_stage(args.work)
     t0 = time.monotonic()
-    renderer = train_renderer_stage(args.work, args.renderer_minutes, renderer_config)
+    if args.generator_from is None:
+        renderer = train_renderer_stage(args.work, args.renderer_minutes, read_config(CONFIGS / "demo-renderer.yaml"))
+    else:
+        renderer = args.work / "weights" / "renderer.safetensors"
+        renderer.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(args.generator_from / "renderer.safetensors", renderer)
     lap("renderer", t0)
     t0 = time.monotonic()
-    train_generator_stage(args.work, renderer, args.generator_minutes)
+    train_generator_stage(args.work, renderer, args.generator_minutes, args.generator_from, args.generator_lr)
     lap("generator", t0)
     t0 = time.monotonic()
     result = evaluate_stage(args.work, pack_stage(args.work))

@@ -28,6 +28,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
                                 "| mel | whole file, audio shifted 10 ms"]),
     pytest.param("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |",
                                          "| 50 | 2 | 4 |"], marks=pytest.mark.slow),
+    pytest.param("bench_tracks.py", [], ["| yaw (deg) |", "| gaze direction, L2CS (deg) |",
+                                         "| demo model asked for a nod (pitch)"], marks=pytest.mark.slow),
 ])
 def test_benchmark_quick_run(script, args, expect, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--no-write", *args],

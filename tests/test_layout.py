@@ -13,7 +13,7 @@ ROOT = Path(imtalker.__file__).parent
 LAYERS = [
     {"constants", "errors", "config"},
     {"io", "models", "metrics"},
-    {"weights", "preprocess", "features", "sampling", "export"},
+    {"weights", "preprocess", "tracks", "features", "sampling", "export"},
     {"pipelines", "data"},
     {"evaluation", "training"},
     {"apps", "__main__"},

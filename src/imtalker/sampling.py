@@ -344,7 +344,8 @@ class HopSampler:
 
     @torch.inference_mode()
     def step(self, audio_features: torch.Tensor, commit: int, noise: torch.Tensor | None = None, *,
-             silent: bool = False) -> torch.Tensor:
+             silent: bool = False, pose: torch.Tensor | None = None, gaze: torch.Tensor | None = None,
+             cam: torch.Tensor | None = None) -> torch.Tensor:
         """Commit the first `commit` frames of a window whose clip holds these n raw audio features (B, n, A).
 
         Args:
@@ -356,6 +357,7 @@ class HopSampler:
                 unconditional pass, which is then the only pass), so the generator samples its own motion without
                 speech. Silence's features would instead drive it as audio, which it never saw and drifts on
                 (docs/streaming.md, "Always-on sessions"). The features still become the context's conditions.
+            pose, gaze, cam: optional head-motion conditions of the same n frames, (B, n, 3 / 2 / 3).
 
         Returns:
             (B, commit, motion_dim) motion latents.
@@ -367,7 +369,7 @@ class HopSampler:
             raise ValueError(f"a window holds 1 to {clip} frames, got {n}")
         if not 1 <= commit <= n:
             raise ValueError(f"commit must be 1 to the window's {n} frames, got {commit}")
-        conditions = model.project(audio_features.to(self.device, self.dtype))
+        conditions = self._project(audio_features, pose, gaze, cam)
         self._start(conditions, batch)
         window = n if self.padding == "none" else clip
         pad = fit_frames if self.padding == "zeros" else repeat_pad
@@ -395,11 +397,16 @@ class HopSampler:
         return kept
 
     @torch.inference_mode()
-    def append(self, motion: torch.Tensor, audio_features: torch.Tensor) -> None:
-        """Commit frames made outside the sampler: latents (B, k, motion_dim) with their raw audio (B, k, A)."""
-        conditions = self.model.project(audio_features.to(self.device, self.dtype))
+    def append(self, motion: torch.Tensor, audio_features: torch.Tensor, pose: torch.Tensor | None = None,
+               gaze: torch.Tensor | None = None, cam: torch.Tensor | None = None) -> None:
+        """Commit frames made outside the sampler: latents (B, k, motion_dim) with their raw audio (B, k, A) and
+        optional head-motion conditions (B, k, d)."""
+        conditions = self._project(audio_features, pose, gaze, cam)
         self._start(conditions, motion.shape[0])
         self._commit(motion.to(self.device, self.dtype), conditions)
+
+    def _project(self, *raw: torch.Tensor | None) -> MotionConditions:
+        return self.model.project(*(None if v is None else v.to(self.device, self.dtype) for v in raw))
 
     def forget(self, frames: int) -> None:
         """Take back the last `frames` committed frames (never shown), so the next window does not see them."""

@@ -91,3 +91,19 @@ def test_bad_arguments_exit_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["convert"])  # -o is required
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--pose", "yaw=20 degrees", "pose: yaw must be a number with deg or rad"),
+    ("--gaze", "nod", "gaze: cannot read 'nod'"),
+    ("--cam", "missing.npy", "input file not found: missing.npy"),
+])
+def test_bad_head_motion_exits_2_before_loading_models(tmp_path, capsys, flag, value, message):
+    from imtalker.data.synthetic import demo_asset
+
+    out = tmp_path / "o.mp4"
+    code = main(["generate", "-i", str(demo_asset("demo_portrait.png")), "-a", str(demo_asset("demo_speech.wav")),
+                 "-o", str(out), "--weights", str(tmp_path / "no-weights-needed-yet"), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.strip().count("\n") == 0
+    assert not out.exists()

@@ -154,7 +154,7 @@ def test_silent_audio_works(pipe, portrait, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_image", "corrupt_image", "tiny_image", "no_face", "empty_audio",
-                                  "too_long", "bad_track"])
+                                  "too_long", "bad_track", "bad_description"])
 def test_bad_inputs_raise_input_error(pipe, portrait, speech, tmp_path, case):
     from PIL import Image
 
@@ -176,6 +176,8 @@ def test_bad_inputs_raise_input_error(pipe, portrait, speech, tmp_path, case):
         options["max_seconds"] = 0.5
     elif case == "bad_track":
         options["pose"] = np.zeros((10, 2))
+    elif case == "bad_description":
+        options["pose"] = "yaw=20 degrees"
     error = NoFaceError if case == "no_face" else InputError
     out = tmp_path / "out.mp4"
     with pytest.raises(error):
@@ -307,3 +309,15 @@ def test_tracks_from_a_driving_video_condition_the_motion(pipe, portrait, speech
     with_tracks = torch.cat(motions)
     assert len(plain) == len(tracked)
     assert (with_tracks - without).abs().max() > 1e-4  # the pose/gaze/camera conditions reached the generator
+
+
+def test_described_head_motion_reaches_the_generator(pipe, portrait, speech, monkeypatch):
+    seen = []
+    project = pipe.generator.project
+    monkeypatch.setattr(pipe.generator, "project", lambda *args: seen.append(args[1]) or project(*args))
+    monkeypatch.setattr(pipe, "render_frames", lambda source, motion, *args: iter(motion))  # the motion is enough
+    list(pipe.frames(portrait, speech, seed=0, nfe=2, pose="turn:-20..20deg"))
+    pose = torch.cat([p[0] for p in seen if p is not None]).numpy()
+    yaw = -np.degrees(pose[:, 1])  # FLAME's y-rotation is minus our yaw
+    assert yaw[0] == pytest.approx(-20, abs=1e-3) and yaw[-1] == pytest.approx(20, abs=1e-3)
+    assert np.all(np.diff(yaw) > 0)

@@ -20,6 +20,7 @@ import imtalker
 from imtalker.apps.cli import main
 from imtalker.models.renderer import IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline
+from imtalker.training.run import read_config, train_generator
 from imtalker.training.trainer import checkpoint_step
 from imtalker.weights import weights_digest
 from helpers.configs import shipped_config
@@ -94,6 +95,15 @@ def test_train_generator_then_export_then_generate(prepared, renderer_run, tmp_p
     frames = list(pipe.frames(np.full((128, 128, 3), 128, np.uint8), (audio, 16000),
                               crop=False, nfe=2, seed=0))
     assert len(frames) == 25 and frames[0].shape == (128, 128, 3)
+
+    # a fine-tune starts from a weights folder's generator and front end (a learning rate of ~0 keeps them)
+    config = read_config(GENERATOR_CONFIG)
+    config["training"]["lr"] = 1e-12
+    train_generator(prepared.folder, renderer_run / "checkpoints" / "last.ckpt", tmp_path / "finetune", config,
+                    overrides={"max_steps": 1}, init=weights, enable_progress_bar=False)
+    started = imtalker.load_generator(tmp_path / "finetune" / "checkpoints" / "last.ckpt")
+    for key, value in imtalker.load_generator(weights / "generator.safetensors").state_dict().items():
+        torch.testing.assert_close(started.state_dict()[key], value, atol=1e-6, rtol=0)
 
     # another renderer: continuing the generator on its latents is refused; pairing them in a folder warns
     torch.manual_seed(1)

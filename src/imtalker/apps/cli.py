@@ -37,6 +37,8 @@ GENERATE_EXAMPLES = """\
 examples:
   imtalker generate -i face.jpg -a speech.wav -o talking.mp4 --weights weights/ --seed 0
   imtalker generate -i photo.png -a speech.mp3 -o out.mp4 --paste-back --cfg-scale 2.5 --pose pose.npy
+  imtalker generate -i face.jpg -a speech.wav -o turned.mp4 --weights weights/ --pose "yaw=20deg" --gaze look-at-camera
+  imtalker generate -i face.jpg -a speech.wav -o nod.mp4 --weights weights/ --pose "turn:-20..20deg,nod:5deg"
   IMTALKER_HOME=weights/ imtalker generate -i face.jpg -a speech.m4a -o out.mp4 --frames-dir frames/ --quiet
 """
 UI_EXAMPLES = """\
@@ -98,10 +100,28 @@ def _progress(args: argparse.Namespace):
     return update, bar.close
 
 
+def _check_conditions(args: argparse.Namespace) -> None:
+    """Fail fast on a bad --pose/--gaze/--cam description or a missing track file, before any model is loaded."""
+    from ..pipelines import TRACK_FILE_SUFFIXES
+    from ..preprocess.conditions import parse_description
+
+    for name in ("pose", "gaze", "cam"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if Path(value).suffix.lower() in TRACK_FILE_SUFFIXES:
+            _check_inputs(value)
+        else:
+            parse_description(value, name)
+    if args.tracks_from is not None:
+        _check_inputs(args.tracks_from)
+
+
 def _generate(args: argparse.Namespace) -> None:
     from ..pipelines import AudioDrivenPipeline
 
     _check_inputs(args.image, args.audio)
+    _check_conditions(args)
     from ..weights import load_audio_encoder, load_generator, load_renderer
 
     paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
@@ -147,6 +167,7 @@ examples:
   imtalker demo                                            # bundled portrait and speech -> demo.mp4
   imtalker demo --out talking.mp4 --seed 3 --paste-back    # into the whole 512 px portrait
   imtalker demo --source face.jpg --audio speech.wav --out mine.mp4   # your files, the demo model
+  imtalker demo --pose "yaw=20deg" --out turned.mp4         # the head turned towards the image's left
 
 The demo model is small (128 px) and trained only on synthetic faces: see imtalker/assets/demo_model/MODEL_CARD.md.
 """
@@ -200,6 +221,17 @@ def _check_inputs(*paths: str) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"input file not found: {path}")
+
+
+def _add_head_motion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pose", help="head pose: a description (\"yaw=20deg\", \"nod\", \"turn:-20..20deg\") "
+                        "or a (T, 3) FLAME axis-angle track as .npy/.csv, or a tracks .npz (docs/conditions.md)")
+    parser.add_argument("--gaze", help="gaze: a description (\"look-at-camera\", \"yaw=10deg\") or a (T, 2) "
+                        "L2CS pitch, yaw track as .npy/.csv/.npz")
+    parser.add_argument("--cam", help="camera: a description (\"still\", \"s=6,tx=0..0.02\") or a (T, 3) "
+                        "SMIRK s, tx, ty track as .npy/.csv/.npz")
+    parser.add_argument("--tracks-from", help="take head pose, gaze and camera tracks from this video "
+                        "(explicit --pose/--gaze/--cam win)")
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
@@ -733,9 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames-dir", help="also save every frame as PNG in this folder")
     demo.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer speech")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_head_motion(demo)
     demo.set_defaults(func=_demo, renderer=None, generator=None, audio_encoder=None, no_crop=False, face_index=None,
-                      batch_size=8, device="cpu", bf16=False, fp16=False, pose=None, gaze=None, cam=None,
-                      tracks_from=None)
+                      batch_size=8, device="cpu", bf16=False, fp16=False)
     _add_deployment(demo)
 
     generate = sub.add_parser("generate", help="portrait + speech -> talking video", epilog=GENERATE_EXAMPLES,
@@ -747,10 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--cfg-scale", type=float, default=DEFAULT_CFG_SCALE, help="audio guidance (2-3 recommended)")
     generate.add_argument("--nfe", type=int, default=DEFAULT_NFE, help="points of the Euler time grid")
     generate.add_argument("--seed", type=int, help="makes the motion reproducible")
-    generate.add_argument("--pose", help="head pose track (T, 3): yaw, pitch, roll as .npy or .csv")
-    generate.add_argument("--gaze", help="gaze track (T, 2): pitch, yaw as .npy or .csv")
-    generate.add_argument("--cam", help="camera track (T, 3) as .npy or .csv")
-    generate.add_argument("--tracks-from", help="take head pose, gaze and camera tracks from this video")
+    _add_head_motion(generate)
     generate.set_defaults(func=_generate)
 
     reenact = sub.add_parser("reenact", help="portrait + driving video -> the portrait moving like the video",

@@ -41,6 +41,7 @@ def write_model_card(folder: str | Path, training: dict, evaluation: dict) -> Pa
     follows = ("" if gain >= 1.0 else f" The renderer moves the mouth and eyes but hardly the head: its frames keep "
                f"close to the source's head pose, so self-reenactment scores only {gain:.2f} dB above copying the "
                "source frame.")
+    conditions = f"- Conditions: {training['conditions']}\n" if training.get("conditions") else ""
     rows = "\n".join(f"| {c['clip']} | " + " | ".join(_f(c.get(name), spec) for name, spec in columns) + " |"
                       for c in evaluation["clips"])
     card = """# imtalker demo model
@@ -72,7 +73,7 @@ with syllable rhythm, prepared with `imtalker prepare --size 128` (mediapipe fac
 - Generator: rectified flow with the velocity-difference term, condition dropout, EMA;
   {training['generator_recipe']}; windows of 10 + 50 frames, {training['generator_steps']:,} steps (wall-clock cap
   {training['generator_minutes']:g} min), on the motion latents of the trained renderer.
-- Machine: {training['machine']}; {training['date']}. Stage times (min): {training['minutes']}.
+{conditions}- Machine: {training['machine']}; {training['date']}. Stage times (min): {training['minutes']}.
 - Command: `{training['command']}`
 
 ## Measured quality (held-out synthetic clips)

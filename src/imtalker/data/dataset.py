@@ -4,7 +4,8 @@
     OUT/clips/<id>/frames.npy         (N, S, S, 3) uint8 RGB crops
     OUT/clips/<id>/landmarks.npy      (N, 478, 2) float32, crop pixels (NaN where no face was found)
     OUT/clips/<id>/masks.npy          (N, S, S) uint8: 1 eyes, 2 mouth, 0 elsewhere
-    OUT/clips/<id>/tracks.npz         pose (N, 3), gaze (N, 2), cam (N, 3) float32
+    OUT/clips/<id>/tracks.npz         pose (N, 3), gaze (N, 2), cam (N, 3) float32 and their convention
+                                      (docs/conditions.md; a file without one is in the legacy conventions)
     OUT/clips/<id>/audio.npy          (N * 640,) float32 at 16 kHz, cut or zero-padded to the frames
     OUT/clips/<id>/audio_features.npy (N, A) float32, only with a frozen audio encoder
 """

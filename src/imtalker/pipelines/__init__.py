@@ -62,16 +62,34 @@ class SourceCrop:
 # -- inputs -------------------------------------------------------------------------------------------------------
 
 
-def load_track(source, dim: int, name: str) -> np.ndarray | None:
-    """A per-frame condition track (pose, gaze or camera): array, .npy or .csv file -> (T, dim) float32."""
+TRACK_FILE_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
+
+
+def load_track(source, dim: int, name: str, num_frames: int | None = None) -> np.ndarray | None:
+    """A per-frame condition track (pose, gaze or camera) in the published conventions -> (T, dim) float32.
+
+    `source` is an array, a .npy / .csv / .txt file (published conventions), a tracks .npz (`imtalker.tracks`
+    files, converted from the convention they record), or a description such as "yaw=20deg" or "nod"
+    (`imtalker.preprocess.conditions`; needs `num_frames`).
+    """
     if source is None:
         return None
+    if isinstance(source, str) and Path(source).suffix.lower() not in TRACK_FILE_SUFFIXES:
+        from ..preprocess.conditions import parse_description
+
+        if num_frames is None:
+            raise InputError(f"{name}: a description needs the video's length")
+        return parse_description(source, name).track(num_frames)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise InputError(f"{name} file not found: {path}")
         try:
-            if path.suffix == ".npy":
+            if path.suffix == ".npz":
+                from ..preprocess.conventions import read_tracks
+
+                array = read_tracks(path)[name]
+            elif path.suffix == ".npy":
                 array = np.load(path, allow_pickle=False)
             elif path.suffix in (".csv", ".txt"):
                 array = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
@@ -297,10 +315,11 @@ class AudioDrivenPipeline(_PipelineBase):
             gaze = found["gaze"] if gaze is None else gaze
             cam = found["cam"] if cam is None else cam
         config = self.generator.config
-        tracks = {"pose": load_track(pose, config.pose_dim, "pose"), "gaze": load_track(gaze, config.gaze_dim, "gaze"),
-                  "cam": load_track(cam, config.cam_dim, "cam")}
-        source = source or self.prepare_source(image, crop=crop, face_index=face_index)
         num_frames = math.ceil(len(waveform) * FPS / SAMPLE_RATE)
+        tracks = {"pose": load_track(pose, config.pose_dim, "pose", num_frames),
+                  "gaze": load_track(gaze, config.gaze_dim, "gaze", num_frames),
+                  "cam": load_track(cam, config.cam_dim, "cam", num_frames)}
+        source = source or self.prepare_source(image, crop=crop, face_index=face_index)
         wave = torch.from_numpy(waveform).to(self.device)
         sampler = ChunkSampler(self.generator, source.state.motion, sampling)
         done = 0
@@ -335,8 +354,9 @@ class AudioDrivenPipeline(_PipelineBase):
             audio: speech (path to wav/flac/mp3/ogg/m4a/..., or (waveform, sample_rate)), any rate, mono or stereo.
             frames_dir: also save every frame as PNG in this folder.
             max_seconds: refuse longer audio (None: no limit).
-            **options: cfg_scale (3.0), nfe (10), seed (see `imtalker.sampling.SamplingOptions`), pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays or
-                .npy/.csv files), tracks_from (a video whose head pose, gaze and camera motion to use), crop (True), paste_back (False: the face crop; True: the full photo),
+            **options: cfg_scale (3.0), nfe (10), seed (see `imtalker.sampling.SamplingOptions`), pose / gaze / cam ((T, 3) / (T, 2) / (T, 3) arrays,
+                .npy/.csv/.npz files or descriptions such as "yaw=20deg", in the published conventions:
+                docs/conditions.md), tracks_from (a video whose head pose, gaze and camera motion to use), crop (True), paste_back (False: the face crop; True: the full photo),
                 face_index, batch_size (8), progress (callback(done, total)).
         """
         from ..io.audio import load_audio

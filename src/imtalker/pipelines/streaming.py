@@ -119,6 +119,22 @@ def to_float_samples(samples: np.ndarray) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0)
 
 
+def head_motion_descriptions(**descriptions: str | None) -> dict:
+    """Parsed pose / gaze / cam descriptions of a live session (None ones left out); ramps are refused there.
+
+    Raises:
+        InputError: a bad description, or one with a ramp (A..B), which needs a known length.
+    """
+    from ..preprocess.conditions import parse_description
+
+    parsed = {name: parse_description(text, name) for name, text in descriptions.items() if text is not None}
+    for name, motion in parsed.items():
+        if motion.needs_length:
+            raise InputError(f"{name} {motion.text!r}: a ramp (A..B) needs a known length, which a live session "
+                             "does not have; use a constant, nod or shake")
+    return parsed
+
+
 class StreamingSession:
     """Makes a talking video from audio that arrives over time; frames come out a hop (or a 2 s chunk) at a time.
 
@@ -151,6 +167,9 @@ class StreamingSession:
             renderer slower than real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
             rendered whatever the delay (offline-equal output). A live hop has (hop + look-ahead) / 25 s in hand
             when the session keeps up.
+        pose, gaze, cam: head motion for the whole session, as descriptions ("yaw=15deg", "nod", "look-at-camera";
+            `imtalker.preprocess.conditions`) without ramps, since a live session has no known length; None leaves
+            the condition out (the generator's own motion).
 
     Media time: frame i's timestamp is i / 25 s on the session's timeline, which is the audio pushed, except that
     `interrupt` replaces the dropped audio by `blend_frames` frames of silence (`media_seconds` says where the next
@@ -162,7 +181,8 @@ class StreamingSession:
                  seed: int | None = None, paste_back: bool = False, batch_size: int = 8, hop: int | None = None,
                  lookahead_frames: int | None = None, padding: str | None = None,
                  context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
-                 max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None):
+                 max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None,
+                 pose: str | None = None, gaze: str | None = None, cam: str | None = None):
         if render_workers is None:
             render_workers = default_render_workers(pipeline.device)
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
@@ -172,6 +192,7 @@ class StreamingSession:
         for name, value in (("max_seconds", max_seconds), ("max_lag", max_lag)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise InputError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        self.head_motion = head_motion_descriptions(pose=pose, gaze=gaze, cam=cam)
         self.clip_frames = pipeline.generator.config.clip_frames
         self.schedule = live_schedule(hop, lookahead_frames, padding, self.clip_frames)
         sampling = SamplingOptions(cfg_scale, nfe, seed)
@@ -310,7 +331,8 @@ class StreamingSession:
             blend = start + (target - start) * weights  # (blend_frames, motion_dim)
             stop = shown + self.blend_frames
             self._features.append(np.zeros(self.blend_frames * SAMPLES_PER_FRAME, np.float32))
-            self._sampler.append(blend[None], self._features.encode(shown, stop, stop))
+            self._sampler.append(blend[None], self._features.encode(shown, stop, stop),
+                                 **self._head_conditions(shown, self.blend_frames))
             self._render(blend)
             self._next_frame = stop
         self._segment_start, self._segment_input = self._features.received, 0
@@ -417,11 +439,17 @@ class StreamingSession:
         heard = features.encode(start, min(hi, start + self.clip_frames), hi,
                                 until=features.received if final else None)
         silent = self._is_quiet(start * SAMPLES_PER_FRAME, min(hi * SAMPLES_PER_FRAME, features.received))
-        self._render(self._sampler.step(heard, stop - start, silent=silent)[0])  # (stop - start, motion_dim)
+        self._render(self._sampler.step(heard, stop - start, silent=silent,
+                                        **self._head_conditions(start, heard.shape[1]))[0])  # (stop - start, d)
         self._next_frame = stop
         features.forget_before(stop)
         self._quiet = [span for span in self._quiet if span[1] > stop * SAMPLES_PER_FRAME]
         return True
+
+    def _head_conditions(self, start: int, count: int) -> dict[str, torch.Tensor]:
+        """The session's pose / gaze / cam for frames [start, start + count) of the timeline, (1, count, d) each."""
+        frames = np.arange(start, start + count)
+        return {name: torch.from_numpy(motion.at(frames))[None] for name, motion in self.head_motion.items()}
 
     def _is_quiet(self, start: int, stop: int) -> bool:
         """Whether samples [start, stop) of the timeline all lie in one stretch of `idle` silence."""

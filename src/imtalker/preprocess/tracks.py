@@ -10,7 +10,10 @@ The generator can follow a driving video's head pose ``(T, 3)``, gaze ``(T, 2)``
 * :func:`estimate_tracks` / :func:`tracks_from_video` run both over a video, fill frames without a face and
   smooth the result lightly.
 
-Conventions, used everywhere here (all angles in radians):
+Tracks over a video (:func:`estimate_tracks`, :func:`tracks_from_faces`, :func:`tracks_from_video`) are returned in
+the published generator's conventions (FLAME axis-angle pose, SMIRK camera, L2CS gaze; see
+:mod:`imtalker.preprocess.conventions` and docs/conditions.md). The per-frame functions measure in our own conventions,
+the "legacy" ones, which are also the synthetic corpus's ground truth (all angles in radians):
     * ``pose = (yaw, pitch, roll)``. ``yaw > 0``: the head turns towards the image's left (the subject's right).
       ``pitch > 0``: the head tilts back, the face looks up. ``roll > 0``: the head tilts clockwise as seen in
       the image. A frontal, upright face is ``(0, 0, 0)``. The rotation is composed as yaw after pitch after
@@ -42,6 +45,7 @@ import numpy as np
 
 from ..constants import FPS
 from ..errors import InputError, NoFaceError
+from .conventions import legacy_to_published
 from .face import NUM_LANDMARKS, Face, FaceDetector
 
 logger = logging.getLogger(__name__)
@@ -368,8 +372,8 @@ def estimate_tracks(
             mesh's frame-to-frame jitter.
 
     Returns:
-        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays (see the module docstring for units
-        and signs).
+        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays in the published conventions (FLAME
+        axis-angle, SMIRK camera, L2CS gaze: :mod:`imtalker.preprocess.conventions`).
 
     Raises:
         InputError: no frames, or a frame is not an RGB uint8 image.
@@ -407,7 +411,8 @@ def tracks_from_faces(
         smooth: Apply a centred moving average of :data:`SMOOTH_WINDOW` frames.
 
     Returns:
-        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays.
+        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays in the published conventions,
+        measured (and smoothed) in ours and converted by :func:`imtalker.preprocess.conventions.legacy_to_published`.
 
     Raises:
         InputError: no frames.
@@ -448,7 +453,7 @@ def tracks_from_faces(
     }
     if smooth:
         tracks = {key: _moving_average(value, SMOOTH_WINDOW) for key, value in tracks.items()}
-    return {key: value.astype(np.float32) for key, value in tracks.items()}
+    return legacy_to_published(tracks)
 
 
 def tracks_from_video(
@@ -466,7 +471,7 @@ def tracks_from_video(
         detector: The face detector to use; None makes (and closes) one.
 
     Returns:
-        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays.
+        ``{"pose": (T, 3), "gaze": (T, 2), "cam": (T, 3)}`` float32 arrays in the published conventions.
 
     Raises:
         InputError: the video cannot be read or is too long.

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..constants import SAMPLES_PER_FRAME
 from ..errors import InputError
 from ..data.dataset import CLIPS, load_manifest
+from ..preprocess.conventions import read_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
         renderer_tag: names the latent cache (`imtalker.weights.weights_digest` of the renderer).
         audio: "waveform" gives `waveform` (N * 640,) for a front end trained with the generator; "features" gives
             the stored `audio_features` (N, A) of a frozen encoder.
-        tracks: include pose, gaze and cam.
+        tracks: include pose, gaze and cam, in the published conventions (`imtalker.preprocess.conventions`).
 
     Raises:
         InputError: `audio="features"` but the dataset was prepared without an audio encoder.
@@ -250,7 +251,9 @@ def motion_videos(folder: str | os.PathLike, split: str, renderer, renderer_tag:
         else:
             video["waveform"] = torch.from_numpy(np.asarray(arrays["audio"]))
         if tracks:
-            video.update({name: torch.from_numpy(arrays["tracks"][name]) for name in TRACK_NAMES})
+            # in the published conventions: files prepared before they were recorded are converted here
+            published = read_tracks(arrays["tracks"])
+            video.update({name: torch.from_numpy(published[name]) for name in TRACK_NAMES})
         videos.append(video)
     return videos
 

@@ -137,6 +137,7 @@ class ClipWriter:
         """
         from ..preprocess import face as face_lib
         from ..io.audio import load_audio
+        from ..preprocess.conventions import write_tracks
         from ..preprocess.tracks import pick_followed_face, tracks_from_faces
         from ..io.video import probe_video, read_frames
 
@@ -196,7 +197,7 @@ class ClipWriter:
         masks.flush()
         del frames, masks
         np.save(out / "landmarks.npy", landmarks)
-        np.savez(out / "tracks.npz", **tracks)
+        write_tracks(out / "tracks.npz", tracks)
 
         samples = num_frames * SAMPLES_PER_FRAME
         audio = np.zeros(samples, np.float32)

@@ -251,7 +251,8 @@ def train_renderer(data: str | os.PathLike, run_dir: str | os.PathLike, config: 
 
 def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_dir: str | os.PathLike,
                     config: Mapping[str, Any] | None = None, *, resume: bool = True,
-                    overrides: Mapping[str, Any] | None = None, **trainer_kwargs: Any):
+                    overrides: Mapping[str, Any] | None = None, init: str | os.PathLike | None = None,
+                    **trainer_kwargs: Any):
     """Train the motion generator on a prepared dataset with the motion latents of a trained renderer.
 
     The latents of every frame are extracted once with `renderer`'s motion encoder and cached beside each clip (named
@@ -262,6 +263,9 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
         data: a folder made by `imtalker prepare`.
         renderer: the trained renderer (our .safetensors, a training `.ckpt`, or the published `renderer.ckpt`).
         run_dir, config, resume, overrides, **trainer_kwargs: as for `train_renderer`.
+        init: a weights folder to start from (a fine-tune): its `generator.safetensors`, and its
+            `audio_encoder.safetensors` when the run trains the log-mel front end; a resumed run continues from its
+            checkpoint instead.
 
     Returns:
         The `lightning.Trainer` after fitting.
@@ -296,6 +300,8 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
     except ValueError as err:
         raise InputError(f"bad generator settings: {err}") from None
     resumed = check_resume(run_dir, module, resume, "generator")
+    if init is not None and resumed is None:
+        _start_from(module, Path(init))
 
     kind = "features" if front_end == "features" else "waveform"
     window = model.prev_frames + model.clip_frames
@@ -310,6 +316,24 @@ def train_generator(data: str | os.PathLike, renderer: str | os.PathLike, run_di
                 "trainer": dataclasses.asdict(settings), "data": str(data), "renderer": str(renderer),
                 "renderer_digest": digest}
     return _fit(module, train, val, run_dir, settings, resumed, ("generator", resolved), **trainer_kwargs)
+
+
+def _start_from(module, folder: Path) -> None:
+    """Loads a weights folder's generator (and log-mel front end) into a new generator module and its EMA copies."""
+    from ..weights import find_weights, load_audio_encoder, load_generator
+
+    need = ("generator", "audio_encoder") if module.audio_encoder is not None else ("generator",)
+    paths = find_weights(folder, need=need)
+    generator = load_generator(paths["generator"])
+    if config_to_dict(generator.config) != config_to_dict(module.config):
+        raise InputError(f"{paths['generator']} has another architecture than the run's model section")
+    for target in (module.model, module.ema):
+        target.load_state_dict(generator.state_dict())
+    if module.audio_encoder is not None:
+        encoder = load_audio_encoder(paths["audio_encoder"])
+        for target in (module.audio_encoder, module.ema_audio_encoder):
+            target.load_state_dict(encoder.state_dict())
+    logger.info("generator run starts from the weights in %s", folder)
 
 
 def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True) -> ExportResult:

@@ -35,6 +35,7 @@ def test_jsonl_and_csv_give_the_same_jobs(tmp_path):
     ('{"portrait": "p.png", "audio": "s.wav", "output": "a.mp4", "seed": 1.5}', "seed must be an integer"),
     ('{"portrait": "p.png", "audio": "s.wav"', "not JSON"),
     ('["p.png"]', "not a JSON object"),
+    ('{"portrait": "p.png", "audio": "s.wav", "output": "a.mp4", "pose": "wobble"}', "pose: cannot read 'wobble'"),
 ])
 def test_a_bad_line_becomes_a_failing_job_and_the_others_stay(tmp_path, line, reason):
     good = '{"portrait": "p.png", "audio": "s.wav", "output": "good.mp4"}'
@@ -43,6 +44,14 @@ def test_a_bad_line_becomes_a_failing_job_and_the_others_stay(tmp_path, line, re
     assert [job.problem for job in jobs][::2] == [None, None]
     assert reason in jobs[1].problem and jobs[1].problem.startswith("line 2:")
     assert len({job.name for job in jobs}) == 3  # every job keeps a line of its own in results.jsonl
+
+
+def test_head_motion_is_a_file_or_a_description(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"portrait": "p.png", "audio": "s.wav", "pose": "turn:-20..20deg", '
+                                      '"gaze": "look-at-camera", "cam": "cam.npy"}\n')
+    job, = read_manifest(tmp_path / "m.jsonl")
+    assert job.problem is None
+    assert job.options == {"pose": "turn:-20..20deg", "gaze": "look-at-camera", "cam": str(tmp_path / "cam.npy")}
 
 
 def test_a_second_job_naming_the_same_output_fails(tmp_path):

@@ -76,7 +76,9 @@ def test_interrupt_drops_the_speech_and_blends_back(server, start):
 @pytest.mark.parametrize("options, field", [({"hop": 0}, "hop"), ({"hop": 51}, "hop"), ({"hop": "five"}, "hop"),
                                             ({"hop": 5, "lookahead": -1}, "lookahead"),
                                             ({"lookahead": 26}, "lookahead"), ({"hops": 5}, "hops"),
-                                            ({"hop": 5, "max_lag": -1}, "max_lag"), ({"max_lag": "soon"}, "max_lag")])
+                                            ({"hop": 5, "max_lag": -1}, "max_lag"), ({"max_lag": "soon"}, "max_lag"),
+                                            ({"pose": "turn:-20..20deg"}, "known length"),
+                                            ({"gaze": "nod"}, "gaze: cannot read")])
 def test_bad_hop_and_lookahead_are_json_errors(server, start, options, field):
     with connect(f"{server.ws_url}/v1/stream", open_timeout=30) as ws:
         ws.send(json.dumps(start(**options)))

@@ -79,10 +79,14 @@ def test_video_job_end_to_end(client, server, astronaut_png):
     assert client.get(f"/v1/videos/{job['id']}").status_code == 404 and not folder.exists()
 
 
-def test_stream_job_is_fragmented_mp4_while_it_is_made(client, server, drawn_png):
+def test_stream_job_is_fragmented_mp4_while_it_is_made(client, server, drawn_png, monkeypatch):
     files = {"portrait": ("p.png", drawn_png), "audio": ("a.wav", wav_bytes(voice(1.2)))}
     chunks = []
-    with client.stream("POST", "/v1/videos", files=files, data={**FORM, "crop": "false", "stream": "true"}) as reply:
+    generator, poses = server.state.pipeline.generator, []
+    project = generator.project
+    monkeypatch.setattr(generator, "project", lambda *args: poses.append(args[1]) or project(*args))
+    form = {**FORM, "crop": "false", "stream": "true", "pose": "nod", "gaze": "look-at-camera"}  # head motion too
+    with client.stream("POST", "/v1/videos", files=files, data=form) as reply:
         assert reply.status_code == 200 and reply.headers["content-type"] == "video/mp4"
         job_id = reply.headers["x-job-id"]
         for chunk in reply.iter_bytes():
@@ -90,6 +94,7 @@ def test_stream_job_is_fragmented_mp4_while_it_is_made(client, server, drawn_png
     data = b"".join(chunks)
     assert data[4:8] == b"ftyp" and b"moov" in data[:2000] and data.count(b"moof") >= 2  # header, then fragments
     assert decode_mp4(data)["frames"] == 30
+    assert poses and all(pose is not None for pose in poses)  # the request's nod reached the generator
     assert wait_for(client, job_id)["status"] == "done"
     assert client.get(f"/v1/videos/{job_id}/video").content == data
     # frame i at i / 25 s, as in the plain MP4: the AAC priming (1024 samples) is skipped by an edit list, not
@@ -175,7 +180,7 @@ def test_portrait_uploaded_once_then_streamed_by_id(client, server, drawn_png):
     ("not_an_image", 422, "bad_input"), ("no_face", 422, "no_face"), ("not_audio", 422, "bad_input"),
     ("too_big", 413, "too_large"), ("too_long", 413, "too_large"), ("nfe", 422, "bad_input"),
     ("cfg_scale", 422, "bad_input"), ("unknown_option", 422, "bad_input"), ("no_audio", 400, "bad_request"),
-    ("unknown_portrait_id", 404, "not_found"),
+    ("unknown_portrait_id", 404, "not_found"), ("pose", 422, "bad_input"),
 ])
 def test_bad_uploads_get_4xx_with_a_message(client, server, astronaut_png, case, status, code):
     portrait = ("p.png", astronaut_png)
@@ -197,6 +202,8 @@ def test_bad_uploads_get_4xx_with_a_message(client, server, astronaut_png, case,
         data["cfg_scale"] = "loud"
     elif case == "unknown_option":
         data["steps"] = "10"
+    elif case == "pose":
+        data["pose"] = "/etc/passwd"  # descriptions only: never a file of the server's
     files = {"portrait": portrait, "audio": audio}
     if case == "no_audio":
         del files["audio"]

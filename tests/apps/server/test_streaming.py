@@ -224,6 +224,21 @@ def test_bad_schedules_are_input_errors(pipe, source, options, message):
         StreamingSession(pipe, source, **options)
 
 
+def test_session_head_motion_reaches_the_generator(pipe, source, monkeypatch):
+    seen = []
+    project = pipe.generator.project
+    monkeypatch.setattr(pipe.generator, "project", lambda *args: seen.append(args[1]) or project(*args))
+    session = StreamingSession(pipe, source, pose="yaw=15deg", **LIVE, **FAST)
+    frames = list(session.push(pcm16(voice(0.6)))) + list(session.finish())
+    poses = [p for p in seen if p is not None]
+    assert frames and len(poses) == len(seen)  # every hop (and look-ahead) carried the pose
+    np.testing.assert_allclose(poses[0][0, :, 1].numpy(), -math.radians(15), atol=1e-6)  # FLAME y = -yaw
+    with pytest.raises(InputError, match="known length"):
+        StreamingSession(pipe, source, pose="turn:-20..20deg", **LIVE, **FAST)
+    with pytest.raises(InputError, match="cannot read"):
+        StreamingSession(pipe, source, gaze="sideways", **LIVE, **FAST)
+
+
 def test_interrupt_after_finish_is_an_input_error(pipe, source):
     session = StreamingSession(pipe, source, **LIVE, **FAST)
     list(session.finish())

@@ -7,6 +7,7 @@ Fields of a job (CSV columns; an empty cell is "not given"):
     driving      a driving video: a video-driven job (exactly one of audio and driving)
     output       the video's path inside the output folder (default: <portrait stem>-<audio or driving stem>.mp4)
     seed, cfg_scale, nfe, pose, gaze, cam, tracks_from       audio-driven options, as in `imtalker generate`
+                                                             (pose/gaze/cam: a file or a description)
     relative, crop_driving                                   video-driven options, as in `imtalker reenact`
     crop, paste_back, face_index, max_seconds                both
 
@@ -26,7 +27,8 @@ from pathlib import Path, PurePosixPath
 from ...errors import InputError
 
 # per-job options and the type each is read as; paths are resolved against the manifest's folder
-AUDIO_OPTIONS = {"seed": int, "cfg_scale": float, "nfe": int, "pose": Path, "gaze": Path, "cam": Path,
+TRACK = "track"  # a head-motion condition: a track file (a path) or a description such as "yaw=20deg"
+AUDIO_OPTIONS = {"seed": int, "cfg_scale": float, "nfe": int, "pose": TRACK, "gaze": TRACK, "cam": TRACK,
                  "tracks_from": Path}
 VIDEO_OPTIONS = {"relative": bool, "crop_driving": bool}
 COMMON_OPTIONS = {"crop": bool, "paste_back": bool, "face_index": int, "max_seconds": float}
@@ -158,10 +160,22 @@ def _path(value, base: Path) -> str | None:
     return str(base / Path(value).expanduser())  # an absolute value replaces the base
 
 
-def _value(key: str, kind: type, value, base: Path):
+def _track(key: str, value, base: Path) -> str | None:
+    """A track file's path (resolved like any path) or a checked description (docs/conditions.md)."""
+    from ...pipelines import TRACK_FILE_SUFFIXES
+    from ...preprocess.conditions import parse_description
+
+    if isinstance(value, str) and Path(value).suffix.lower() not in TRACK_FILE_SUFFIXES:
+        return parse_description(value, key).text
+    return _path(value, base)
+
+
+def _value(key: str, kind: type | str, value, base: Path):
     """`value` read as `kind`; CSV gives strings, JSON typed values (an int is a valid float, not a bool)."""
     if kind is Path:
         return _path(value, base)
+    if kind == TRACK:
+        return _track(key, value, base)
     if kind is bool:
         if isinstance(value, bool):
             return value

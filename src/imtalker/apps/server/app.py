@@ -2,7 +2,8 @@
 
     POST   /v1/portraits          multipart: portrait [, crop, face_index] -> 201 {"id": ...} (encoded and cached)
     POST   /v1/videos             multipart: portrait | portrait_id, audio [, cfg_scale, nfe, seed, crop,
-                                  paste_back, face_index, stream] -> 202 {"id": ...}; stream=true: 200 fragmented MP4
+                                  paste_back, face_index, pose, gaze, cam, stream] -> 202 {"id": ...};
+                                  stream=true: 200 fragmented MP4 (pose/gaze/cam: descriptions, docs/conditions.md)
     GET    /v1/videos/{id}        status and progress
     GET    /v1/videos/{id}/video  the mp4 (while it is made, for stream jobs)
     DELETE /v1/videos/{id}        cancel and delete

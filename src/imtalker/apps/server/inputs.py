@@ -32,9 +32,16 @@ class GenerationOptions:
     crop: bool = True
     paste_back: bool = False
     face_index: int | None = None
+    # head motion as descriptions ("yaw=20deg", "nod", "look-at-camera": docs/conditions.md), None: the generator's own
+    pose: str | None = None
+    gaze: str | None = None
+    cam: str | None = None
 
     def sampler_options(self) -> dict[str, Any]:
         return {"cfg_scale": self.cfg_scale, "nfe": self.nfe, "seed": self.seed}
+
+    def head_motion(self) -> dict[str, str | None]:
+        return {"pose": self.pose, "gaze": self.gaze, "cam": self.cam}
 
 
 def parse_options(values: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tuple[GenerationOptions, dict]:
@@ -47,7 +54,7 @@ def parse_options(values: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tup
     Returns:
         (the options, {name: value} of the `extra` names present).
     """
-    known = {"cfg_scale", "nfe", "seed", "crop", "paste_back", "face_index"}
+    known = {"cfg_scale", "nfe", "seed", "crop", "paste_back", "face_index", "pose", "gaze", "cam"}
     unknown = sorted(set(values) - known - set(extra))
     if unknown:
         raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
@@ -59,8 +66,24 @@ def parse_options(values: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tup
         crop=parse_bool(values.get("crop"), "crop", True),
         paste_back=parse_bool(values.get("paste_back"), "paste_back", False),
         face_index=parse_int(values.get("face_index"), "face_index", None, 0, MAX_FACE_INDEX),
+        **{name: parse_head_motion(values.get(name), name) for name in ("pose", "gaze", "cam")},
     )
     return options, {name: values[name] for name in extra if name in values}
+
+
+MAX_DESCRIPTION_CHARS = 200
+
+
+def parse_head_motion(value: Any, name: str) -> str | None:
+    """A pose / gaze / cam description, checked (never a file: a client cannot name the server's files)."""
+    from ...preprocess.conditions import parse_description
+
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_CHARS:
+        raise InputError(f"{name} must be a description of at most {MAX_DESCRIPTION_CHARS} characters, "
+                         "such as \"yaw=20deg\" or \"nod\"")
+    return parse_description(value, name).text
 
 
 def parse_bool(value: Any, name: str, default: bool) -> bool:

@@ -55,7 +55,8 @@ def run_video_job(job: Job, request: VideoRequest, pipeline: AudioDrivenPipeline
         metrics.add_frames(1)
         job.check()  # raising here stops the pipeline's generator; the writers clean up behind them
 
-    options = dict(request.options.sampler_options(), source=source, paste_back=request.options.paste_back,
+    options = dict(request.options.sampler_options(), **request.options.head_motion(), source=source,
+                   paste_back=request.options.paste_back,
                    batch_size=request.batch_size, progress=progress, max_seconds=None)
     audio = (request.waveform, SAMPLE_RATE)
     path = job.folder / VIDEO_NAME

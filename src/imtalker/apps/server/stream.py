@@ -44,7 +44,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ...constants import FPS, LIVE_HOP_FRAMES, LIVE_MAX_LAG_SECONDS, SAMPLE_RATE
 from ...errors import InputError
 from ...pipelines.live import LiveFrame, LiveSession
-from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, live_schedule
+from ...pipelines.streaming import SAMPLE_FORMATS, StreamingSession, head_motion_descriptions, live_schedule
 from .errors import ApiError
 from .inputs import parse_bool, parse_float, parse_int, parse_options
 from .intake import END, AudioInbox, PcmIntake
@@ -138,6 +138,7 @@ class _Stream:
         if not isinstance(start.get("options", {}), dict):
             raise ApiError(400, "bad_request", "options must be a JSON object")
         options, schedule_values = parse_options(start.get("options", {}), extra=SCHEDULE_OPTIONS)
+        head_motion_descriptions(**options.head_motion())  # a live stream refuses ramps up front
         idle = parse_bool(start.get("idle"), "idle", False)
         audio_out = parse_bool(start.get("audio_out"), "audio_out", False)
         if audio_out and not idle:
@@ -326,7 +327,8 @@ class _Stream:
             session = StreamingSession(
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
-                hop=hop, lookahead_frames=lookahead, max_lag=max_lag, **options.sampler_options())
+                hop=hop, lookahead_frames=lookahead, max_lag=max_lag, **options.sampler_options(),
+                **options.head_motion())
             # always-on: the LiveSession idles on the worker's clock, which starts now
             live = LiveSession(session) if self.idle else None
             talker, clock = live or session, time.monotonic()

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from ...constants import FPS, LIVE_HOP_FRAMES, LIVE_MAX_LAG_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ...errors import InputError
 from ...pipelines.live import LiveSession
-from ...pipelines.streaming import StreamingSession, live_schedule
+from ...pipelines.streaming import StreamingSession, head_motion_descriptions, live_schedule
 from .errors import ApiError
 from .inputs import parse_int, parse_options
 from .intake import END, AudioInbox
@@ -56,6 +56,7 @@ async def answer_offer(state: ServerState, offer: Any, peers: set) -> dict[str, 
     if not isinstance(offer.get("options", {}), dict):
         raise InputError("options must be a JSON object")
     options, schedule_values = parse_options(offer.get("options", {}), extra=SCHEDULE_OPTIONS)
+    head_motion_descriptions(**options.head_motion())  # a live stream refuses ramps up front
     clip = state.pipeline.generator.config.clip_frames
     hop = parse_int(schedule_values.get("hop"), "hop", LIVE_HOP_FRAMES, 1, clip)
     lookahead = parse_int(schedule_values.get("lookahead"), "lookahead", None, 0, MAX_LOOKAHEAD_FRAMES)
@@ -229,7 +230,8 @@ class LivePeer:
             session = StreamingSession(
                 self.state.pipeline, portrait.prepare(self.state.sources), paste_back=options.paste_back,
                 batch_size=settings.batch_size, context_frames=settings.context_frames, hop=hop,
-                lookahead_frames=lookahead, max_lag=LIVE_MAX_LAG_SECONDS, **options.sampler_options())
+                lookahead_frames=lookahead, max_lag=LIVE_MAX_LAG_SECONDS, **options.sampler_options(),
+                **options.head_motion())
             live, clock, handled = LiveSession(session), time.monotonic(), 0
             while True:
                 if self.interrupts > handled:
