@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end (tiny models, short runs): they must not rot between full runs.
 
-The quick runs of the longest scripts (20-50 s each) are marked slow: `python -m pytest -m slow
+The quick runs of the longest scripts (15-50 s each) are marked slow: `python -m pytest -m slow
 tests/test_benchmarks.py` runs them, and so does running those benchmarks."""
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize("script, args, expect", [
-    ("bench_renderer.py", ["--repeats", "1"],
-     ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "| video-driven | bf16-weights | 8 |",
-      "| demo model (128 px), audio-driven | fp32 | 5 |", "bf16 frames vs fp32 frames", "- bf16-weights: max abs"]),
+    pytest.param("bench_renderer.py", ["--repeats", "1"],
+                 ["| audio-driven | fp32 | 8 |", "| video-driven | bf16 | 8 |", "| video-driven | bf16-weights | 8 |",
+                  "| demo model (128 px), audio-driven | fp32 | 5 |", "bf16 frames vs fp32 frames",
+                  "- bf16-weights: max abs"], marks=pytest.mark.slow),
     pytest.param("bench_generator.py", ["--repeats", "1"],
                  ["| motion generator | nfe 10, cfg 3 |", "| wav2vec2-base audio encoder |"], marks=pytest.mark.slow),
     pytest.param("bench_pipeline.py", [], ["| small | 2 s (50 frames) |", "| small | 8 s (200 frames) |"],
                  marks=pytest.mark.slow),
-    ("bench_streaming.py", [], ["| wav2vec2 | 50 (2 s) | 5 (0.2 s) |", "| mel | 0 (0 s) | 0 (0 s) |",
-                                "| mel | whole file, audio shifted 10 ms"]),
+    pytest.param("bench_streaming.py", [], ["| wav2vec2 | 50 (2 s) | 5 (0.2 s) |", "| mel | 0 (0 s) | 0 (0 s) |",
+                                            "| mel | whole file, audio shifted 10 ms"], marks=pytest.mark.slow),
     pytest.param("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |",
                                          "| 50 | 2 | 4 |"], marks=pytest.mark.slow),
     pytest.param("bench_tracks.py", [], ["| yaw (deg) |", "| gaze direction, L2CS (deg) |",
@@ -63,6 +64,7 @@ def test_renderer_motion_probe_runs_on_prepared_synthetic_clips(synthetic_heldou
     assert (tmp_path / "probe.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_warp_ceiling_runs_and_its_optimised_flow_beats_copying(synthetic_heldout, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "warp_ceiling.py"), str(synthetic_heldout / "data"),
                              "--every", "15", "--grids", "8"],

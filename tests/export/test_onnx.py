@@ -225,5 +225,6 @@ def test_live_session_backends_make_the_same_frames(weights, exported):
 
     torch_frames = run(AudioDrivenPipeline.from_pretrained(weights))
     onnx_frames = run(AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported))
-    assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) >= 20
+    # idle frames not yet shown when speech arrives give way to it, so the 0.6 s of speech (15 frames) is the floor
+    assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) >= 15
     assert np.abs(onnx_frames.astype(int) - torch_frames.astype(int)).max() <= 1

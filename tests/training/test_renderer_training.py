@@ -160,6 +160,7 @@ def test_landmarks_come_with_the_frames_at_the_training_size(prepared):
     assert (item["driving_landmarks"][known] <= 133).all()  # pixels of the 128 px frame, give or take the border
 
 
+@pytest.mark.slow  # ~20 s: `python -m pytest -m slow` runs it
 def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_renderer(prepared, tiny_renderer_config,
                                                                                         tmp_path):
     torch.manual_seed(0)
@@ -182,6 +183,7 @@ def test_motion_landmark_probe_trains_the_motion_encoder_and_stays_out_of_the_re
             [RendererPairDataset(prepared.folder, "train", 128, samples_per_epoch=2)[i] for i in range(2)]))
 
 
+@pytest.mark.slow  # ~20 s: `python -m pytest -m slow` runs it
 def test_warp_terms_train_the_demo_renderers_source_warp(prepared, tiny_renderer_config, tmp_path):
     training = RendererTrainingConfig(lr=2e-3, batch_size=4, weights={**NO_GAN, "warp": 1.0, "flow_landmarks": 1.0})
     with pytest.raises(ValueError, match=r"\['warp', 'flow_landmarks'\] need a renderer with a source warp"):
