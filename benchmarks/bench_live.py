@@ -90,6 +90,19 @@ def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | No
     return start, time.perf_counter()
 
 
+def take_waiting(inbox: queue.Queue, timeout: float | None = None):
+    """Everything waiting on a worker's inbox, audio joined, as the server's inbox hands it over: a worker that fell
+    behind gives its session the whole backlog, so the session sees the lag and catches up. None (the end) and
+    empty arrays (wake-ups) come alone. Raises queue.Empty after `timeout` with nothing there."""
+    item = inbox.get(timeout=timeout)
+    if item is None or not item.size:
+        return item
+    pieces = [item]
+    while inbox.qsize() and inbox.queue[0] is not None and inbox.queue[0].size:
+        pieces.append(inbox.get_nowait())
+    return np.concatenate(pieces)
+
+
 def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None,
                render_workers: int | None = None) -> dict:
     """Run one paced stream through a StreamingSession on a worker thread; arrival times per frame."""
@@ -107,7 +120,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
     def worker():
         handled = False
         while True:
-            item = inbox.get()
+            item = take_waiting(inbox)
             if interrupt_requested.is_set() and not handled:
                 handled = True
                 events["shown_at_interrupt"] = session.frames_done
@@ -206,7 +219,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
         clock, handled = time.perf_counter(), False
         while True:
             try:
-                item = inbox.get(timeout=0.04)
+                item = take_waiting(inbox, timeout=0.04)
             except queue.Empty:
                 item = np.zeros(0, np.float32)
             if interrupt_requested.is_set() and not handled:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import imtalker
-from bench_live import ASSETS, paced_pieces, speech
+from bench_live import ASSETS, paced_pieces, speech, take_waiting
 from common import header, write_section
 from imtalker.constants import FPS, LIVE_MAX_LAG_SECONDS
 
@@ -57,7 +57,7 @@ def soak(seconds: float, samples: np.ndarray) -> dict:
     def worker():
         while True:
             try:
-                item = inbox.get(timeout=0.04)
+                item = take_waiting(inbox, timeout=0.04)
             except queue.Empty:
                 item = np.zeros(0, np.float32)
             if item is None:

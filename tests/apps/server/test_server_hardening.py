@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 from imtalker.apps.server import ServerSettings
-from imtalker.apps.server.intake import AudioInbox, PcmIntake
+from imtalker.apps.server.intake import END, AudioInbox, PcmIntake
 from imtalker.apps.server.metrics import rss_mb
 from helpers.server import FAST, drawn_portrait, pcm16, png_bytes, running_server, voice, wav_bytes
 
@@ -181,6 +181,22 @@ def test_audio_inbox_holds_at_most_its_capacity():
         await putter
         inbox.close()
         assert inbox.held == 0
+
+    asyncio.run(scenario())
+
+
+def test_audio_inbox_hands_over_everything_waiting_up_to_the_end():
+    """A worker that fell behind takes its whole backlog at once (so its session sees it and catches up)."""
+    import asyncio
+
+    async def scenario():
+        inbox = AudioInbox(10_000, asyncio.get_running_loop())
+        for value in (1, 2, 3):
+            await inbox.put(np.full(800, value, np.float32))
+        inbox.put_end()
+        first = await asyncio.to_thread(inbox.get, 1.0)
+        assert first.size == 2400 and np.array_equal(first[::800], [1, 2, 3]) and inbox.held == 0
+        assert await asyncio.to_thread(inbox.get, 1.0) is END
 
     asyncio.run(scenario())
 

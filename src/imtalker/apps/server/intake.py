@@ -125,17 +125,24 @@ class AudioInbox:
             self._ready.notify()
 
     def get(self, timeout: float):
-        """The next piece (an array, or END), or None after `timeout` seconds with nothing there. Worker thread."""
+        """Everything waiting up to the next END, joined into one array (or END itself when it comes first), or None
+        after `timeout` seconds with nothing there. Worker thread.
+
+        All of it at once, so a session that has fallen behind sees how much audio it has in hand and can catch up
+        (`StreamingSession(max_lag=...)`), instead of taking it 200 ms at a time while the backlog waits here."""
         with self._ready:
             if not self._items and not self._closed:
                 self._ready.wait(timeout)
             if not self._items:
                 return END if self._closed else None
-            item = self._items.popleft()
-            if item is not END:
-                self._held -= item.size
+            if self._items[0] is END:
+                return self._items.popleft()
+            pieces = []
+            while self._items and self._items[0] is not END:
+                pieces.append(self._items.popleft())
+            self._held -= sum(piece.size for piece in pieces)
         self._wake_putter()
-        return item
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def close(self) -> None:
         with self._ready:

@@ -346,13 +346,13 @@ class _Stream:
                 if live is not None and now > settings.max_audio_seconds:
                     raise ApiError(413, "too_large", f"the session is longer than the limit of "
                                                      f"{settings.max_audio_seconds:g} s")
-                if item is not END:
-                    size = 0 if item is None else item.size
-                    taken += size
-                    if taken <= drop_until:  # queued before the interrupt: never reaches the session
+                if item is not None and item is not END:
+                    first, taken = taken, taken + item.size
+                    if first < drop_until:  # queued before the interrupt: never reaches the session
+                        dropped = min(item.size, drop_until - first)
                         if live is not None:
-                            live.skip_input(size)
-                        item = None
+                            live.skip_input(dropped)
+                        item = item[dropped:] if dropped < item.size else None
                 if item is None:  # nothing waiting: an always-on stream idles up to its clock
                     if live is not None:
                         self._send_frames_of(job, live.tick(now), image_format, quality, stop_after=handled)
