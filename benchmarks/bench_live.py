@@ -48,14 +48,14 @@ INTERRUPT_AFTER_SECONDS = 3.0
 SENTENCE = ("Hello! I am a small talking avatar. I can answer you while you are still listening, "
             "and I stop talking as soon as you interrupt me.")
 ASSETS = Path(imtalker.__file__).parent / "assets"
-SCHEDULES = [  # (label, session / start-message options); hop schedules catch up past 0.4 s, as the server's do
+SCHEDULES = [  # (label, session / start-message options); hop schedules catch up as the server's do
     ("2 s chunks (default)", {}),
     ("hop 5, look-ahead 2", {"hop": 5, "lookahead": 2, "max_lag": LIVE_MAX_LAG_SECONDS}),
     ("hop 5, look-ahead 2, nfe 5", {"hop": 5, "lookahead": 2, "nfe": 5, "max_lag": LIVE_MAX_LAG_SECONDS}),
 ]
 ALWAYS_ON = [  # (label, render workers, max_lag)
     ("one render thread, no catching up (before)", 1, None),
-    ("2 render workers, catching up past 0.4 s (default)", 2, LIVE_MAX_LAG_SECONDS),
+    (f"2 render workers, catching up past {LIVE_MAX_LAG_SECONDS:g} s (default)", 2, LIVE_MAX_LAG_SECONDS),
 ]
 
 
@@ -74,7 +74,7 @@ def paced_pieces(samples: np.ndarray):
     return [(k * PIECE_SECONDS, samples[start:start + step]) for k, start in enumerate(range(0, samples.size, step))]
 
 
-def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | None, interrupt_requested,
+def send_paced(inbox: Inbox, samples: np.ndarray, interrupt_at: float | None, interrupt_requested,
                events: dict) -> tuple[float, float]:
     """Put 200 ms pieces on a worker's inbox at real-time pace; at `interrupt_at` s ask for an interrupt and stop.
     Returns (time of the first piece, time of the last)."""
@@ -90,17 +90,31 @@ def send_paced(inbox: queue.Queue, samples: np.ndarray, interrupt_at: float | No
     return start, time.perf_counter()
 
 
-def take_waiting(inbox: queue.Queue, timeout: float | None = None):
-    """Everything waiting on a worker's inbox, audio joined, as the server's inbox hands it over: a worker that fell
-    behind gives its session the whole backlog, so the session sees the lag and catches up. None (the end) and
-    empty arrays (wake-ups) come alone. Raises queue.Empty after `timeout` with nothing there."""
-    item = inbox.get(timeout=timeout)
-    if item is None or not item.size:
-        return item
-    pieces = [item]
-    while inbox.qsize() and inbox.queue[0] is not None and inbox.queue[0].size:
-        pieces.append(inbox.get_nowait())
-    return np.concatenate(pieces)
+class Inbox:
+    """A worker's audio queue, as the server's: each piece with when it came; `take` hands over all that waits."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+
+    def put(self, item) -> None:
+        self._queue.put((time.monotonic(), item))
+
+    def take(self, timeout: float | None = None) -> tuple:
+        """(audio waiting, joined; when its first piece came), or (None, None) for the end and an empty array for a
+        wake-up. A worker that fell behind gives its session the whole backlog with that time, so the session knows
+        how late it is and catches up. Raises queue.Empty after `timeout` with nothing there."""
+        arrived_at, item = self._queue.get(timeout=timeout)
+        if item is None or not item.size:
+            return item, None
+        pieces = [item]
+        while self._queue.qsize() and self._queue.queue[0][1] is not None and self._queue.queue[0][1].size:
+            pieces.append(self._queue.get_nowait()[1])
+        return np.concatenate(pieces), arrived_at
+
+    def drop_speech(self) -> None:
+        """Drop the audio waiting (up to the end marker), as the server drops speech sent before an interrupt."""
+        while self._queue.qsize() and self._queue.queue[0][1] is not None:
+            self._queue.get_nowait()
 
 
 def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: float | None,
@@ -113,14 +127,14 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
     if "hop" in options:
         session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
     session = StreamingSession(pipe, source, **session_options)
-    inbox: queue.Queue = queue.Queue()
+    inbox = Inbox()
     arrivals, rendered, events = {}, {}, {}
     interrupt_requested = threading.Event()
 
     def worker():
         handled = False
         while True:
-            item = take_waiting(inbox)
+            item, arrived_at = inbox.take()
             if interrupt_requested.is_set() and not handled:
                 handled = True
                 events["shown_at_interrupt"] = session.frames_done
@@ -129,7 +143,7 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
                     arrivals[frame.index] = time.perf_counter()
                 if item is not None:
                     continue  # speech queued before the interrupt: dropped, as the server drops it
-            frames = session.finish() if item is None else session.push(item)
+            frames = session.finish() if item is None else session.push(item, arrived_at=arrived_at)
             for frame in frames:
                 arrivals[frame.index] = time.perf_counter()
                 rendered[frame.index] = frame.rendered
@@ -211,7 +225,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
 
     live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
                                         render_workers=render_workers, max_lag=max_lag))
-    inbox: queue.Queue = queue.Queue()
+    inbox = Inbox()
     frames, events = [], {}  # (arrival, index, input time, rendered)
     interrupt_requested = threading.Event()
 
@@ -219,21 +233,20 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
         clock, handled = time.perf_counter(), False
         while True:
             try:
-                item = take_waiting(inbox, timeout=0.04)
+                item, arrived_at = inbox.take(timeout=0.04)
             except queue.Empty:
-                item = np.zeros(0, np.float32)
+                item, arrived_at = np.zeros(0, np.float32), None
             if interrupt_requested.is_set() and not handled:
                 handled = True
                 for frame in live.interrupt():
                     events.setdefault("first_rest", time.perf_counter())
                     frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
-                while inbox.qsize() > 0 and inbox.queue[0] is not None:  # queued speech is dropped, as the server does
-                    inbox.get_nowait()
+                inbox.drop_speech()  # queued speech is dropped, as the server does
                 continue
             if item is None:
                 batch = live.finish()
             elif item.size:
-                batch = live.push(item)
+                batch = live.push(item, arrived_at=arrived_at)
             else:
                 batch = live.tick(time.perf_counter() - clock)
             for frame in batch:

@@ -1,6 +1,6 @@
 """A long always-on live session: is memory flat, does the lag stay bounded, how many distinct pictures per second?
 
-One `LiveSession` (demo model, hop 5, look-ahead 2, nfe 5, `max_lag` 0.4 s as the server's live streams) runs on a
+One `LiveSession` (demo model, hop 5, look-ahead 2, nfe 5, `max_lag` as the server's live streams) runs on a
 worker thread the way the server runs it, for `--seconds` (default 600): a paced client sends the espeak-ng sentence
 in 200 ms pieces, pauses 5 s (the face idles), and again, over and over. The process's resident memory is read
 every 5 s. Reported: frames and frames per second, the share of frames rendered (the rest repeat the picture before
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import imtalker
-from bench_live import ASSETS, paced_pieces, speech, take_waiting
+from bench_live import ASSETS, Inbox, paced_pieces, speech
 from common import header, write_section
 from imtalker.constants import FPS, LIVE_MAX_LAG_SECONDS
 
@@ -50,20 +50,20 @@ def soak(seconds: float, samples: np.ndarray) -> dict:
     source = pipe.prepare_source(ASSETS / "demo_portrait.png")
     live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
                                         max_lag=LIVE_MAX_LAG_SECONDS))
-    inbox: queue.Queue = queue.Queue()
+    inbox = Inbox()
     frames = []  # (arrival, rendered, input time)
     clock = time.perf_counter()
 
     def worker():
         while True:
             try:
-                item = take_waiting(inbox, timeout=0.04)
+                item, arrived_at = inbox.take(timeout=0.04)
             except queue.Empty:
-                item = np.zeros(0, np.float32)
+                item, arrived_at = np.zeros(0, np.float32), None
             if item is None:
                 batch = live.finish()
             elif item.size:
-                batch = live.push(item)
+                batch = live.push(item, arrived_at=arrived_at)
             else:
                 batch = live.tick(time.perf_counter() - clock)
             frames.extend((time.perf_counter(), frame.rendered, frame.input_time) for frame in batch)

@@ -10,6 +10,6 @@ DEFAULT_CFG_SCALE = 3.0  # audio guidance of the published inference
 DEFAULT_NFE = 10  # points of the sampler's Euler time grid (nfe - 1 steps)
 LIVE_HOP_FRAMES = 5  # frames a live stream commits at a time (200 ms)
 LIVE_LOOKAHEAD_FRAMES = 2  # audio after a hop that must have arrived before it is committed (80 ms)
-# a live hop committed with more audio than this in hand and no frame shown for it catches up (every other frame
-# rendered); a session that keeps up has (hop + look-ahead) / 25 = 0.28 s in hand
-LIVE_MAX_LAG_SECONDS = 0.4
+# a live hop committed more than this long after its audio came catches up (every other frame rendered, or fewer);
+# a session that keeps up commits each hop within its generator step of the audio
+LIVE_MAX_LAG_SECONDS = 0.2

@@ -90,11 +90,11 @@ class LiveSession:
     def timeline_samples(self) -> int:
         return self._audio_frame * SAMPLES_PER_FRAME + self._audio.size
 
-    def push(self, audio) -> Iterator[LiveFrame]:
+    def push(self, audio, arrived_at: float | None = None) -> Iterator[LiveFrame]:
         """Add the caller's next piece of speech (16 kHz int16 or float samples); returns an iterator over the
         frames it completes. It lands where the timeline ends: right after the last speech, or after the last frame
         shown when only idle silence lies beyond it (that silence is taken back; speech already waiting is never
-        split by silence)."""
+        split by silence). `arrived_at`: as for `StreamingSession.push`."""
         samples = to_float_samples(audio)
         if not samples.size:
             return iter(())
@@ -108,7 +108,7 @@ class LiveSession:
         else:
             self._runs.append([position, self.input_samples, position + samples.size])
         self.input_samples += samples.size
-        return self._append(samples)
+        return self._append(samples, arrived_at)
 
     def skip_input(self, samples: int) -> None:
         """Count `samples` of the caller's audio that were dropped before reaching the session (speech sent before an
@@ -154,9 +154,9 @@ class LiveSession:
         """No more audio: the remaining frames of the speech pushed (no idle frames after it)."""
         return self._with_audio(self.session.finish())
 
-    def _append(self, samples: np.ndarray) -> Iterator[LiveFrame]:
+    def _append(self, samples: np.ndarray, arrived_at: float | None = None) -> Iterator[LiveFrame]:
         self._audio = np.concatenate([self._audio, samples])
-        frames = self.session.push(samples)
+        frames = self.session.push(samples, arrived_at=arrived_at)
         self._check_timeline()
         return self._with_audio(frames)
 

@@ -32,8 +32,9 @@ trained on 2-second clips, so a hop is sampled as the start of a whole clip whos
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -161,12 +162,15 @@ class StreamingSession:
             features and costs encoder time.
         blend_frames: frames over which `interrupt` eases back to the source's face.
         max_seconds: refuse audio beyond this length (None: no limit).
-        max_lag: catch up when the frames fall behind: when a hop is committed with more than this many seconds of
-            audio in hand that no frame has shown yet, only every k-th frame is rendered (k = 1 + that lag //
-            max_lag, at most 25) and the others repeat the picture before (`StreamFrame.rendered` is False), so a
-            renderer slower than real time shows fewer distinct pictures instead of drifting ever later. None (default): every frame is
-            rendered whatever the delay (offline-equal output). A live hop has (hop + look-ahead) / 25 s in hand
-            when the session keeps up.
+        max_lag: catch up when the session falls behind its audio: a hop committed more than this many seconds
+            after the audio it waited for (its hop and look-ahead) was pushed renders only every k-th frame
+            (k = 1 + that delay // max_lag, at most 25) and the others repeat the picture before
+            (`StreamFrame.rendered` is False), so a renderer slower than real time shows fewer distinct pictures
+            instead of drifting ever later. A session that keeps up commits each hop as its audio comes and
+            renders every frame, given pieces of up to a hop (a microphone's 20 ms, the page's and benchmark's
+            200 ms): of a longer piece, the later hops wait for the earlier ones' render and count as late. None
+            (default): every frame is rendered whatever the delay (offline-equal output).
+        clock: seconds, monotonic; when audio was pushed and when hops are committed (tests pass their own).
         pose, gaze, cam: head motion for the whole session, as descriptions ("yaw=15deg", "nod", "look-at-camera";
             `imtalker.preprocess.conditions`) without ramps, since a live session has no known length; None leaves
             the condition out (the generator's own motion).
@@ -182,7 +186,8 @@ class StreamingSession:
                  lookahead_frames: int | None = None, padding: str | None = None,
                  context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
                  max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None,
-                 pose: str | None = None, gaze: str | None = None, cam: str | None = None):
+                 pose: str | None = None, gaze: str | None = None, cam: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if render_workers is None:
             render_workers = default_render_workers(pipeline.device)
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
@@ -202,6 +207,9 @@ class StreamingSession:
         self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
         self.context_frames, self.blend_frames = context_frames, blend_frames
         self.max_seconds, self.max_lag = max_seconds, max_lag
+        self._clock = clock
+        # (timeline samples, clock time): when the timeline reached that length (a push, idle silence, a blend)
+        self._arrivals: deque[tuple[int, float]] = deque()
         self._decoder = PcmDecoder(sample_format)
         self._resampler = self._new_resampler()
         self._features = StreamingFeatures(pipeline.audio_encoder, context_frames, pipeline.device)
@@ -236,7 +244,7 @@ class StreamingSession:
         """16 kHz samples held for later windows (bounded by one window, whatever the stream's length)."""
         return self._features.audio.size
 
-    def push(self, audio) -> Iterator[StreamFrame]:
+    def push(self, audio, arrived_at: float | None = None) -> Iterator[StreamFrame]:
         """Add the next piece of audio; returns an iterator over every frame it completes.
 
         The audio is taken at once; the frames are rendered as the iterator is consumed (an iterator left unread,
@@ -244,6 +252,8 @@ class StreamingSession:
 
         Args:
             audio: bytes in `sample_format`, or a 1-D int16 / float array; any length, including empty.
+            arrived_at: when the audio came, on `clock` (None: now). A worker that takes audio which waited in a
+                queue passes when its first piece came, so the wait counts towards `max_lag`.
 
         Raises:
             InputError: bad samples, audio past `max_seconds`, or push after `finish`.
@@ -259,6 +269,7 @@ class StreamingSession:
         if self.max_seconds is not None and self.seconds_received > self.max_seconds:
             raise InputError(f"the audio is longer than the limit of {self.max_seconds:g} s")
         self._features.append(self._resampler.push(samples) if self._resampler is not None else samples)
+        self._arrived(arrived_at)
         return self._advance(final=False)
 
     def idle(self, samples: int) -> Iterator[StreamFrame]:
@@ -280,6 +291,7 @@ class StreamingSession:
         else:
             self._quiet.append([start, start + samples])
         self._features.append(np.zeros(samples, np.float32))
+        self._arrived()
         return self._advance(final=False)
 
     def finish(self) -> Iterator[StreamFrame]:
@@ -296,6 +308,8 @@ class StreamingSession:
                 features.truncate(length)
             elif features.received < length:
                 features.append(np.zeros(length - features.received, np.float32))
+        self._truncate_arrivals(features.received)
+        self._arrived()
         return self._advance(final=True)
 
     def interrupt(self) -> Iterator[StreamFrame]:
@@ -318,6 +332,7 @@ class StreamingSession:
             part.frames.cancel()
         self._rendering.clear()
         self._features.truncate(shown * SAMPLES_PER_FRAME)
+        self._truncate_arrivals(shown * SAMPLES_PER_FRAME)
         self._quiet = [[start, min(end, shown * SAMPLES_PER_FRAME)] for start, end in self._quiet
                        if start < shown * SAMPLES_PER_FRAME]
         self._resampler = self._new_resampler()  # its filter holds the start of the dropped speech
@@ -331,9 +346,10 @@ class StreamingSession:
             blend = start + (target - start) * weights  # (blend_frames, motion_dim)
             stop = shown + self.blend_frames
             self._features.append(np.zeros(self.blend_frames * SAMPLES_PER_FRAME, np.float32))
+            self._arrived()
             self._sampler.append(blend[None], self._features.encode(shown, stop, stop),
                                  **self._head_conditions(shown, self.blend_frames))
-            self._render(blend)
+            self._render(blend, late=0.0)
             self._next_frame = stop
         self._segment_start, self._segment_input = self._features.received, 0
         return self._advance(final=False)
@@ -350,6 +366,7 @@ class StreamingSession:
             part.frames.cancel()
         self._rendering.clear()
         self._features.truncate(shown)
+        self._truncate_arrivals(shown)
         self._quiet = [[start, min(stop, shown)] for start, stop in self._quiet if start < shown]
         self._next_frame = self.frames_done
         return end - shown
@@ -385,14 +402,31 @@ class StreamingSession:
             else:
                 self._rendering.popleft()
 
-    def _render(self, latents: torch.Tensor) -> None:
+    def _arrived(self, at: float | None = None) -> None:
+        if not self._arrivals or self._arrivals[-1][0] < self._features.received:  # an empty push adds nothing
+            self._arrivals.append((self._features.received, self._clock() if at is None else at))
+
+    def _truncate_arrivals(self, length: int) -> None:
+        """The timeline was cut back to `length` samples: forget when the cut part arrived."""
+        while self._arrivals and self._arrivals[-1][0] > length:
+            self._arrivals.pop()
+
+    def _lateness(self, needed: int) -> float:
+        """Seconds since the timeline first held `needed` samples (0 if no push recorded it)."""
+        while len(self._arrivals) > 1 and self._arrivals[1][0] < needed:
+            self._arrivals.popleft()  # a later record also covers it: this one is past
+        for length, at in self._arrivals:
+            if length >= needed:
+                return max(0.0, self._clock() - at)
+        return 0.0
+
+    def _render(self, latents: torch.Tensor, late: float) -> None:
         """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time;
-        when the frames lag the audio by more than `max_lag`, only every k-th frame (across hops): k = 1 + lag //
-        max_lag, at most `MAX_CATCH_UP_STEP` (catching up)."""
-        behind = self._features.received / SAMPLE_RATE - self.frames_done / FPS
+        when they are committed `late` seconds after their audio came, more than `max_lag`, only every k-th frame
+        (across hops): k = 1 + late // max_lag, at most `MAX_CATCH_UP_STEP` (catching up)."""
         step = 1
-        if self.max_lag is not None and behind > self.max_lag:  # the further behind, the fewer pictures
-            step = min(1 + int(behind / self.max_lag), MAX_CATCH_UP_STEP)
+        if self.max_lag is not None and late > self.max_lag:  # the further behind, the fewer pictures
+            step = min(1 + int(late / self.max_lag), MAX_CATCH_UP_STEP)
         pictures, drawn = [], []
         for k in range(len(latents)):
             first_of_session = self._last_picture is None and not self._rendering and not drawn
@@ -439,8 +473,9 @@ class StreamingSession:
         heard = features.encode(start, min(hi, start + self.clip_frames), hi,
                                 until=features.received if final else None)
         silent = self._is_quiet(start * SAMPLES_PER_FRAME, min(hi * SAMPLES_PER_FRAME, features.received))
-        self._render(self._sampler.step(heard, stop - start, silent=silent,
-                                        **self._head_conditions(start, heard.shape[1]))[0])  # (stop - start, d)
+        motion = self._sampler.step(heard, stop - start, silent=silent,
+                                    **self._head_conditions(start, heard.shape[1]))[0]  # (stop - start, d)
+        self._render(motion, late=self._lateness(min(hi * SAMPLES_PER_FRAME, features.received)))
         self._next_frame = stop
         features.forget_before(stop)
         self._quiet = [span for span in self._quiet if span[1] > stop * SAMPLES_PER_FRAME]

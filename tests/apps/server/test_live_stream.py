@@ -12,6 +12,7 @@ from websockets.sync.client import connect
 
 from imtalker.apps.server.intake import HELD_BACK_SAMPLES
 from imtalker.apps.server.render import unpack_frame
+from imtalker.constants import LIVE_MAX_LAG_SECONDS
 from helpers.server import FAST, pcm16, voice
 
 
@@ -29,7 +30,7 @@ def test_hop_frames_arrive_while_the_audio_is_still_coming(server, start):
         ws.send(json.dumps(start(hop=5, lookahead=2)))
         ready = json.loads(ws.recv(timeout=60))
         assert (ready["hop_frames"], ready["lookahead_frames"], ready["chunk_frames"]) == (5, 2, 50)
-        assert ready["max_lag"] == 0.4  # a live stream catches up past 0.4 s (a 2-second one never: null)
+        assert ready["max_lag"] == LIVE_MAX_LAG_SECONDS  # a live stream catches up (a 2-second one never: null)
         # the first hop's audio and its look-ahead, 0.28 s of a 1 s stream (and the 64 samples, 4 ms, that the
         # server holds back until "end" to fix the resampled length)
         first_hop = (7 * 640 + HELD_BACK_SAMPLES) * 2

@@ -186,16 +186,20 @@ def test_audio_inbox_holds_at_most_its_capacity():
 
 
 def test_audio_inbox_hands_over_everything_waiting_up_to_the_end():
-    """A worker that fell behind takes its whole backlog at once (so its session sees it and catches up)."""
+    """A worker that fell behind takes its whole backlog at once, with when it started waiting (so its session
+    knows how late it is and catches up)."""
     import asyncio
 
     async def scenario():
         inbox = AudioInbox(10_000, asyncio.get_running_loop())
+        before = time.monotonic()
         for value in (1, 2, 3):
             await inbox.put(np.full(800, value, np.float32))
+            await asyncio.sleep(0.05)
         inbox.put_end()
-        first = await asyncio.to_thread(inbox.get, 1.0)
+        first, arrived_at = await asyncio.to_thread(inbox.get_with_time, 1.0)
         assert first.size == 2400 and np.array_equal(first[::800], [1, 2, 3]) and inbox.held == 0
+        assert before <= arrived_at < before + 0.05  # when the first piece came: the backlog's wait counts
         assert await asyncio.to_thread(inbox.get, 1.0) is END
 
     asyncio.run(scenario())

@@ -246,29 +246,60 @@ def test_interrupt_after_finish_is_an_input_error(pipe, source):
         session.interrupt()
 
 
+class TestClock:
+    """A clock the test moves by hand (`StreamingSession(clock=...)`)."""
+
+    __test__ = False
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def paced_run(session, clock, samples, seconds_per_picture, piece_seconds=0.2):
+    """Push `samples` in pieces that arrive in real time while each picture drawn costs `seconds_per_picture`
+    (repeated ones cost nothing); a piece that came while the session was busy waits and is pushed with the
+    others, with the time it came, as the server's worker does."""
+    piece = round(piece_seconds * 16000)
+    start, frames, sent = clock.now, [], 0
+    while sent < samples.size:
+        due = [k for k in range(sent, samples.size, piece) if start + k / 16000 <= clock.now] or [sent]
+        clock.now = max(clock.now, start + due[0] / 16000)
+        stop = min(samples.size, due[-1] + piece)
+        for frame in session.push(samples[sent:stop], arrived_at=start + due[0] / 16000):
+            frames.append(frame)
+            clock.now += seconds_per_picture if frame.rendered else 0.0
+        sent = stop
+    return frames + list(session.finish())
+
+
 def test_a_session_behind_its_audio_renders_every_other_frame_until_it_catches_up(pipe, source, motion_frames):
-    """With `max_lag`, a hop committed with more audio in hand than that renders only every k-th frame (the further
-    behind, the larger k) and repeats the picture before; a session that keeps up (audio pushed a hop at a time,
-    frames read) renders every frame."""
+    """With `max_lag`, a hop committed more than that after its audio came renders only every k-th frame (the later,
+    the larger k) and repeats the picture before; a session that keeps up renders every frame, whether its audio
+    comes in 20 ms or 200 ms pieces."""
     samples = voice(4.0, seed=7)
-    behind = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.5, **LIVE, **FAST)
-    frames = list(behind.push(samples)) + list(behind.finish())
     everything = stream(pipe, source, [samples], 16000, **LIVE)
+    clock = TestClock()
+    slow = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.2, clock=clock, **LIVE, **FAST)
+    frames = paced_run(slow, clock, samples, seconds_per_picture=0.08)  # pictures at half real time
     assert [f.index for f in frames] == list(range(100)) == [f.index for f in everything]
-    assert [f.rendered for f in frames[:5]] == [True, False, False, False, False]  # 4 s behind: one picture in 5
-    assert all(f.rendered for f in frames[-5:])  # caught up: the last hop is within the lag
-    assert 20 <= sum(not f.rendered for f in frames) <= 80
+    assert frames[0].rendered and 20 <= sum(not f.rendered for f in frames) <= 80
     for before, frame, truth in zip(frames, frames[1:], everything[1:]):
         if frame.rendered:
             assert np.array_equal(frame.image, truth.image)  # the frames it renders are the session's own
         else:
             assert np.array_equal(frame.image, before.image)
-    far_behind = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.1, **LIVE, **FAST)
-    drawn = [f.index for f in list(far_behind.push(samples)) + list(far_behind.finish()) if f.rendered]
-    assert drawn[:2] == [0, 25]  # 40 lags behind: one picture in 25 (the most it skips), whole hops repeat
-    paced = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.5, **LIVE, **FAST)
-    kept_up = [f for piece in np.array_split(samples, 20) for f in paced.push(piece)] + list(paced.finish())
-    assert len(kept_up) == 100 and all(f.rendered for f in kept_up)
+    clock = TestClock()
+    far = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.05, clock=clock, **LIVE, **FAST)
+    drawn = [f.index for f in paced_run(far, clock, samples, seconds_per_picture=2.0) if f.rendered]
+    assert 25 in np.diff(drawn)  # far behind: one picture in 25 (the most it skips), whole hops repeat
+    for piece_seconds in (0.02, 0.2):  # keeping up: pictures at twice real time, audio in pieces of up to a hop
+        clock = TestClock()
+        fast = StreamingSession(pipe, source, sample_rate=16000, max_lag=0.2, clock=clock, **LIVE, **FAST)
+        kept_up = paced_run(fast, clock, samples, seconds_per_picture=0.02, piece_seconds=piece_seconds)
+        assert len(kept_up) == 100 and all(f.rendered for f in kept_up), piece_seconds
 
 
 def test_render_workers_do_not_change_the_frames(pipe, source):

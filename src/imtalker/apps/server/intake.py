@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -112,7 +113,7 @@ class AudioInbox:
                     if self._closed:
                         return
                     if self._held + piece.size <= self.capacity:
-                        self._items.append(piece)
+                        self._items.append((piece, time.monotonic()))
                         self._held += piece.size
                         self._ready.notify()
                         break
@@ -126,23 +127,28 @@ class AudioInbox:
 
     def get(self, timeout: float):
         """Everything waiting up to the next END, joined into one array (or END itself when it comes first), or None
-        after `timeout` seconds with nothing there. Worker thread.
+        after `timeout` seconds with nothing there. Worker thread."""
+        return self.get_with_time(timeout)[0]
 
-        All of it at once, so a session that has fallen behind sees how much audio it has in hand and can catch up
-        (`StreamingSession(max_lag=...)`), instead of taking it 200 ms at a time while the backlog waits here."""
+    def get_with_time(self, timeout: float) -> tuple:
+        """`get`, and when its first piece came (`time.monotonic()`; None with END or nothing).
+
+        All of it at once, with the time it started waiting, so a session that has fallen behind knows how late it
+        is and catches up (`StreamingSession.push(arrived_at=...)`, `max_lag`), instead of taking the backlog 200 ms
+        at a time, unaware of it."""
         with self._ready:
             if not self._items and not self._closed:
                 self._ready.wait(timeout)
             if not self._items:
-                return END if self._closed else None
+                return (END if self._closed else None), None
             if self._items[0] is END:
-                return self._items.popleft()
-            pieces = []
+                return self._items.popleft(), None
+            pieces, arrived_at = [], self._items[0][1]
             while self._items and self._items[0] is not END:
-                pieces.append(self._items.popleft())
+                pieces.append(self._items.popleft()[0])
             self._held -= sum(piece.size for piece in pieces)
         self._wake_putter()
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), arrived_at
 
     def close(self) -> None:
         with self._ready:

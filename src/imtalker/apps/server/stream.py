@@ -1,7 +1,7 @@
 """WS /v1/stream: live talking video from audio sent in pieces (the protocol is in docs/streaming.md).
 
     client -> server  text   {"type": "start", "portrait": <base64> | "portrait_id": <id>, "sample_rate": 48000,
-                              "format": "s16le", "options": {..., "hop": 5, "lookahead": 2, "max_lag": 0.4},
+                              "format": "s16le", "options": {..., "hop": 5, "lookahead": 2, "max_lag": 0.2},
                               "image_format": "jpeg",
                               "jpeg_quality": 85, "idle": false, "audio_out": false}
     server -> client  text   {"type": "ready", "id": ..., "fps": 25, "width": ..., "height": ..., ...}
@@ -340,7 +340,7 @@ class _Stream:
                     self._emit(job, {"type": "interrupted", "frames_shown": session.frames_done,
                                      "resume_timestamp": round(session.media_seconds, 6)})
                     self._send_frames_of(job, blend, image_format, quality)
-                item = self.inbox.get(timeout=IDLE_POLL_SECONDS if live else POLL_SECONDS)
+                item, arrived_at = self.inbox.get_with_time(timeout=IDLE_POLL_SECONDS if live else POLL_SECONDS)
                 job.check()
                 now = time.monotonic() - clock
                 if live is not None and now > settings.max_audio_seconds:
@@ -360,7 +360,7 @@ class _Stream:
                 if item is END:
                     frames = talker.finish()
                 else:
-                    frames = talker.push(item)
+                    frames = talker.push(item, arrived_at=arrived_at)
                 self._send_frames_of(job, frames, image_format, quality, stop_after=handled)
                 if item is END:
                     break

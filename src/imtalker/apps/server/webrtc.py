@@ -237,12 +237,12 @@ class LivePeer:
                 if self.interrupts > handled:
                     handled = self.interrupts
                     self._hand_over(job, live.interrupt())
-                item = self.inbox.get(timeout=IDLE_POLL_SECONDS)
+                item, arrived_at = self.inbox.get_with_time(timeout=IDLE_POLL_SECONDS)
                 job.check()
                 now = time.monotonic() - clock
                 if item is END or now > settings.max_audio_seconds:  # the peer went, or the session is too long
                     break
-                self._hand_over(job, live.tick(now) if item is None else live.push(item), handled)
+                self._hand_over(job, live.tick(now) if item is None else live.push(item, arrived_at=arrived_at), handled)
         finally:
             for track in (self.video, self.audio):  # the tracks end after the frames they hold
                 self.loop.call_soon_threadsafe(_put_last, track.queue)
