@@ -129,7 +129,8 @@ class LiveSession:
             return iter(())
         self.silence_samples += missing
         self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])
-        frames = self.session.idle(missing)
+        # the silence ends at `until` on the caller's clock, which was `now - until` seconds ago
+        frames = self.session.idle(missing, due_at=self.session.clock() - (now - until))
         self._check_timeline()
         return self._with_audio(frames)
 

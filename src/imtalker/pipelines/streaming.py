@@ -207,9 +207,10 @@ class StreamingSession:
         self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
         self.context_frames, self.blend_frames = context_frames, blend_frames
         self.max_seconds, self.max_lag = max_seconds, max_lag
-        self._clock = clock
-        # (timeline samples, clock time): when the timeline reached that length (a push, idle silence, a blend)
-        self._arrivals: deque[tuple[int, float]] = deque()
+        self.clock = clock
+        # (timeline samples, clock time, paced): when the timeline reached that length (a push, idle silence, a
+        # blend); paced records are silence played in real time, whose earlier samples were due earlier
+        self._arrivals: deque[tuple[int, float, bool]] = deque()
         self._decoder = PcmDecoder(sample_format)
         self._resampler = self._new_resampler()
         self._features = StreamingFeatures(pipeline.audio_encoder, context_frames, pipeline.device)
@@ -272,11 +273,13 @@ class StreamingSession:
         self._arrived(arrived_at)
         return self._advance(final=False)
 
-    def idle(self, samples: int) -> Iterator[StreamFrame]:
+    def idle(self, samples: int, due_at: float | None = None) -> Iterator[StreamFrame]:
         """Nobody speaks for the next `samples` (at 16 kHz): the timeline grows by that much silence, and hops with
         only such silence in their window are sampled without an audio condition (`HopSampler.step(silent=True)`:
         the generator's own motion without speech, the face at rest). Returns an iterator over the frames that
         completes. `imtalker.pipelines.live.LiveSession` calls it whenever the speech falls behind the clock.
+        `due_at`: when the end of this silence is due on `clock` (None: now); the silence before it was due as
+        much earlier as it comes before, so hops of silence a session shows late catch up like speech.
 
         Raises:
             InputError: idle after `finish`, or while resampled audio is pushed (its filter would smear the seam).
@@ -291,7 +294,7 @@ class StreamingSession:
         else:
             self._quiet.append([start, start + samples])
         self._features.append(np.zeros(samples, np.float32))
-        self._arrived()
+        self._arrived(due_at, paced=True)
         return self._advance(final=False)
 
     def finish(self) -> Iterator[StreamFrame]:
@@ -402,9 +405,9 @@ class StreamingSession:
             else:
                 self._rendering.popleft()
 
-    def _arrived(self, at: float | None = None) -> None:
+    def _arrived(self, at: float | None = None, paced: bool = False) -> None:
         if not self._arrivals or self._arrivals[-1][0] < self._features.received:  # an empty push adds nothing
-            self._arrivals.append((self._features.received, self._clock() if at is None else at))
+            self._arrivals.append((self._features.received, self.clock() if at is None else at, paced))
 
     def _truncate_arrivals(self, length: int) -> None:
         """The timeline was cut back to `length` samples: forget when the cut part arrived."""
@@ -415,9 +418,10 @@ class StreamingSession:
         """Seconds since the timeline first held `needed` samples (0 if no push recorded it)."""
         while len(self._arrivals) > 1 and self._arrivals[1][0] < needed:
             self._arrivals.popleft()  # a later record also covers it: this one is past
-        for length, at in self._arrivals:
+        for length, at, paced in self._arrivals:
             if length >= needed:
-                return max(0.0, self._clock() - at)
+                due = at - (length - needed) / SAMPLE_RATE if paced else at
+                return max(0.0, self.clock() - due)
         return 0.0
 
     def _render(self, latents: torch.Tensor, late: float) -> None:
