@@ -53,6 +53,7 @@ def tiny_weights(tmp_path_factory):
     return save_tiny_weights(tmp_path_factory.mktemp("weights"), front_end="mel")
 
 
+@pytest.mark.slow  # ~35 s; test_cli_writes_the_result... runs the same evaluation path by default
 def test_evaluation_of_untrained_networks(tiny_weights, synthetic_heldout):
     result = evaluate(tiny_weights, synthetic_heldout / "data", nfe=2, progress=False)
     summary = result["summary"]

@@ -111,6 +111,7 @@ def test_the_renderer_on_two_processes_matches_one_process_on_the_same_global_ba
     assert max(float((ddp_state[n] - initial[n]).abs().max()) for n in trained) > 1e-3  # and they did train
 
 
+@pytest.mark.slow  # ~22 s; the renderer's two-process test covers the distributed path by default
 def test_the_generator_trains_on_two_processes_and_records_its_renderer(prepared, ddp_renderer_run, tmp_path):
     path = shipped_config("generator-tiny-mel.yaml", tmp_path / "generator.yaml", training=dict(batch_size=2),
                           trainer=dict(samples_per_epoch=8, val_samples=2, loggers=["csv"], keep_best_checkpoints=0))
