@@ -330,17 +330,9 @@ class StreamingSession:
         if self.finished:
             raise InputError("the stream is finished; start a new session")
         shown = self.frames_done
-        self._sampler.forget(self._next_frame - shown)
-        for part in self._rendering:
-            part.frames.cancel()
-        self._rendering.clear()
-        self._features.truncate(shown * SAMPLES_PER_FRAME)
-        self._truncate_arrivals(shown * SAMPLES_PER_FRAME)
-        self._quiet = [[start, min(end, shown * SAMPLES_PER_FRAME)] for start, end in self._quiet
-                       if start < shown * SAMPLES_PER_FRAME]
+        self._drop_after(shown)
         self._resampler = self._new_resampler()  # its filter holds the start of the dropped speech
         # (the PCM decoder keeps a split sample: the bytes that follow are its rest, whatever was dropped)
-        self._next_frame = shown
         if shown:
             steps = torch.arange(1, self.blend_frames + 1, dtype=torch.float32) / self.blend_frames
             weights = (steps * steps * (3 - 2 * steps))[:, None]  # smoothstep: eases out and in
@@ -364,15 +356,20 @@ class StreamingSession:
         shown, end = self.frames_done * SAMPLES_PER_FRAME, self._features.received
         if end <= shown or not self._is_quiet(shown, end):
             return 0
-        self._sampler.forget(self._next_frame - self.frames_done)
+        self._drop_after(self.frames_done)
+        return end - shown
+
+    def _drop_after(self, frame: int) -> None:
+        """Take back the timeline past `frame`: the hops sampled or being rendered, the audio, and when it came."""
+        cut = frame * SAMPLES_PER_FRAME
+        self._sampler.forget(self._next_frame - frame)
         for part in self._rendering:
             part.frames.cancel()
         self._rendering.clear()
-        self._features.truncate(shown)
-        self._truncate_arrivals(shown)
-        self._quiet = [[start, min(stop, shown)] for start, stop in self._quiet if start < shown]
-        self._next_frame = self.frames_done
-        return end - shown
+        self._features.truncate(cut)
+        self._truncate_arrivals(cut)
+        self._quiet = [[start, min(stop, cut)] for start, stop in self._quiet if start < cut]
+        self._next_frame = frame
 
     def _new_resampler(self) -> StreamResampler | None:
         return StreamResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
@@ -415,7 +412,8 @@ class StreamingSession:
             self._arrivals.pop()
 
     def _lateness(self, needed: int) -> float:
-        """Seconds since the timeline first held `needed` samples (0 if no push recorded it)."""
+        """Seconds since the timeline's first `needed` samples came (paced silence: since they were due); 0 when
+        nothing recorded it."""
         while len(self._arrivals) > 1 and self._arrivals[1][0] < needed:
             self._arrivals.popleft()  # a later record also covers it: this one is past
         for length, at, paced in self._arrivals:
@@ -442,8 +440,9 @@ class StreamingSession:
                 pictures.append(-1)
                 self._frames_undrawn += 1
         # with several workers, parts small enough that each takes two: the first frames come after two frames'
-        # render, not half a hop's, at little cost (one thread renders batches of 2 within 5% of batches of 5 per
-        # frame); one worker (a GPU) renders whole batches
+        # render, not half a hop's, for some throughput (one thread renders the demo model's batches of 2 about a
+        # fifth slower per frame than batches of 5: docs/streaming.md, "Keeping up"); one worker (a GPU) renders
+        # whole batches
         workers = self._render_pool.workers
         part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / (2 * workers)))
         parts = self._render_pool.submit(self.source, latents[drawn], self.paste_back, part) if drawn else []
@@ -459,7 +458,7 @@ class StreamingSession:
             self._rendering.append(RenderingPart(latents[start:], done, pictures[start:]))
 
     def _commit_next_hop(self, final: bool) -> bool:
-        """Sample the next hop and start rendering it if its audio is in (at the end: whatever is left); False if not."""
+        """Sample the next hop and start rendering it if its audio is in (at the end: what is left); False if not."""
         features, hop, lookahead = self._features, self.schedule.hop, self.schedule.lookahead
         total = math.ceil(features.received * FPS / SAMPLE_RATE)
         start = self._next_frame

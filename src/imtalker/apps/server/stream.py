@@ -62,8 +62,8 @@ SHUTDOWN_RETRY_SECONDS = 5
 TRIM_AFTER_BYTES = 4 * 1024 * 1024  # a stream that took more audio than this returns freed memory when it ends
 POLL_SECONDS = 0.2  # how often a waiting worker looks at its job's cancel flag
 MAX_LOOKAHEAD_FRAMES = 25  # 1 s: more only adds latency to a live stream
-SCHEDULE_OPTIONS = ("hop", "lookahead", "max_lag")
-MAX_LAG_SECONDS = 10.0  # stream-only options, beside the generation options
+SCHEDULE_OPTIONS = ("hop", "lookahead", "max_lag")  # stream-only options, beside the generation options
+MAX_LAG_SECONDS = 10.0  # the most a stream may ask to fall behind before it catches up
 START_FIELDS = ("type", "portrait", "portrait_id", "sample_rate", "format", "options", "image_format",
                 "jpeg_quality", "api_key", "idle", "audio_out")
 IDLE_POLL_SECONDS = 0.04  # how often an always-on stream's worker looks at the clock when no audio comes (a frame)

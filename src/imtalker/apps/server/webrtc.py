@@ -242,7 +242,8 @@ class LivePeer:
                 now = time.monotonic() - clock
                 if item is END or now > settings.max_audio_seconds:  # the peer went, or the session is too long
                     break
-                self._hand_over(job, live.tick(now) if item is None else live.push(item, arrived_at=arrived_at), handled)
+                frames = live.tick(now) if item is None else live.push(item, arrived_at=arrived_at)
+                self._hand_over(job, frames, handled)
         finally:
             for track in (self.video, self.audio):  # the tracks end after the frames they hold
                 self.loop.call_soon_threadsafe(_put_last, track.queue)
