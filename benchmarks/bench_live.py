@@ -99,6 +99,11 @@ class Inbox:
     def put(self, item) -> None:
         self._queue.put((time.monotonic(), item))
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anything waits to be taken (`StreamingSession(input_waiting=...)`)."""
+        return bool(self._queue.qsize())
+
     def take(self, timeout: float | None = None) -> tuple:
         """(audio waiting, joined; when its first piece came), or (None, None) for the end and an empty array for a
         wake-up. A worker that fell behind gives its session the whole backlog with that time, so the session knows
@@ -126,10 +131,16 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
                        "max_lag": options.get("max_lag")}
     if "hop" in options:
         session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
-    session = StreamingSession(pipe, source, **session_options)
     inbox = Inbox()
+    session = StreamingSession(pipe, source, input_waiting=lambda: inbox.waiting, **session_options)
     arrivals, rendered, events = {}, {}, {}
     interrupt_requested = threading.Event()
+
+    def record(frame) -> None:
+        arrivals[frame.index] = time.perf_counter()
+        rendered[frame.index] = frame.rendered
+        if frame.index >= events.get("shown_at_interrupt", float("inf")):
+            events.setdefault("first_blend", arrivals[frame.index])
 
     def worker():
         handled = False
@@ -138,15 +149,14 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
             if interrupt_requested.is_set() and not handled:
                 handled = True
                 events["shown_at_interrupt"] = session.frames_done
+                # the blend's frames come from this iterator, or (input waiting) from the next call's
                 for frame in session.interrupt():
-                    events.setdefault("first_blend", time.perf_counter())
-                    arrivals[frame.index] = time.perf_counter()
+                    record(frame)
                 if item is not None:
                     continue  # speech queued before the interrupt: dropped, as the server drops it
             frames = session.finish() if item is None else session.push(item, arrived_at=arrived_at)
             for frame in frames:
-                arrivals[frame.index] = time.perf_counter()
-                rendered[frame.index] = frame.rendered
+                record(frame)
                 if interrupt_requested.is_set() and not handled:
                     break
             if item is None:
@@ -223,11 +233,17 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
     from imtalker.pipelines.live import LiveSession
     from imtalker.pipelines.streaming import StreamingSession
 
-    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
-                                        render_workers=render_workers, max_lag=max_lag))
     inbox = Inbox()
+    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
+                                        render_workers=render_workers, max_lag=max_lag,
+                                        input_waiting=lambda: inbox.waiting))
     frames, events = [], {}  # (arrival, index, input time, rendered)
     interrupt_requested = threading.Event()
+
+    def record(frame) -> None:
+        frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
+        if frame.index >= events.get("shown_at_interrupt", float("inf")):
+            events.setdefault("first_rest", frames[-1][0])
 
     def worker():
         clock, handled = time.perf_counter(), False
@@ -238,10 +254,11 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
                 item, arrived_at = np.zeros(0, np.float32), None
             if interrupt_requested.is_set() and not handled:
                 handled = True
-                for frame in live.interrupt():
-                    events.setdefault("first_rest", time.perf_counter())
-                    frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
+                events["shown_at_interrupt"] = live.session.frames_done
                 inbox.drop_speech()  # queued speech is dropped, as the server does
+                # the frames back to rest come from this iterator, or (input waiting) from the next call's
+                for frame in live.interrupt():
+                    record(frame)
                 continue
             if item is None:
                 batch = live.finish()
@@ -250,7 +267,7 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
             else:
                 batch = live.tick(time.perf_counter() - clock)
             for frame in batch:
-                frames.append((time.perf_counter(), frame.index, frame.input_time, frame.rendered))
+                record(frame)
                 if interrupt_requested.is_set() and not handled:
                     break
             if item is None:

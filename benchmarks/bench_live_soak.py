@@ -48,9 +48,9 @@ def soak(seconds: float, samples: np.ndarray) -> dict:
 
     pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model())
     source = pipe.prepare_source(ASSETS / "demo_portrait.png")
-    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
-                                        max_lag=LIVE_MAX_LAG_SECONDS))
     inbox = Inbox()
+    live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
+                                        max_lag=LIVE_MAX_LAG_SECONDS, input_waiting=lambda: inbox.waiting))
     frames = []  # (arrival, rendered, input time)
     clock = time.perf_counter()
 

@@ -11,8 +11,10 @@ import torch
 import imtalker
 from imtalker.config import DemoRendererConfig, RendererConfig
 from imtalker.models.demo_renderer import (CompactMotionEncoder, DemoRenderer, DemoSourceState, WARP_LEVEL,
-                                           locality_bias)
-from imtalker.models.renderer import IMTRenderer
+                                           gather_neighbours, locality_bias, neighbourhood,
+                                           neighbourhood_attention_with_top1, neighbourhood_radius)
+from imtalker.models.motion_transfer import attention_with_top1
+from imtalker.models.renderer import NUM_COARSE_LEVELS, IMTRenderer
 from imtalker.weights import save_model
 
 DEMO = DemoRendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32), motion_channels=(8, 16, 16, 32, 32, 32),
@@ -229,3 +231,59 @@ def test_saved_file_names_the_variant_and_loads_as_a_demo_renderer(model, image,
     latents = torch.randn(3, DEMO.motion_dim)
     torch.testing.assert_close(loaded.render(loaded.encode_source(image), latents),
                                model.render(model.encode_source(image), latents))
+
+
+def test_neighbourhood_attention_is_the_full_attention_at_inference(model, image):
+    """At inference the last coarse level attends over each query's neighbourhood (the source state holds them):
+    the same output, the same arg-max cells and the same frames as the full attention, which the module runs."""
+    source = model.encode_source(image)
+    grid = model.config.coarse_grid
+    side = 2 * neighbourhood_radius(grid, DEMO.attention_locality) + 1
+    assert source.neighbour_keys.shape == source.neighbour_values.shape == (1, DEMO.num_heads, grid * grid,
+                                                                           side * side, source.keys[-1].shape[-1])
+    assert side * side < grid * grid
+    full = dataclasses.replace(source, neighbour_keys=None, neighbour_values=None)
+    motion = torch.randn(4, DEMO.motion_dim, generator=torch.Generator().manual_seed(7))
+    attention = model.imt[NUM_COARSE_LEVELS - 1].block_efc
+    calls = []
+    hook = attention.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.inference_mode():
+            driving = model.decode_motion(model.adapt_motion(motion, source.identity))[NUM_COARSE_LEVELS - 1]
+            bias = locality_bias(grid, DEMO.attention_locality)
+            out, top1 = model.attend_with_top1(attention, driving, source, bias)
+            assert calls == []  # the neighbourhood path ran
+            expected_out, expected_top1 = model.attend_with_top1(attention, driving, full, bias)
+            assert calls == [1]
+    finally:
+        hook.remove()
+    assert torch.equal(top1, expected_top1)
+    torch.testing.assert_close(out, expected_out, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.render(source, motion), model.render(full, motion), atol=1e-6, rtol=0)
+
+
+def test_neighbourhood_attention_declines_when_far_keys_could_matter():
+    """Small scores: the far keys' bound is negligible and the result is the full attention's. Scores large enough
+    to outweigh the prior beyond the neighbourhood: None, so the caller runs the full attention."""
+    grid, sigma, heads, dim = 8, 0.5, 2, 4
+    radius = neighbourhood_radius(grid, sigma)
+    index, inside, distance = neighbourhood(grid, radius)
+    assert index.shape == inside.shape == (grid * grid, (2 * radius + 1) ** 2) and distance.max() == 2 * radius ** 2
+    assert not inside[0, 0] and inside[0, (2 * radius + 1) ** 2 // 2]  # a corner cell: its own cell only on the grid
+    rng = torch.Generator().manual_seed(0)
+    q = 0.1 * torch.randn(3, heads, grid * grid, dim, generator=rng)
+    k, v = (torch.randn(1, heads, grid * grid, dim, generator=rng) for _ in range(2))
+    neighbours = gather_neighbours(k, index), gather_neighbours(v, index)
+    out, top1 = neighbourhood_attention_with_top1(q, k, *neighbours, grid, sigma)
+    expected_out, expected_top1 = attention_with_top1(q, k, v, bias=locality_bias(grid, sigma))
+    assert torch.equal(top1, expected_top1)
+    torch.testing.assert_close(out, expected_out, atol=1e-6, rtol=0)
+    assert neighbourhood_attention_with_top1(1e3 * q, k, *neighbours, grid, sigma) is None
+
+
+def test_training_source_states_have_no_neighbourhoods(image):
+    torch.manual_seed(0)
+    model = DemoRenderer(DEMO).train()
+    assert model.source_state(image).neighbour_keys is None
+    with torch.no_grad():
+        assert model.source_state(image.expand(2, -1, -1, -1)).neighbour_keys is None  # one source only

@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -42,18 +42,27 @@ CONDITIONS = tuple(f.name for f in fields(MotionConditions))  # audio, pose, gaz
 
 
 def source_field_names(state: SourceState) -> list[str]:
-    """Flat names of a source state's tensors in field order: `keys.0`, ..., `identity`, ... (variants add fields)."""
+    """Flat names of a source state's tensors in field order: `keys.0`, ..., `identity`, ... (variants add fields;
+    optional ones left None are not part of a graph)."""
     names = []
     for name, value in vars(state).items():
-        names += [f"{name}.{i}" for i in range(len(value))] if isinstance(value, list) else [name]
+        if value is not None:
+            names += [f"{name}.{i}" for i in range(len(value))] if isinstance(value, list) else [name]
     return names
+
+
+def without_inference_caches(state: SourceState) -> SourceState:
+    """The state without the optional fields (default None) a variant fills for eager inference only, as a captured
+    graph makes it (the demo renderer's neighbourhoods)."""
+    return replace(state, **{f.name: None for f in fields(state) if f.default is None})
 
 
 def flatten_source(state: SourceState) -> list[torch.Tensor]:
     """The source state's tensors in the order of `source_field_names`."""
     flat = []
     for value in vars(state).values():
-        flat += list(value) if isinstance(value, list) else [value]
+        if value is not None:
+            flat += list(value) if isinstance(value, list) else [value]
     return flat
 
 
@@ -168,7 +177,7 @@ def export_renderer(renderer: IMTRenderer, out: Path, example_batch: int = 2) ->
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, size, size, generator=generator)
     with torch.no_grad():
-        state = renderer.source_state(image)
+        state = without_inference_caches(renderer.source_state(image))
     names = source_field_names(state)
     graphs = {"renderer_source": export_graph(SourceGraph(renderer), (image,), out / "renderer_source.onnx",
                                               ["source_image"], names, {})}

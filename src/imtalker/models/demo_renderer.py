@@ -18,6 +18,7 @@ Its config (`DemoRendererConfig`) also allows five appearance levels. The recipe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..config import DemoRendererConfig
 from .layers import conv_batchnorm
+from .motion_transfer import CrossAttention, capturing_graph, from_tokens, merge_heads, split_heads, to_tokens
 from .renderer import (NUM_COARSE_LEVELS, IMTRenderer, Reconstruction, SourceState, check_source_batch,
                        cpu_micro_batch)
 from .synthesis import FrameDecoder
@@ -36,6 +38,9 @@ WARP_LEVEL = 2  # the coarse level whose grid the source warp paints its flow on
 # not zero, which would pass no gradient back and stay zero while the features ignore the motion
 CORRECTION_INIT_SCALE = 0.01
 LOGIT_EPS = 1e-3  # base images are clamped to [eps, 1 - eps] before their logit
+# the neighbourhood attention (`neighbourhood_attention_with_top1`) stands for the full one when the keys it leaves out
+# hold at most exp(-NEGLIGIBLE_LOG_MASS) of the softmax mass: 2e-9, far below float32's resolution of the rest
+NEGLIGIBLE_LOG_MASS = 20.0
 
 
 def locality_bias(grid: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -58,6 +63,73 @@ def normalised_departure(driving: torch.Tensor, source: torch.Tensor, rms: torch
             rms.lerp_(departure.square().mean(dims).sqrt(), momentum)
     shape = (1, -1) + (1,) * (departure.ndim - 2)
     return departure / rms.clamp_min(1e-6).view(shape)
+
+
+def neighbourhood_radius(grid: int, sigma: float) -> int:
+    """The smallest window radius (cells) beyond which the locality prior alone is below -(log N + 24): the
+    neighbourhood the attention of a `grid` x `grid` map is computed on (`neighbourhood_attention_with_top1`), with
+    4 to spare for the scores themselves."""
+    needed = math.log(grid * grid) + NEGLIGIBLE_LOG_MASS + 4.0
+    return min(grid - 1, math.ceil(math.sqrt(2 * sigma ** 2 * needed)) - 1)
+
+
+def neighbourhood(grid: int, radius: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (2 radius + 1)^2 cells around each cell of a row-major `grid` x `grid` map, offsets row-major:
+    (key index (N, L), whether it lies on the grid (N, L), squared distance in cells (L,)). Off-grid neighbours
+    index cell 0; they are masked."""
+    offsets = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = offsets.repeat_interleave(2 * radius + 1), offsets.repeat(2 * radius + 1)
+    cells = torch.arange(grid * grid, device=device)
+    y, x = (cells // grid)[:, None] + dy, (cells % grid)[:, None] + dx
+    inside = (y >= 0) & (y < grid) & (x >= 0) & (x < grid)
+    return torch.where(inside, y * grid + x, 0), inside, dy.square() + dx.square()
+
+
+def gather_neighbours(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-head tokens (1, heads, N, D) -> each token's neighbours (1, heads, N, L, D) for a `neighbourhood` index."""
+    return x.index_select(2, index.flatten()).view(*x.shape[:3], index.shape[1], x.shape[3])
+
+
+def neighbourhood_attention_with_top1(q: torch.Tensor, k: torch.Tensor, neighbour_keys: torch.Tensor,
+                                      neighbour_values: torch.Tensor, grid: int, sigma: float
+                                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`attention_with_top1` under the locality prior over each query's (2R+1)^2 nearest keys only, or None where
+    that cannot be shown equal to the full attention.
+
+    With the prior -d^2 / (2 sigma^2) on the scores, a key R+1 cells away or further scores at most
+    |q| max|k| / sqrt(D) - (R+1)^2 / (2 sigma^2). When that bound lies, for every query and head, at least
+    log(N) + NEGLIGIBLE_LOG_MASS below the best score among the query's neighbours, the keys left out hold under
+    exp(-NEGLIGIBLE_LOG_MASS) of the softmax mass together, and the output and the arg-max are the full
+    attention's to float precision. Otherwise (large scores) it returns None, for the full attention. The demo
+    renderer's prior (sigma = 0.5 cells) puts R at 3: 49 keys instead of 1024 at the 32 x 32 level.
+
+    Args:
+        q: (B, heads, N, D) queries of B frames, N = grid^2; k: (1, heads, N, D) the source's keys;
+        neighbour_keys, neighbour_values: (1, heads, N, L, D) from `gather_neighbours`, L = (2R+1)^2.
+
+    Returns:
+        (output (B, heads, N, D), top1 (B, N) int64), or None.
+    """
+    b, heads, n, d = q.shape
+    side = math.isqrt(neighbour_keys.shape[3])
+    radius = side // 2
+    index, inside, distance = neighbourhood(grid, radius, q.device)
+    prior = distance.to(torch.float32) * (-0.5 / sigma ** 2)
+    bias = torch.where(inside, prior, float("-inf")).to(q.dtype)  # (N, L)
+    kn, vn = neighbour_keys[0].to(q.dtype), neighbour_values[0].to(q.dtype)  # (heads, N, L, D)
+
+    scores = torch.matmul(q.permute(1, 2, 0, 3) * (1 / math.sqrt(d)), kn.transpose(-1, -2))  # (heads, N, B, L)
+    scores += bias[:, None]
+    best = scores.amax(dim=-1).float()  # (heads, N, B)
+    query_norm = q.float().norm(dim=-1).permute(1, 2, 0)  # (heads, N, B)
+    key_norm = k[0].float().norm(dim=-1).amax(dim=-1)  # (heads,)
+    beyond = query_norm * key_norm[:, None, None] / math.sqrt(d) - (radius + 1) ** 2 / (2 * sigma ** 2)
+    if bool((best - beyond < math.log(n) + NEGLIGIBLE_LOG_MASS).any()):
+        return None
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs, vn).permute(2, 0, 1, 3)  # (B, heads, N, D)
+    nearest = probs.sum(dim=0).argmax(dim=-1)  # (N, B): the offset with the largest head sum
+    return out, index.gather(1, nearest).t()
 
 
 class CompactMotionEncoder(nn.Module):
@@ -196,6 +268,10 @@ class DemoSourceState(SourceState):
 
     image: torch.Tensor  # the source image (B, 3, S, S), which the warp resamples
     warp_fields: torch.Tensor  # its flow fields (B, num_fields, 2, g, g)
+    # the last coarse level's keys and values around each cell (1, heads, N, L, D), which the neighbourhood attention
+    # reads at inference; None in states made for training or for a captured graph
+    neighbour_keys: torch.Tensor | None = None
+    neighbour_values: torch.Tensor | None = None
 
 
 @dataclass
@@ -224,11 +300,23 @@ class DemoRenderer(IMTRenderer):
         self.source_warp = SourceWarp(widths[WARP_LEVEL], config.motion_dim, config.warp_hidden, config.warp_fields)
 
     def source_state(self, image: torch.Tensor) -> DemoSourceState:
-        """The published source state, the image and its flow fields (they depend on the source only)."""
+        """The published source state, the image, its flow fields and, at inference with one image, the last
+        coarse level's neighbourhoods (they depend on the source only)."""
         state = super().source_state(image)
         fields = self.source_warp.source_fields(state.motion_maps[WARP_LEVEL], state.features[WARP_LEVEL])
+        neighbour_keys = neighbour_values = None
+        if self.uses_neighbourhoods(state.keys[-1]):
+            grid = self.config.coarse_grid
+            index, _, _ = neighbourhood(grid, neighbourhood_radius(grid, self.config.attention_locality), image.device)
+            neighbour_keys, neighbour_values = (gather_neighbours(x[-1], index) for x in (state.keys, state.values))
         return DemoSourceState(**vars(state), image=image.clone(memory_format=torch.contiguous_format),
-                               warp_fields=fields)
+                               warp_fields=fields, neighbour_keys=neighbour_keys, neighbour_values=neighbour_values)
+
+    @staticmethod
+    def uses_neighbourhoods(keys: torch.Tensor) -> bool:
+        """Whether the last coarse level may attend over neighbourhoods: inference on one source, outside graph
+        capture (training takes the full attention's gradient; an exported graph has no data-dependent branch)."""
+        return keys.shape[0] == 1 and not torch.is_grad_enabled() and not capturing_graph()
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """The published transfer with the locality prior on every cross-attention and the motion skip added to it."""
@@ -241,11 +329,27 @@ class DemoRenderer(IMTRenderer):
             if level < NUM_COARSE_LEVELS - 1:
                 out = attention(driving, source.keys[level], source.values[level], bias=bias)
             else:
-                out, top1 = attention(driving, source.keys[level], source.values[level], with_top1=True, bias=bias)
+                out, top1 = self.attend_with_top1(attention, driving, source, bias)
             aligned.append(out + self.motion_skip[level](driving, source.motion_maps[level]))
         for pooled, level in zip(source.pooled, self.fine_levels):
             aligned.append(self.imt[level](pooled, top1, self.config.coarse_grid))
         return aligned
+
+    def attend_with_top1(self, attention: CrossAttention, driving: torch.Tensor, source: DemoSourceState,
+                         bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last coarse level's attention and arg-max: over each query's neighbourhood where the source state
+        has them (`neighbourhood_attention_with_top1`; the full attention took a fifth of a 128 px frame's time),
+        the full attention wherever that cannot be shown equal and in training."""
+        keys, values = source.keys[-1], source.values[-1]
+        _, _, h, w = driving.shape
+        if source.neighbour_keys is not None and self.uses_neighbourhoods(keys):
+            q = split_heads(attention.q_proj(to_tokens(driving)), attention.num_heads)
+            local = neighbourhood_attention_with_top1(q, keys, source.neighbour_keys, source.neighbour_values, h,
+                                                      self.config.attention_locality)
+            if local is not None:
+                out, top1 = local
+                return from_tokens(attention.proj(merge_heads(out)), h, w), top1
+        return attention(driving, keys, values, with_top1=True, bias=bias)
 
     def render_latents(self, source: DemoSourceState, motion: torch.Tensor) -> DemoReconstruction:
         """Frames for motion latents (B, 32): the warped source, corrected by the modulated synthesis network."""

@@ -164,6 +164,8 @@ class SourceState:
 
     def to(self, *args, **kwargs) -> "SourceState":
         def move(x):
+            if x is None:  # a variant's optional field
+                return None
             return [t.to(*args, **kwargs) for t in x] if isinstance(x, list) else x.to(*args, **kwargs)
 
         return type(self)(**{name: move(value) for name, value in vars(self).items()})

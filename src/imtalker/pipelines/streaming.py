@@ -171,6 +171,10 @@ class StreamingSession:
             200 ms): of a longer piece, the later hops wait for the earlier ones' render and count as late. None
             (default): every frame is rendered whatever the delay (offline-equal output).
         clock: seconds, monotonic; when audio was pushed and when hops are committed (tests pass their own).
+        input_waiting: the caller's check for input waiting for this session (audio, an interrupt), or None. While it
+            answers True, iterating the frames of a push stops instead of waiting for a render, so that the caller
+            pushes what came first: the next hop is then sampled while the render workers draw this one, instead of
+            after its last frame (the frames not yielded come first from the next call).
         pose, gaze, cam: head motion for the whole session, as descriptions ("yaw=15deg", "nod", "look-at-camera";
             `imtalker.preprocess.conditions`) without ramps, since a live session has no known length; None leaves
             the condition out (the generator's own motion).
@@ -187,7 +191,7 @@ class StreamingSession:
                  context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
                  max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None,
                  pose: str | None = None, gaze: str | None = None, cam: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, input_waiting: Callable[[], bool] | None = None):
         if render_workers is None:
             render_workers = default_render_workers(pipeline.device)
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
@@ -207,7 +211,7 @@ class StreamingSession:
         self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
         self.context_frames, self.blend_frames = context_frames, blend_frames
         self.max_seconds, self.max_lag = max_seconds, max_lag
-        self.clock = clock
+        self.clock, self.input_waiting = clock, input_waiting
         # (timeline samples, clock time, paced): when the timeline reached that length (a push, idle silence, a
         # blend); paced records are silence played in real time, whose earlier samples were due earlier
         self._arrivals: deque[tuple[int, float, bool]] = deque()
@@ -388,6 +392,8 @@ class StreamingSession:
             if sum(len(part.latents) for part in self._rendering) <= self.hop:
                 self._commit_next_hop(final)
             part = self._rendering[0]
+            if not final and self.input_waiting is not None and not part.frames.done() and self.input_waiting():
+                return  # the caller pushes what came first (the frames not yielded come from the next call)
             images = part.frames.result()
             while part.shown < len(part.latents):
                 picture = part.pictures[part.shown]
@@ -472,12 +478,13 @@ class StreamingSession:
             hi = stop + lookahead
             if features.received < hi * SAMPLES_PER_FRAME:
                 return False
-        # the generator's clip holds the hop and as much of the look-ahead as fits
-        heard = features.encode(start, min(hi, start + self.clip_frames), hi,
-                                until=features.received if final else None)
         silent = self._is_quiet(start * SAMPLES_PER_FRAME, min(hi * SAMPLES_PER_FRAME, features.received))
-        motion = self._sampler.step(heard, stop - start, silent=silent,
-                                    **self._head_conditions(start, heard.shape[1]))[0]  # (stop - start, d)
+        with self._render_pool.beside_workers():  # the workers may be drawing the hop before on every core
+            # the generator's clip holds the hop and as much of the look-ahead as fits
+            heard = features.encode(start, min(hi, start + self.clip_frames), hi,
+                                    until=features.received if final else None)
+            motion = self._sampler.step(heard, stop - start, silent=silent,
+                                        **self._head_conditions(start, heard.shape[1]))[0]  # (stop - start, d)
         self._render(motion, late=self._lateness(min(hi * SAMPLES_PER_FRAME, features.received)))
         self._next_frame = stop
         features.forget_before(stop)

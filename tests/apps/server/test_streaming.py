@@ -308,3 +308,44 @@ def test_render_workers_do_not_change_the_frames(pipe, source):
     two = stream(pipe, source, np.array_split(samples, 7), 16000, **LIVE, render_workers=2)
     assert len(one) == len(two) == 30
     assert all(np.array_equal(a.image, b.image) and b.rendered for a, b in zip(one, two))
+
+
+def test_waiting_input_stops_the_frames_before_a_render_and_nothing_is_lost(pipe, source, monkeypatch):
+    """With input waiting (`input_waiting`), iterating a push stops instead of waiting for a render still running,
+    so the caller can push what came (the next hop is then sampled while the workers draw); the frames come from the
+    next call, in order and the same as a session that always waits."""
+    samples = voice(1.2, seed=11)
+    expected = stream(pipe, source, [samples], 16000, **LIVE, render_workers=1)
+    import threading
+
+    release = threading.Event()
+    render_frames = pipe.render_frames
+
+    def held_render(*args, **kwargs):  # the workers draw nothing until released
+        release.wait(10)
+        return render_frames(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "render_frames", held_render)
+    waiting = [True]
+    session = StreamingSession(pipe, source, sample_rate=16000, render_workers=1, input_waiting=lambda: waiting[0],
+                               **LIVE, **FAST)
+    first, second = np.array_split(samples, 2)
+    assert list(session.push(first)) == []  # the first hop renders: not waited for, input is waiting
+    waiting[0] = False
+    release.set()
+    frames = list(session.push(second)) + list(session.finish())
+    assert [f.index for f in frames] == list(range(30))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, expected))
+
+
+def test_the_session_samples_on_one_thread_beside_several_render_workers(pipe):
+    """Beside two single-threaded render workers the session's own work (features, the generator) computes on one
+    OpenMP thread, then the thread's count is back; beside one worker nothing changes."""
+    import torch
+
+    before = torch.get_num_threads()
+    with pipe.render_pool(2).beside_workers():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pipe.render_pool(1).beside_workers():
+        assert torch.get_num_threads() == before

@@ -104,6 +104,11 @@ class AudioInbox:
         """Samples waiting now."""
         return self._held
 
+    @property
+    def waiting(self) -> bool:
+        """Whether audio or the end waits to be taken (`StreamingSession(input_waiting=...)`)."""
+        return bool(self._items)
+
     async def put(self, samples: np.ndarray) -> None:
         """Queue samples, in pieces of at most `capacity`, waiting for room; returns at once once closed."""
         for start in range(0, samples.size, self.capacity):
