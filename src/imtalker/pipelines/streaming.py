@@ -445,12 +445,12 @@ class StreamingSession:
             else:
                 pictures.append(-1)
                 self._frames_undrawn += 1
-        # with several workers, parts small enough that each takes two: the first frames come after two frames'
-        # render, not half a hop's, for some throughput (one thread renders the demo model's batches of 2 about a
-        # fifth slower per frame than batches of 5: docs/streaming.md, "Keeping up"); one worker (a GPU) renders
-        # whole batches
+        # with several workers, one part each (a hop of 5: 3 + 2 frames): smaller parts show a hop's first frames
+        # sooner but cost more per frame, and on 2 cores that is what falls behind (the demo model's hop: 155 ms in
+        # parts of 3, 180-200 ms in parts of 2; docs/streaming.md, "Keeping up"); one worker (a GPU) renders whole
+        # batches
         workers = self._render_pool.workers
-        part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / (2 * workers)))
+        part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / workers))
         parts = self._render_pool.submit(self.source, latents[drawn], self.paste_back, part) if drawn else []
         start, first = 0, 0  # frames of this hop given to a part; its first drawn one
         for drawn_latents, frames in parts:
