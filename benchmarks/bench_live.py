@@ -132,9 +132,12 @@ def in_process(pipe, source, samples: np.ndarray, options: dict, interrupt_at: f
     if "hop" in options:
         session_options.update(hop=options["hop"], lookahead_frames=options["lookahead"])
     inbox = Inbox()
-    session = StreamingSession(pipe, source, input_waiting=lambda: inbox.waiting, **session_options)
     arrivals, rendered, events = {}, {}, {}
     interrupt_requested = threading.Event()
+    session = StreamingSession(pipe, source, input_waiting=lambda: inbox.waiting,
+                               interrupt_waiting=lambda: (interrupt_requested.is_set()
+                                                          and "shown_at_interrupt" not in events),
+                               **session_options)
 
     def record(frame) -> None:
         arrivals[frame.index] = time.perf_counter()
@@ -236,7 +239,9 @@ def always_on(pipe, source, samples: np.ndarray, interrupt_at: float | None, ren
     inbox = Inbox()
     live = LiveSession(StreamingSession(pipe, source, hop=5, lookahead_frames=2, nfe=5, seed=0,
                                         render_workers=render_workers, max_lag=max_lag,
-                                        input_waiting=lambda: inbox.waiting))
+                                        input_waiting=lambda: inbox.waiting,
+                                        interrupt_waiting=lambda: (interrupt_requested.is_set()
+                                                                   and "shown_at_interrupt" not in events)))
     frames, events = [], {}  # (arrival, index, input time, rendered)
     interrupt_requested = threading.Event()
 

@@ -35,7 +35,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +54,7 @@ DEFAULT_CONTEXT_FRAMES = 50  # 2 s of past audio before each window
 DEFAULT_LOOKAHEAD_FRAMES = 5  # 0.2 s of audio after a 2-second chunk (latency it costs: 0.2 s)
 MAX_CATCH_UP_STEP = 25  # a session catching up draws at least one picture a second
 INTERRUPT_BLEND_FRAMES = 6  # an interrupted face eases back to the source's over 240 ms
+INPUT_POLL_SECONDS = 0.005  # while waiting for a render, how often a session asks whether input waits
 SAMPLE_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # what bytes pushed to a session hold
 
 
@@ -172,9 +173,13 @@ class StreamingSession:
             (default): every frame is rendered whatever the delay (offline-equal output).
         clock: seconds, monotonic; when audio was pushed and when hops are committed (tests pass their own).
         input_waiting: the caller's check for input waiting for this session (audio, an interrupt), or None. While it
-            answers True, iterating the frames of a push stops instead of waiting for a render, so that the caller
-            pushes what came first: the next hop is then sampled while the render workers draw this one, instead of
-            after its last frame (the frames not yielded come first from the next call).
+            answers True and the session lacks audio for its next hop, iterating the frames of a push stops instead
+            of waiting for a render (asked every 5 ms while waiting), so that the caller pushes what came (or
+            interrupts) first: the next hop is then sampled while the render workers draw this one, instead of after
+            its last frame (the frames not yielded come first from the next call). A session holding its next hop's
+            audio waits as before, so audio sent faster than real time waits outside, where the caller bounds it.
+        interrupt_waiting: the caller's check for an interrupt waiting, or None: while it answers True, iterating
+            stops at once instead of waiting for a render, so the caller can `interrupt` within 5 ms.
         pose, gaze, cam: head motion for the whole session, as descriptions ("yaw=15deg", "nod", "look-at-camera";
             `imtalker.preprocess.conditions`) without ramps, since a live session has no known length; None leaves
             the condition out (the generator's own motion).
@@ -191,7 +196,8 @@ class StreamingSession:
                  context_frames: int = DEFAULT_CONTEXT_FRAMES, blend_frames: int = INTERRUPT_BLEND_FRAMES,
                  max_seconds: float | None = None, render_workers: int | None = None, max_lag: float | None = None,
                  pose: str | None = None, gaze: str | None = None, cam: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, input_waiting: Callable[[], bool] | None = None):
+                 clock: Callable[[], float] = time.monotonic, input_waiting: Callable[[], bool] | None = None,
+                 interrupt_waiting: Callable[[], bool] | None = None):
         if render_workers is None:
             render_workers = default_render_workers(pipeline.device)
         for name, value, low in (("batch_size", batch_size, 1), ("context_frames", context_frames, 0),
@@ -211,7 +217,7 @@ class StreamingSession:
         self.hop, self.lookahead_frames = self.schedule.hop, self.schedule.lookahead
         self.context_frames, self.blend_frames = context_frames, blend_frames
         self.max_seconds, self.max_lag = max_seconds, max_lag
-        self.clock, self.input_waiting = clock, input_waiting
+        self.clock, self.input_waiting, self.interrupt_waiting = clock, input_waiting, interrupt_waiting
         # (timeline samples, clock time, paced): when the timeline reached that length (a push, idle silence, a
         # blend); paced records are silence played in real time, whose earlier samples were due earlier
         self._arrivals: deque[tuple[int, float, bool]] = deque()
@@ -348,7 +354,8 @@ class StreamingSession:
             self._arrived()
             self._sampler.append(blend[None], self._features.encode(shown, stop, stop),
                                  **self._head_conditions(shown, self.blend_frames))
-            self._render(blend, late=0.0)
+            # one frame a part: the first blend frame comes one frame's render after a worker is free, not three
+            self._render(blend, late=0.0, part_frames=1)
             self._next_frame = stop
         self._segment_start, self._segment_input = self._features.received, 0
         return self._advance(final=False)
@@ -392,8 +399,11 @@ class StreamingSession:
             if sum(len(part.latents) for part in self._rendering) <= self.hop:
                 self._commit_next_hop(final)
             part = self._rendering[0]
-            if not final and self.input_waiting is not None and not part.frames.done() and self.input_waiting():
-                return  # the caller pushes what came first (the frames not yielded come from the next call)
+            if not final and (self.input_waiting or self.interrupt_waiting):
+                while not part.frames.done():  # the frames not yielded come from the next call
+                    if self._caller_has_input():
+                        return
+                    wait([part.frames], timeout=INPUT_POLL_SECONDS)
             images = part.frames.result()
             while part.shown < len(part.latents):
                 picture = part.pictures[part.shown]
@@ -407,6 +417,13 @@ class StreamingSession:
                     break
             else:
                 self._rendering.popleft()
+
+    def _caller_has_input(self) -> bool:
+        """An interrupt waits, or audio does while the next hop's is not all in (`input_waiting`)."""
+        if self.interrupt_waiting is not None and self.interrupt_waiting():
+            return True
+        next_hop = (self._next_frame + self.hop + self.lookahead_frames) * SAMPLES_PER_FRAME
+        return self.input_waiting is not None and self._features.received < next_hop and self.input_waiting()
 
     def _arrived(self, at: float | None = None, paced: bool = False) -> None:
         if not self._arrivals or self._arrivals[-1][0] < self._features.received:  # an empty push adds nothing
@@ -428,8 +445,9 @@ class StreamingSession:
                 return max(0.0, self.clock() - due)
         return 0.0
 
-    def _render(self, latents: torch.Tensor, late: float) -> None:
-        """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time;
+    def _render(self, latents: torch.Tensor, late: float, part_frames: int | None = None) -> None:
+        """Start rendering committed latents (n, motion_dim) on the render workers, `batch_size` each at a time
+        (`part_frames`: in parts of that many instead);
         when they are committed `late` seconds after their audio came, more than `max_lag`, only every k-th frame
         (across hops): k = 1 + late // max_lag, at most `MAX_CATCH_UP_STEP` (catching up)."""
         step = 1
@@ -451,6 +469,7 @@ class StreamingSession:
         # batches
         workers = self._render_pool.workers
         part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / workers))
+        part = part_frames or part
         parts = self._render_pool.submit(self.source, latents[drawn], self.paste_back, part) if drawn else []
         start, first = 0, 0  # frames of this hop given to a part; its first drawn one
         for drawn_latents, frames in parts:

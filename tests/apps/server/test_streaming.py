@@ -310,32 +310,66 @@ def test_render_workers_do_not_change_the_frames(pipe, source):
     assert all(np.array_equal(a.image, b.image) and b.rendered for a, b in zip(one, two))
 
 
-def test_waiting_input_stops_the_frames_before_a_render_and_nothing_is_lost(pipe, source, monkeypatch):
-    """With input waiting (`input_waiting`), iterating a push stops instead of waiting for a render still running,
-    so the caller can push what came (the next hop is then sampled while the workers draw); the frames come from the
-    next call, in order and the same as a session that always waits."""
-    samples = voice(1.2, seed=11)
-    expected = stream(pipe, source, [samples], 16000, **LIVE, render_workers=1)
+@pytest.fixture
+def held_renders(pipe, monkeypatch):
+    """The render workers draw nothing until the event returned is set."""
     import threading
 
     release = threading.Event()
     render_frames = pipe.render_frames
 
-    def held_render(*args, **kwargs):  # the workers draw nothing until released
+    def held_render(*args, **kwargs):
         release.wait(10)
         return render_frames(*args, **kwargs)
 
     monkeypatch.setattr(pipe, "render_frames", held_render)
+    return release
+
+
+def test_waiting_input_stops_the_frames_before_a_render_and_nothing_is_lost(pipe, source, held_renders):
+    """With audio waiting (`input_waiting`) and the next hop's audio not all in, iterating a push stops instead of
+    waiting for a render still running, so the caller can push what came (the next hop is then sampled while the
+    workers draw); the frames come from the next call, in order and the same as a session that always waits."""
+    samples = voice(1.2, seed=11)
+    held_renders.set()
+    expected = stream(pipe, source, [samples], 16000, **LIVE, render_workers=1)
+    held_renders.clear()
     waiting = [True]
     session = StreamingSession(pipe, source, sample_rate=16000, render_workers=1, input_waiting=lambda: waiting[0],
                                **LIVE, **FAST)
-    first, second = np.array_split(samples, 2)
-    assert list(session.push(first)) == []  # the first hop renders: not waited for, input is waiting
+    first, second = np.array_split(samples, 2)  # 15 frames: hops 0 and 1 are in, hop 2 lacks its look-ahead
+    assert list(session.push(first)) == []
     waiting[0] = False
-    release.set()
+    held_renders.set()
     frames = list(session.push(second)) + list(session.finish())
     assert [f.index for f in frames] == list(range(30))
     assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, expected))
+
+
+def test_audio_sent_faster_than_real_time_waits_outside(pipe, source, held_renders):
+    """A session that holds its next hop's audio waits for its renders whatever waits outside, so a caller sending
+    faster than real time is held back (and bounds what it queues), not drained into the session."""
+    import threading
+
+    session = StreamingSession(pipe, source, sample_rate=16000, render_workers=1, input_waiting=lambda: True,
+                               **LIVE, **FAST)
+    threading.Timer(0.2, held_renders.set).start()
+    frames = list(session.push(voice(2.0, seed=12)))
+    # it waited for every hop whose next hop's audio it held (hops 0-6); past that, it asks for audio again
+    assert len(frames) >= 35
+    assert [f.index for f in frames + list(session.finish())] == list(range(50))
+
+
+def test_a_waiting_interrupt_stops_the_frames_at_once(pipe, source, held_renders):
+    interrupted = [True]
+    session = StreamingSession(pipe, source, sample_rate=16000, render_workers=1,
+                               interrupt_waiting=lambda: interrupted[0], **LIVE, **FAST)
+    assert list(session.push(voice(2.0, seed=13))) == []  # its next hop's audio is in, yet it stops
+    held_renders.set()
+    blend = list(session.interrupt())
+    assert [f.index for f in blend] == []  # nothing was shown: nothing to ease back from
+    interrupted[0] = False
+    assert list(session.finish()) == []  # the speech not shown was dropped
 
 
 def test_the_session_samples_on_one_thread_beside_several_render_workers(pipe):

@@ -328,7 +328,8 @@ class _Stream:
                 self.state.pipeline, portrait.prepare(self.state.sources), sample_rate=SAMPLE_RATE,
                 paste_back=options.paste_back, batch_size=settings.batch_size, context_frames=settings.context_frames,
                 hop=hop, lookahead_frames=lookahead, max_lag=max_lag, **options.sampler_options(),
-                **options.head_motion(), input_waiting=lambda: self.inbox.waiting or self.interrupts > handled)
+                **options.head_motion(), input_waiting=lambda: self.inbox.waiting,
+                interrupt_waiting=lambda: self.interrupts > handled)
             # always-on: the LiveSession idles on the worker's clock, which starts now
             live = LiveSession(session) if self.idle else None
             talker, clock = live or session, time.monotonic()

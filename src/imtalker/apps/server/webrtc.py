@@ -231,7 +231,8 @@ class LivePeer:
                 self.state.pipeline, portrait.prepare(self.state.sources), paste_back=options.paste_back,
                 batch_size=settings.batch_size, context_frames=settings.context_frames, hop=hop,
                 lookahead_frames=lookahead, max_lag=LIVE_MAX_LAG_SECONDS, **options.sampler_options(),
-                **options.head_motion(), input_waiting=lambda: self.inbox.waiting or self.interrupts > handled)
+                **options.head_motion(), input_waiting=lambda: self.inbox.waiting,
+                interrupt_waiting=lambda: self.interrupts > handled)
             live, clock, handled = LiveSession(session), time.monotonic(), 0
             while True:
                 if self.interrupts > handled:
