@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import DemoRendererConfig
 from .layers import conv_batchnorm
-from .motion_transfer import CrossAttention, capturing_graph, from_tokens, merge_heads, split_heads, to_tokens
+from .motion_transfer import CrossAttention, from_tokens, merge_heads, split_heads, to_tokens
 from .renderer import (NUM_COARSE_LEVELS, IMTRenderer, Reconstruction, SourceState, check_source_batch,
                        cpu_micro_batch)
 from .synthesis import FrameDecoder
@@ -314,9 +314,10 @@ class DemoRenderer(IMTRenderer):
 
     @staticmethod
     def uses_neighbourhoods(keys: torch.Tensor) -> bool:
-        """Whether the last coarse level may attend over neighbourhoods: inference on one source, outside graph
-        capture (training takes the full attention's gradient; an exported graph has no data-dependent branch)."""
-        return keys.shape[0] == 1 and not torch.is_grad_enabled() and not capturing_graph()
+        """Whether the last coarse level may attend over neighbourhoods: inference on one source, not traced for
+        export (training takes the full attention's gradient; an exported graph has no data-dependent branch;
+        `torch.compile` breaks its graph at the bound's check and runs both sides compiled)."""
+        return keys.shape[0] == 1 and not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
     def transfer(self, source: SourceState, motion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """The published transfer with the locality prior on every cross-attention and the motion skip added to it."""
