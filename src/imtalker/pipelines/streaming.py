@@ -172,12 +172,12 @@ class StreamingSession:
             200 ms): of a longer piece, the later hops wait for the earlier ones' render and count as late. None
             (default): every frame is rendered whatever the delay (offline-equal output).
         clock: seconds, monotonic; when audio was pushed and when hops are committed (tests pass their own).
-        input_waiting: the caller's check for input waiting for this session (audio, an interrupt), or None. While it
-            answers True and the session lacks audio for its next hop, iterating the frames of a push stops instead
-            of waiting for a render (asked every 5 ms while waiting), so that the caller pushes what came (or
-            interrupts) first: the next hop is then sampled while the render workers draw this one, instead of after
-            its last frame (the frames not yielded come first from the next call). A session holding its next hop's
-            audio waits as before, so audio sent faster than real time waits outside, where the caller bounds it.
+        input_waiting: the caller's check for audio waiting for this session, or None. While it answers True and
+            the session lacks audio for its next hop, iterating the frames of a push stops instead of waiting for a
+            render (asked every 5 ms while waiting), so that the caller pushes what came first: the next hop is then
+            sampled while the render workers draw this one, instead of after its last frame (the frames not yielded
+            come first from the next call). A session holding its next hop's audio waits as before, so audio sent
+            faster than real time waits outside, where the caller bounds it.
         interrupt_waiting: the caller's check for an interrupt waiting, or None: while it answers True, iterating
             stops at once instead of waiting for a render, so the caller can `interrupt` within 5 ms.
         pose, gaze, cam: head motion for the whole session, as descriptions ("yaw=15deg", "nod", "look-at-camera";
