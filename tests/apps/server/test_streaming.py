@@ -375,11 +375,27 @@ def test_a_waiting_interrupt_stops_the_frames_at_once(pipe, source, held_renders
 def test_the_session_samples_on_one_thread_beside_several_render_workers(pipe):
     """Beside two single-threaded render workers the session's own work (features, the generator) computes on one
     OpenMP thread, then the thread's count is back; beside one worker nothing changes."""
+    import threading
+
     import torch
 
     before = torch.get_num_threads()
+    asked, answered, other_thread = threading.Event(), threading.Event(), []
+
+    def another_thread():  # e.g. another job's worker: its own count
+        torch.get_num_threads()
+        asked.wait(10)
+        other_thread.append(torch.get_num_threads())
+        answered.set()
+
+    thread = threading.Thread(target=another_thread)
+    thread.start()
     with pipe.render_pool(2).beside_workers():
         assert torch.get_num_threads() == 1
+        asked.set()
+        answered.wait(10)
+    thread.join()
+    assert other_thread == [before]
     assert torch.get_num_threads() == before
     with pipe.render_pool(1).beside_workers():
         assert torch.get_num_threads() == before
