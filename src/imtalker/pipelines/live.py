@@ -129,8 +129,10 @@ class LiveSession:
             return iter(())
         self.silence_samples += missing
         self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])
-        # the silence ends at `until` on the caller's clock, which was `now - until` seconds ago
-        frames = self.session.idle(missing, due_at=self.session.clock() - (now - until))
+        # the silence ends at `until` on the caller's clock, which was `now - until` seconds ago; it can only be put
+        # in `idle_after` later (speech might still come), so it is due then: idle hops made as soon as the rule
+        # lets them are on time, and only a session behind that catches up (`max_lag`) on idle frames
+        frames = self.session.idle(missing, due_at=self.session.clock() - (now - until) + self.idle_after)
         self._check_timeline()
         return self._with_audio(frames)
 
