@@ -43,11 +43,16 @@ LOGIT_EPS = 1e-3  # base images are clamped to [eps, 1 - eps] before their logit
 NEGLIGIBLE_LOG_MASS = 20.0
 
 
+def locality_prior(squared_distance: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The prior's score, -d^2 / (2 sigma^2), for squared distances d^2 in cells."""
+    return squared_distance * (-0.5 / sigma ** 2)
+
+
 def locality_bias(grid: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
     """Additive attention scores (grid^2, grid^2) of -d^2 / (2 sigma^2), d the distance in cells of query and key."""
     cells = torch.arange(grid, device=device, dtype=dtype)
     positions = torch.stack(torch.meshgrid(cells, cells, indexing="ij"), dim=-1).reshape(-1, 2)  # row-major (y, x)
-    return torch.cdist(positions, positions).square() * (-0.5 / sigma ** 2)
+    return locality_prior(torch.cdist(positions, positions).square(), sigma)
 
 
 def normalised_departure(driving: torch.Tensor, source: torch.Tensor, rms: torch.Tensor, momentum: float,
@@ -110,12 +115,11 @@ def neighbourhood_attention_with_top1(q: torch.Tensor, k: torch.Tensor, neighbou
     Returns:
         (output (B, heads, N, D), top1 (B, N) int64), or None.
     """
-    b, heads, n, d = q.shape
+    _, heads, n, d = q.shape
     side = math.isqrt(neighbour_keys.shape[3])
     radius = side // 2
     index, inside, distance = neighbourhood(grid, radius, q.device)
-    prior = distance.to(torch.float32) * (-0.5 / sigma ** 2)
-    bias = torch.where(inside, prior, float("-inf")).to(q.dtype)  # (N, L)
+    bias = torch.where(inside, locality_prior(distance.to(torch.float32), sigma), float("-inf")).to(q.dtype)  # (N, L)
     kn, vn = neighbour_keys[0].to(q.dtype), neighbour_values[0].to(q.dtype)  # (heads, N, L, D)
 
     scores = torch.matmul(q.permute(1, 2, 0, 3) * (1 / math.sqrt(d)), kn.transpose(-1, -2))  # (heads, N, B, L)
@@ -326,21 +330,22 @@ class DemoRenderer(IMTRenderer):
         for level in range(NUM_COARSE_LEVELS):
             attention = self.imt[level].block_efc
             driving = motion_maps[level]
-            bias = locality_bias(driving.shape[-1], self.config.attention_locality, driving.device)
             if level < NUM_COARSE_LEVELS - 1:
+                bias = locality_bias(driving.shape[-1], self.config.attention_locality, driving.device)
                 out = attention(driving, source.keys[level], source.values[level], bias=bias)
             else:
-                out, top1 = self.attend_with_top1(attention, driving, source, bias)
+                out, top1 = self.attend_with_top1(attention, driving, source)
             aligned.append(out + self.motion_skip[level](driving, source.motion_maps[level]))
         for pooled, level in zip(source.pooled, self.fine_levels):
             aligned.append(self.imt[level](pooled, top1, self.config.coarse_grid))
         return aligned
 
     def attend_with_top1(self, attention: CrossAttention, driving: torch.Tensor, source: DemoSourceState,
-                         bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The last coarse level's attention and arg-max: over each query's neighbourhood where the source state
         has them (`neighbourhood_attention_with_top1`; the full attention took a fifth of a 128 px frame's time),
-        the full attention wherever that cannot be shown equal and in training."""
+        the full attention wherever that cannot be shown equal and in training. `bias`: the level's full
+        `locality_bias`, made here when the full attention runs and it is None."""
         keys, values = source.keys[-1], source.values[-1]
         _, _, h, w = driving.shape
         if source.neighbour_keys is not None and self.uses_neighbourhoods(keys):
@@ -350,6 +355,8 @@ class DemoRenderer(IMTRenderer):
             if local is not None:
                 out, top1 = local
                 return from_tokens(attention.proj(merge_heads(out)), h, w), top1
+        if bias is None:
+            bias = locality_bias(h, self.config.attention_locality, driving.device)
         return attention(driving, keys, values, with_top1=True, bias=bias)
 
     def render_latents(self, source: DemoSourceState, motion: torch.Tensor) -> DemoReconstruction:

@@ -468,8 +468,8 @@ class StreamingSession:
         # parts of 3, 180-200 ms in parts of 2; docs/streaming.md, "Keeping up"); one worker (a GPU) renders whole
         # batches
         workers = self._render_pool.workers
-        part = self.batch_size if workers == 1 else min(self.batch_size, math.ceil(len(drawn) / workers))
-        part = part_frames or part
+        part = part_frames or (self.batch_size if workers == 1
+                               else min(self.batch_size, math.ceil(len(drawn) / workers)))
         parts = self._render_pool.submit(self.source, latents[drawn], self.paste_back, part) if drawn else []
         start, first = 0, 0  # frames of this hop given to a part; its first drawn one
         for drawn_latents, frames in parts:
