@@ -118,15 +118,15 @@ class LiveSession:
     def tick(self, now: float) -> Iterator[LiveFrame]:
         """The caller's clock: `now` seconds since the session started. When the timeline lags it by more than
         `idle_after`, silence fills it up to `now` (at most `max_ahead` past the frames shown); returns the frames
-        that completes (idle motion)."""
+        that completes (idle motion), after those an earlier call left for later (`StreamingSession.resume`)."""
         if self.session.finished:
             return iter(())
         if round(now * SAMPLE_RATE) - self.timeline_samples <= self.idle_after * SAMPLE_RATE:
-            return iter(())
+            return self._with_audio(self.session.resume())
         until = min(now, self.session.frames_done / FPS + self.max_ahead)
         missing = round(until * SAMPLE_RATE) - self.timeline_samples
         if missing <= 0:
-            return iter(())
+            return self._with_audio(self.session.resume())
         self.silence_samples += missing
         self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])
         # the silence ends at `until` on the caller's clock, which was `now - until` seconds ago; it can only be put

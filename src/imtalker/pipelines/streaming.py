@@ -360,6 +360,14 @@ class StreamingSession:
         self._segment_start, self._segment_input = self._features.received, 0
         return self._advance(final=False)
 
+    def resume(self) -> Iterator[StreamFrame]:
+        """An iterator over the frames that iterating left for later (it stops when `input_waiting` or
+        `interrupt_waiting` answers True) and any hop whose audio is now complete. A caller that found nothing to
+        push after all (the audio waiting was dropped, say) calls it, or those frames wait for the next push."""
+        if self.finished:
+            return iter(())
+        return self._advance(final=False)
+
     def drop_idle_ahead(self) -> int:
         """Take back the `idle` silence on the timeline past the frames shown (sampled, being rendered or not yet
         either), so that audio pushed next starts right after the last frame shown instead of behind it. Returns

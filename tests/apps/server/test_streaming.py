@@ -372,6 +372,27 @@ def test_a_waiting_interrupt_stops_the_frames_at_once(pipe, source, held_renders
     assert list(session.finish()) == []  # the speech not shown was dropped
 
 
+def test_frames_left_for_waiting_input_come_from_resume_when_nothing_is_pushed(pipe, source, held_renders):
+    """A blend left for later because audio waited (audio the caller then drops: it was sent before the
+    interrupt) comes from `resume`, without another push."""
+    waiting = [False]
+    session = StreamingSession(pipe, source, sample_rate=16000, render_workers=1, input_waiting=lambda: waiting[0],
+                               **LIVE, **FAST)
+    held_renders.set()
+    speech = session.push(voice(2.0, seed=14))
+    shown = [next(speech).index for _ in range(7)]
+    held_renders.clear()
+    waiting[0] = True
+    assert list(session.interrupt()) == []  # its render is not done and audio waits: the caller goes first
+    waiting[0] = False
+    held_renders.set()
+    blend = list(session.resume())
+    assert shown == list(range(7))
+    assert [f.index for f in blend] == list(range(7, 7 + session.blend_frames))
+    assert all(f.rendered for f in blend)
+    assert list(session.resume()) == [] and list(session.finish()) == []
+
+
 def test_the_session_samples_on_one_thread_beside_several_render_workers(pipe):
     """Beside two single-threaded render workers the session's own work (features, the generator) computes on one
     OpenMP thread, then the thread's count is back; beside one worker nothing changes."""

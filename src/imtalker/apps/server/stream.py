@@ -354,9 +354,9 @@ class _Stream:
                         if live is not None:
                             live.skip_input(dropped)
                         item = item[dropped:] if dropped < item.size else None
-                if item is None:  # nothing waiting: an always-on stream idles up to its clock
-                    if live is not None:
-                        self._send_frames_of(job, live.tick(now), image_format, quality, stop_after=handled)
+                if item is None:  # nothing to push: the frames left for later, and an always-on stream idles
+                    frames = live.tick(now) if live is not None else session.resume()
+                    self._send_frames_of(job, frames, image_format, quality, stop_after=handled)
                     continue
                 if item is END:
                     frames = talker.finish()
