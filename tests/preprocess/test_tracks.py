@@ -12,6 +12,8 @@ from imtalker.errors import InputError, NoFaceError
 from imtalker.preprocess.conventions import flame_to_euler
 from imtalker.preprocess.face import NUM_LANDMARKS, FaceDetector
 from imtalker.preprocess.tracks import (
+    EYEBALL_CENTRES,
+    EYEBALL_RADIUS_MM,
     FACE_MODEL,
     Z_REF,
     camera_matrix,
@@ -49,7 +51,7 @@ def _measure(detector, image):
     faces = detector.detect(image)
     assert len(faces) == 1 and faces[0].landmarks is not None
     pose, cam = estimate_head_pose(faces[0].landmarks, image.shape[1], image.shape[0])
-    return pose, cam, estimate_gaze(faces[0].landmarks)
+    return pose, cam, estimate_gaze(faces[0].landmarks, image.shape[1], image.shape[0])
 
 
 def _towards(position) -> np.ndarray:
@@ -71,6 +73,25 @@ def _project(pose_deg, tvec, width=640, height=480) -> np.ndarray:
                                   camera_matrix(width, height), None)
     landmarks = np.zeros((NUM_LANDMARKS, 2), np.float32)
     landmarks[list(FACE_MODEL)] = points.reshape(-1, 2)
+    return landmarks
+
+
+def _project_with_eyes(pose_deg, gaze_deg, tvec, width=640, height=480) -> np.ndarray:
+    """`_project`, plus open lids and irises looking ``gaze_deg`` (pitch, yaw relative to the head) on the
+    module's eyeball model."""
+    landmarks = _project(pose_deg, tvec, width, height)
+    rotation = _towards(tvec) @ rotation_matrix(np.radians(pose_deg))
+    pitch, yaw = np.radians(gaze_deg)
+    looking = np.array([-math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
+    points, indices = [], []
+    for centre, (outer, inner, upper, lower, iris) in zip(EYEBALL_CENTRES, ((33, 133, 159, 145, 468),
+                                                                            (263, 362, 386, 374, 473))):
+        middle = (np.array(FACE_MODEL[outer]) + np.array(FACE_MODEL[inner])) / 2
+        points += [centre + EYEBALL_RADIUS_MM * looking, middle + (0, 5, 0), middle - (0, 5, 0)]
+        indices += [iris, upper, lower]
+    projected, _ = cv2.projectPoints(np.array(points), cv2.Rodrigues(rotation)[0], np.asarray(tvec, np.float64),
+                                     camera_matrix(width, height), None)
+    landmarks[indices] = projected.reshape(-1, 2)
     return landmarks
 
 
@@ -116,13 +137,25 @@ def test_sliding_the_picture_keeps_the_angles():
         np.testing.assert_allclose(cam[:2], np.array(shift) / 640, atol=0.01)  # offset in image widths
 
 
+@pytest.mark.parametrize("pose_deg", [(0.0, 0.0, 0.0), (30.0, -15.0, 10.0), (-25.0, 20.0, -5.0)])
+def test_gaze_is_read_back_relative_to_the_head_whatever_it_turns(pose_deg):
+    """The eyeball turns with the fitted head: eyes that look ahead read (0, 0) under any head pose, and a look
+    to one side reads its own angles, not those plus a share of the head's turn."""
+    for gaze_deg in [(0.0, 0.0), (10.0, -20.0), (-8.0, 15.0)]:
+        landmarks = _project_with_eyes(pose_deg, gaze_deg, (40.0, -30.0, 600.0))
+        gaze = np.degrees(estimate_gaze(landmarks, 640, 480))
+        np.testing.assert_allclose(gaze, gaze_deg, atol=0.5)
+
+
 def test_bad_landmarks():
     with pytest.raises(InputError, match="shape"):
         estimate_head_pose(np.zeros((68, 2)), 640, 480)
     with pytest.raises(InputError, match="cannot be estimated"):
         estimate_head_pose(np.zeros((NUM_LANDMARKS, 2)), 640, 480)
     with pytest.raises(InputError, match="shape"):
-        estimate_gaze(np.zeros((NUM_LANDMARKS, 3)))
+        estimate_gaze(np.zeros((NUM_LANDMARKS, 3)), 640, 480)
+    with pytest.raises(InputError, match="cannot be estimated"):
+        estimate_gaze(np.zeros((NUM_LANDMARKS, 2)), 640, 480)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -134,11 +167,11 @@ def test_frontal_portrait_is_near_zero(astronaut_face):
     image, face = astronaut_face
     pose, cam = estimate_head_pose(face.landmarks, image.shape[1], image.shape[0])
     yaw, pitch, _ = np.degrees(pose)
-    assert abs(yaw) < 20 and abs(pitch) < 20
+    assert abs(yaw) < 4 and abs(pitch) < 4  # she faces the camera (FRONTAL_TILT_DEGREES)
     # the face is left of and above the image centre, and small (forehead to chin ~ a fifth of the width)
     assert -0.2 < cam[0] < 0 and -0.5 < cam[1] < 0 and 1.5 < cam[2] < 4
-    gaze = estimate_gaze(face.landmarks)
-    assert np.all(np.abs(np.degrees(gaze)) < 20)
+    gaze = estimate_gaze(face.landmarks, image.shape[1], image.shape[0])
+    assert np.all(np.abs(np.degrees(gaze)) < 8)  # and looks into it
 
 
 def test_in_plane_rotation_changes_roll(detector, astronaut_face):
@@ -168,11 +201,11 @@ def test_mirror_flips_yaw_and_gaze_yaw(detector, astronaut_face):
 
 
 def test_closed_eyes_give_no_gaze(astronaut_face):
-    _, face = astronaut_face
+    image, face = astronaut_face
     landmarks = face.landmarks.copy()
     for upper, lower, iris in ((159, 145, 468), (386, 374, 473)):
         landmarks[[upper, lower, iris]] = landmarks[[upper, lower]].mean(axis=0)  # lids shut
-    assert np.isnan(estimate_gaze(landmarks)).all()
+    assert np.isnan(estimate_gaze(landmarks, image.shape[1], image.shape[0])).all()
 
 
 # --------------------------------------------------------------------------------------------------------------
