@@ -14,12 +14,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .config import DemoRendererConfig, DiscriminatorConfig, GeneratorConfig, RendererConfig
 from .errors import CheckpointError, IMTalkerError, InputError, NoFaceError
-from .weights import (bundled_demo_model, load_audio_encoder, load_generator, load_renderer, resolve_weights,
-                      save_model)
 
-# The pipelines pull in transformers (wav2vec2); they load on first use so that `imtalker --help` and the light
-# modules stay quick to import.
+# The weights loaders import torch and the pipelines transformers (wav2vec2), seconds together; they load on first
+# use so that `imtalker --help`, a CLI call with a bad argument and the light modules stay quick.
 _LAZY = {
+    "bundled_demo_model": "weights",
+    "load_audio_encoder": "weights",
+    "load_generator": "weights",
+    "load_renderer": "weights",
+    "resolve_weights": "weights",
+    "save_model": "weights",
     "AudioDrivenPipeline": "pipelines",
     "PreparedSource": "pipelines",
     "VideoDrivenPipeline": "pipelines",

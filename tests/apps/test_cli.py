@@ -25,6 +25,17 @@ def test_help_lists_commands_and_examples():
     assert "convert" in result.stdout and "info" in result.stdout and "examples:" in result.stdout
 
 
+def test_help_and_a_bad_input_answer_without_loading_torch(tmp_path):
+    """`imtalker --help` and a call that fails on its input answer at once: the package imports torch (and the
+    pipelines transformers) only when they are used."""
+    check = ("import sys, runpy; sys.argv = ['imtalker', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('imtalker', run_name='__main__')\n"
+             "except SystemExit as exit:\n    print('torch' in sys.modules, exit.code)")
+    for args in (["--help"], ["generate", "-i", str(tmp_path / "none.png"), "-a", "none.wav", "-o", "o.mp4"]):
+        result = subprocess.run([sys.executable, "-c", check, *args], capture_output=True, text=True, timeout=60)
+        assert result.stdout.splitlines()[-1] == ("False 0" if args == ["--help"] else "False 2"), result.stderr
+
+
 def test_convert_then_info_round_trip(tmp_path, capsys):
     config = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
                             motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, num_heads=4)

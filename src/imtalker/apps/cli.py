@@ -102,8 +102,7 @@ def _progress(args: argparse.Namespace):
 
 def _check_conditions(args: argparse.Namespace) -> None:
     """Fail fast on a bad --pose/--gaze/--cam description or a missing track file, before any model is loaded."""
-    from ..pipelines import TRACK_FILE_SUFFIXES
-    from ..preprocess.conditions import parse_description
+    from ..preprocess.conditions import TRACK_FILE_SUFFIXES, parse_description
 
     for name in ("pose", "gaze", "cam"):
         value = getattr(args, name)
@@ -118,13 +117,12 @@ def _check_conditions(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from ..pipelines import AudioDrivenPipeline
-
     _check_inputs(args.image, args.audio)
     _check_conditions(args)
+    paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
+    from ..pipelines import AudioDrivenPipeline  # after the checks: it imports the models (seconds)
     from ..weights import load_audio_encoder, load_generator, load_renderer
 
-    paths = _weight_paths(args, ("renderer", "generator", "audio_encoder"))
     pipe = AudioDrivenPipeline(load_renderer(paths["renderer"]), load_generator(paths["generator"]),
                                load_audio_encoder(paths["audio_encoder"]), device=args.device, dtype=_dtype(args),
                                **_deployment(args))
@@ -143,12 +141,12 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _reenact(args: argparse.Namespace) -> None:
-    from ..pipelines import VideoDrivenPipeline
-
     _check_inputs(args.image, args.driving)
+    renderer_path = _weight_paths(args, ("renderer",))["renderer"]
+    from ..pipelines import VideoDrivenPipeline
     from ..weights import load_renderer
 
-    pipe = VideoDrivenPipeline(load_renderer(_weight_paths(args, ("renderer",))["renderer"]), device=args.device,
+    pipe = VideoDrivenPipeline(load_renderer(renderer_path), device=args.device,
                                dtype=_dtype(args), **_deployment(args))
     progress, close = _progress(args)
     try:

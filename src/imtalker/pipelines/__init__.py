@@ -29,6 +29,7 @@ from ..features import Rechunker, iter_audio_features
 from ..models.audio import AudioEncoder
 from ..models.generator import MotionGenerator
 from ..models.renderer import IMTRenderer, SourceState
+from ..preprocess.conditions import TRACK_FILE_SUFFIXES
 from ..constants import DEFAULT_CFG_SCALE, DEFAULT_NFE
 from ..sampling import ChunkSampler, SamplingOptions
 from .render_pool import RenderPool
@@ -60,9 +61,6 @@ class SourceCrop:
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
-
-
-TRACK_FILE_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
 
 
 def load_track(source, dim: int, name: str, num_frames: int | None = None) -> np.ndarray | None:

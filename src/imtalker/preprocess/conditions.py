@@ -29,7 +29,9 @@ from ..constants import FPS
 from ..errors import InputError
 from .conventions import Z_REF_METRES, euler_to_flame
 
-__all__ = ["AXES", "HeadMotion", "parse_description", "track_from_description"]
+__all__ = ["AXES", "TRACK_FILE_SUFFIXES", "HeadMotion", "parse_description", "track_from_description"]
+
+TRACK_FILE_SUFFIXES = (".npy", ".npz", ".csv", ".txt")  # a condition value with one of these is a file, else a description
 
 AXES = {"pose": ("yaw", "pitch", "roll"), "gaze": ("pitch", "yaw"), "cam": ("s", "tx", "ty")}
 ANGULAR = {"pose": True, "gaze": True, "cam": False}

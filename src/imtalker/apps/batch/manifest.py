@@ -162,8 +162,7 @@ def _path(value, base: Path) -> str | None:
 
 def _track(key: str, value, base: Path) -> str | None:
     """A track file's path (resolved like any path) or a checked description (docs/conditions.md)."""
-    from ...pipelines import TRACK_FILE_SUFFIXES
-    from ...preprocess.conditions import parse_description
+    from ...preprocess.conditions import TRACK_FILE_SUFFIXES, parse_description
 
     if isinstance(value, str) and Path(value).suffix.lower() not in TRACK_FILE_SUFFIXES:
         return parse_description(value, key).text
