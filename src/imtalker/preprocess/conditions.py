@@ -31,7 +31,8 @@ from .conventions import Z_REF_METRES, euler_to_flame
 
 __all__ = ["AXES", "TRACK_FILE_SUFFIXES", "HeadMotion", "parse_description", "track_from_description"]
 
-TRACK_FILE_SUFFIXES = (".npy", ".npz", ".csv", ".txt")  # a condition value with one of these is a file, else a description
+# a condition value (--pose, --gaze, --cam) that ends with one of these is a track file, anything else a description
+TRACK_FILE_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
 
 AXES = {"pose": ("yaw", "pitch", "roll"), "gaze": ("pitch", "yaw"), "cam": ("s", "tx", "ty")}
 ANGULAR = {"pose": True, "gaze": True, "cam": False}

@@ -69,14 +69,14 @@ __all__ = [
     "tracks_from_video",
 ]
 
-# Generic face model, as drawn: mediapipe landmark index -> (x, y, z) in millimetres, for an upright adult head.
+# Generic face model from anthropometry: mediapipe landmark index -> (x, y, z) in millimetres, upright adult head.
 # x points to the image's right (the subject's left), y up, z towards the camera; the origin is midway between
 # the inner eye corners. Values are rounded adult averages in the spirit of Farkas-style facial anthropometry
 # (inner-canthal width ~32 mm, outer-canthal width ~90 mm, mouth width ~52 mm, bizygomatic width ~135 mm, eye
 # line to menton ~112 mm), with depths from typical profile proportions (nose tip ~40 mm in front of the outer
 # eye corners). Only points that stay put when a person talks are used: no lips other than their corners, no
 # jaw line below the cheeks, so mouth movement barely moves the fit.
-_DRAWN_FACE_MODEL: dict[int, tuple[float, float, float]] = {
+_ANTHROPOMETRIC_FACE_MODEL: dict[int, tuple[float, float, float]] = {
     33: (-45.0, 2.0, -12.0),  # right eye, outer corner (image left); canthal tilt puts it ~2 mm above the inner
     133: (-16.0, 0.0, 0.0),  # right eye, inner corner
     362: (16.0, 0.0, 0.0),  # left eye, inner corner
@@ -92,7 +92,7 @@ _DRAWN_FACE_MODEL: dict[int, tuple[float, float, float]] = {
 }
 
 # The depths above are guesses, and with them a face that looks into the lens reads tilted back by about 8 degrees:
-# the median over 36 synthetic training clips whose true pose is known is +8.1 (each face between +3 and +11), and
+# the median over 36 synthetic training clips whose true pose is known is +8.1 (each face between +3 and +13), and
 # a real portrait that looks at the camera (scikit-image's astronaut) reads +7.6. The model is turned forward by
 # that much about its x axis (the origin stays between the inner eye corners), so such faces read level; the
 # held-out clips' errors are in BENCHMARKS.md and docs/conditions.md.
@@ -113,14 +113,14 @@ _TILT = _axis_rotation(0, -math.radians(FRONTAL_TILT_DEGREES))  # the forehead g
 # The face model in the head frame (x to the image's right, y up, z towards the camera; a face looking into the
 # lens is upright and faces +z): what the pose fit uses. Landmark index -> (x, y, z) in millimetres.
 FACE_MODEL: dict[int, tuple[float, float, float]] = {
-    index: tuple(float(v) for v in _TILT @ np.array(point)) for index, point in _DRAWN_FACE_MODEL.items()
+    index: tuple(float(v) for v in _TILT @ np.array(point)) for index, point in _ANTHROPOMETRIC_FACE_MODEL.items()
 }
 _MODEL_INDICES = np.array(list(FACE_MODEL), np.int64)
 _MODEL_POINTS = np.array(list(FACE_MODEL.values()), np.float64)  # (N, 3)
 
 # Forehead (10) to chin (152) on the model; Z_REF is where that length spans half the image width when the
 # focal length is the image width: W * FACE_HEIGHT / Z_REF = W / 2.
-_FACE_HEIGHT_MM = _DRAWN_FACE_MODEL[10][1] - _DRAWN_FACE_MODEL[152][1]  # 162 mm
+_FACE_HEIGHT_MM = _ANTHROPOMETRIC_FACE_MODEL[10][1] - _ANTHROPOMETRIC_FACE_MODEL[152][1]  # 162 mm
 Z_REF = 2.0 * _FACE_HEIGHT_MM  # mm
 
 # The model's head frame (y up, z towards the camera) seen by the OpenCV camera (y down, z away): a frontal face
