@@ -37,7 +37,9 @@ def test_page_idles_talks_and_stops_when_interrupted(browser, server, tmp_path):
     page.locator("#start").click()
     page.wait_for_function("Number(document.querySelector('#frames').textContent) >= 10")  # no audio: it idles
     assert page.locator("#state").text_content() == "idle"
-    assert page.locator("#face").evaluate("img => img.naturalWidth") == 128
+    # a new frame's picture loads asynchronously after its src is set (naturalWidth 0 meanwhile): wait for a loaded one
+    page.wait_for_function("(() => { const img = document.querySelector('#face'); "
+                           "return img.complete && img.naturalWidth === 128; })()", timeout=10_000)
 
     page.locator("#file").set_input_files(str(speech))
     page.wait_for_function("document.querySelector('#state').textContent === 'speaking'")
