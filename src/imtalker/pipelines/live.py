@@ -121,11 +121,9 @@ class LiveSession:
         that completes (idle motion), after those an earlier call left for later (`StreamingSession.resume`)."""
         if self.session.finished:
             return iter(())
-        if round(now * SAMPLE_RATE) - self.timeline_samples <= self.idle_after * SAMPLE_RATE:
-            return self._with_audio(self.session.resume())
         until = min(now, self.session.frames_done / FPS + self.max_ahead)
         missing = round(until * SAMPLE_RATE) - self.timeline_samples
-        if missing <= 0:
+        if round(now * SAMPLE_RATE) - self.timeline_samples <= self.idle_after * SAMPLE_RATE or missing <= 0:
             return self._with_audio(self.session.resume())
         self.silence_samples += missing
         self._audio = np.concatenate([self._audio, np.zeros(missing, np.float32)])

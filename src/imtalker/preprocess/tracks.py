@@ -283,6 +283,15 @@ def _fit_head(points: np.ndarray, width: int, height: int) -> _HeadFit | None:
     return _HeadFit(cv2.Rodrigues(rvec)[0], tvec.reshape(3), camera)
 
 
+def _fit_landmarks(landmarks: np.ndarray, width: int, height: int) -> tuple[np.ndarray, _HeadFit]:
+    """The checked landmarks and the face model fitted to them; InputError when they cannot be fitted."""
+    points = _check_landmarks(landmarks)
+    fit = _fit_head(points, width, height)
+    if fit is None:
+        raise InputError("the head pose cannot be estimated from these landmarks")
+    return points, fit
+
+
 def estimate_head_pose(landmarks: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Estimates head rotation and position from face-mesh landmarks.
 
@@ -302,10 +311,7 @@ def estimate_head_pose(landmarks: np.ndarray, width: int, height: int) -> tuple[
     Raises:
         InputError: wrong landmark shape or image size, or the model cannot be fitted (e.g. degenerate points).
     """
-    fit = _fit_head(_check_landmarks(landmarks), width, height)
-    if fit is None:
-        raise InputError("the head pose cannot be estimated from these landmarks")
-    return fit.pose_and_cam()
+    return _fit_landmarks(landmarks, width, height)[1].pose_and_cam()
 
 
 def _eye_is_open(points: np.ndarray, eye: tuple[int, ...]) -> bool:
@@ -364,11 +370,7 @@ def estimate_gaze(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     Raises:
         InputError: wrong landmark shape or image size, or the head pose cannot be fitted.
     """
-    points = _check_landmarks(landmarks)
-    fit = _fit_head(points, width, height)
-    if fit is None:
-        raise InputError("the head pose cannot be estimated from these landmarks")
-    return _gaze_from_fit(points, fit)
+    return _gaze_from_fit(*_fit_landmarks(landmarks, width, height))
 
 
 # --------------------------------------------------------------------------------------------------------------
