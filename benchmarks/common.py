@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from imtalker.export.precision import x86_cpu_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
@@ -63,12 +65,14 @@ MATRIX_FLAGS = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
 def cpu_flags() -> str:
-    """CPU model and its bf16/int8 matrix flags, e.g. "AMD EPYC: avx512_bf16, avx512_vnni; no AMX"."""
+    """CPU model, its widest vector instructions and its bf16/int8 matrix flags, e.g.
+    "AMD EPYC: avx512f, avx512_bf16, avx512_vnni; no AMX" or "AMD EPYC: avx2 (no avx512), no bf16/int8 matrix flags; no AMX"."""
     cpu = cpuinfo_field("model name") or platform.processor() or "unknown CPU"
-    flags = set((cpuinfo_field("flags") or "").split())
+    flags = x86_cpu_flags() or set()
+    vector = "avx512f" if "avx512f" in flags else "avx2 (no avx512)" if "avx2" in flags else "no avx2"
     present = [flag for flag in MATRIX_FLAGS if flag in flags]
     amx = "" if "amx_bf16" in flags else "; no AMX"
-    return f"{cpu}: {', '.join(present) or 'no bf16/int8 matrix flags'}{amx}"
+    return f"{cpu}: {', '.join([vector] + present) if present else vector + ', no bf16/int8 matrix flags'}{amx}"
 
 
 def load_note(start: float) -> str:

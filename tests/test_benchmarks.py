@@ -40,6 +40,15 @@ def test_benchmark_quick_run(script, args, expect, tmp_path):
         assert text in result.stdout
 
 
+def test_side_by_side_benchmark_names_a_folder_that_is_not_the_published_code(tmp_path):
+    """bench_published.py imports the authors' renderer from a checkout it is given (none ships with us)."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_published.py"), "--published-code", str(tmp_path),
+                             "--no-write"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"{tmp_path} is not a checkout of the published IMTalker code (no renderer/models.py)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_demo_benchmark_quick_run(tmp_path):
     weights = save_tiny_weights(tmp_path / "weights", front_end="mel")

@@ -133,6 +133,8 @@ class _PipelineBase:
     """Shared by both pipelines. Deployment options (docs/deploy.md):
 
     Args:
+        dtype: None (float32), or torch.bfloat16 / torch.float16 for autocast; on a CPU without native
+            instructions for it (e.g. AVX2 only) float32 is kept, with a warning (`export/precision.py`).
         backend: "torch" (default) or "onnxruntime": the networks run as ONNX graphs in onnxruntime on the CPU
             (the `onnx` extra), exported from these weights into `onnx_dir` (default: a cache folder per weights
             digest) unless that folder already holds them. Float32 only.
@@ -145,11 +147,12 @@ class _PipelineBase:
                  onnx_dir: str | os.PathLike | None = None, compile: bool = False,
                  generator: MotionGenerator | None = None):
         from ..export.compiled import compile_networks
+        from ..export.precision import autocast_dtype
         from ..export.runtime import check_backend, onnxruntime_networks
 
         self.device = torch.device(device)
-        self.dtype = dtype
         self.backend = check_backend(backend, self.device, dtype, compile)
+        self.dtype = autocast_dtype(dtype, self.device)  # float32 on a CPU that would only emulate half precision
         self.renderer = renderer.to(self.device).eval()
         if generator is not None:
             self.generator = generator.to(self.device).eval()
