@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from common import header, write_section
+from common import header, write_or_print
 from imtalker.config import GeneratorConfig, RendererConfig
 from imtalker.export.compiled import compile_networks
 from imtalker.models.generator import MotionGenerator
@@ -159,11 +159,7 @@ def main() -> None:
              "audio (median over sessions, and the worst); sessions share one pipeline on one GPU.\n\n"
              "| what | sessions | first-frame latency (s) | median lag (s) |\n|---|---|---|---|\n" + "\n".join(live)
              + "\n")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("bench_gpu", body)
-        print("written to BENCHMARKS.md")
+    write_or_print("bench_gpu", body, write=not (args.no_write))
 
 
 if __name__ == "__main__":

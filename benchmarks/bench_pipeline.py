@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2Config
 
-from common import header, peak_rss_mb, run_child, write_section
+from common import header, peak_rss_mb, run_child, write_or_print
 from imtalker import GeneratorConfig, RendererConfig
 from imtalker.models.audio import AudioEncoder
 from imtalker.models.generator import MotionGenerator
@@ -93,11 +93,7 @@ def main() -> None:
              "rendering and H.264/AAC encoding.\n\n"
              "| networks | audio | s per s of video | total s | RSS after loading (MB) | peak RSS (MB) |\n"
              "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    if args.quick or args.no_write:
-        print(body)
-    else:
-        write_section("bench_pipeline", body)
-        print("written to BENCHMARKS.md")
+    write_or_print("bench_pipeline", body, write=not (args.quick or args.no_write))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from common import cpu_flags, header, load_note, peak_rss_mb, run_child, write_section
+from common import cpu_flags, header, load_note, peak_rss_mb, run_child, write_or_print
 from imtalker.config import RendererConfig
 from imtalker.export.precision import autocast_dtype
 from imtalker.models.renderer import IMTRenderer
@@ -187,8 +187,9 @@ def main() -> None:
         print(rows[-1], flush=True)
         for dtype_name in dtypes:
             r = run_child(script, ["ours", mode, dtype_name] + extra)
-            rows.append(f"| imtalker | {mode}-driven | {dtype_name} | {BATCH} | {r['median']:.3f} | {r['fastest']:.3f} | "
-                        f"{p['median'] / r['median']:.2f}x | {p['fastest'] / r['median']:.2f}x | {r['peak_rss_mb']:.0f} | {flags} |")
+            rows.append(f"| imtalker | {mode}-driven | {dtype_name} | {BATCH} | {r['median']:.3f} | "
+                        f"{r['fastest']:.3f} | {p['median'] / r['median']:.2f}x | {p['fastest'] / r['median']:.2f}x | "
+                        f"{r['peak_rss_mb']:.0f} | {flags} |")
             print(rows[-1], flush=True)
 
     body = header("Side by side with the published code, renderer 512 px, CPU",
@@ -205,11 +206,7 @@ def main() -> None:
     if not native_bf16:
         body += ("\nNo bf16 rows: this CPU has no bf16 instructions (avx512_bf16 or AMX), so bf16 would only be "
                  "emulated, several times slower than fp32, and the pipelines keep fp32 here.\n")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("bench_published", body)
-        print("written to BENCHMARKS.md")
+    write_or_print("bench_published", body, write=not (args.no_write))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2Config
 
-from common import header, peak_rss_mb, run_child, write_section
+from common import header, peak_rss_mb, run_child, write_or_print
 from imtalker import GeneratorConfig, RendererConfig
 from imtalker.constants import FPS, SAMPLE_RATE
 from imtalker.models.audio import AudioEncoder
@@ -214,11 +214,7 @@ def main() -> None:
              "Load: small networks, each client posts a 0.4 s job (10 frames) at the same moment and polls it.\n\n"
              "| clients | workers | queue | served | refused (429) | wall (s) | frames/s | median latency (s) | "
              "peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(load_rows) + "\n")
-    if args.quick or args.no_write:
-        print(body)
-    else:
-        write_section("server", body)
-        print("written to BENCHMARKS.md")
+    write_or_print("server", body, write=not (args.quick or args.no_write))
 
 
 if __name__ == "__main__":

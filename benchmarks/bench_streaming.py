@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2Config
 
-from common import header, median_seconds, run_child, write_section
+from common import header, median_seconds, run_child, write_or_print
 from imtalker.sampling import SamplingOptions, sample_motion
 from imtalker import GeneratorConfig, RendererConfig
 from imtalker.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -158,11 +158,7 @@ def main() -> None:
              "| encoder | context frames | look-ahead frames | feature max abs | feature mean abs | feature rel | "
              "motion max abs | motion mean abs | motion rel | latency (s) | encode (ms) |\n"
              "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
-    if args.quick or args.no_write or args.weights:
-        print(body)
-    else:
-        write_section("streaming", body)
-        print("written to BENCHMARKS.md")
+    write_or_print("streaming", body, write=not (args.quick or args.no_write or args.weights))
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ MATRIX_FLAGS = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
 def cpu_flags() -> str:
-    """CPU model, its widest vector instructions and its bf16/int8 matrix flags, e.g.
-    "AMD EPYC: avx512f, avx512_bf16, avx512_vnni; no AMX" or "AMD EPYC: avx2 (no avx512), no bf16/int8 matrix flags; no AMX"."""
+    """CPU model, its widest vector instructions and its bf16/int8 matrix flags, e.g. "AMD EPYC: avx512f,
+    avx512_bf16, avx512_vnni; no AMX" or "AMD EPYC: avx2 (no avx512), no bf16/int8 matrix flags; no AMX"."""
     cpu = cpuinfo_field("model name") or platform.processor() or "unknown CPU"
     flags = x86_cpu_flags() or set()
     vector = "avx512f" if "avx512f" in flags else "avx2 (no avx512)" if "avx2" in flags else "no avx2"
@@ -106,6 +106,15 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_or_print(name: str, body: str, write: bool) -> None:
+    """Write the section to BENCHMARKS.md (`write_section`), or only print it (quick runs, --no-write)."""
+    if write:
+        write_section(name, body)
+        print("written to BENCHMARKS.md")
+    else:
+        print(body)
 
 
 def header(title: str, command: str) -> str:

@@ -32,9 +32,11 @@ def x86_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
     return None
 
 
-def autocast_dtype(dtype: torch.dtype | None, device: torch.device, flags: set[str] | None = None) -> torch.dtype | None:
+def autocast_dtype(dtype: torch.dtype | None, device: torch.device,
+                   flags: set[str] | None = None) -> torch.dtype | None:
     """The autocast dtype to use for `dtype` on `device`: `dtype` itself, or None (float32) on an x86 CPU that would
-    only emulate it, with a warning. `flags` defaults to this machine's (`x86_cpu_flags`); unknown flags trust `dtype`."""
+    only emulate it, with a warning. `flags` defaults to this machine's (`x86_cpu_flags`); where they are unknown,
+    `dtype` is trusted."""
     if dtype not in NATIVE_FLAGS or device.type != "cpu":
         return dtype
     flags = x86_cpu_flags() if flags is None else flags
