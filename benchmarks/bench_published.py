@@ -38,9 +38,8 @@ from pathlib import Path
 
 import torch
 
-from common import cpu_flags, header, load_note, peak_rss_mb, run_child, write_or_print
+from common import NO_BF16_ROWS, cpu_flags, header, load_note, native_bf16, peak_rss_mb, run_child, write_or_print
 from imtalker.config import RendererConfig
-from imtalker.export.precision import autocast_dtype
 from imtalker.models.renderer import IMTRenderer
 
 BATCH = 8  # our batch; the published code renders one frame at a time
@@ -177,9 +176,8 @@ def main() -> None:
     published = {mode: run_child(script, ["published", mode, "fp32"] + extra) for mode in ("audio", "video")}
     rows = []
     flags = cpu_flags()
-    # bf16 rows only where the CPU runs bf16 natively: elsewhere the pipelines keep float32 (export/precision.py)
-    native_bf16 = autocast_dtype(torch.bfloat16, torch.device("cpu")) is not None
-    dtypes = ("fp32", "bf16", "bf16-weights") if native_bf16 else ("fp32",)
+    with_bf16 = native_bf16()
+    dtypes = ("fp32", "bf16", "bf16-weights") if with_bf16 else ("fp32",)
     for mode in ("audio", "video"):
         p = published[mode]
         rows.append(f"| published code | {mode}-driven | fp32 | 1 | {p['median']:.3f} | {p['fastest']:.3f} | 1.00x | "
@@ -203,9 +201,8 @@ def main() -> None:
              "| code | path | dtype | batch | s/frame (median) | s/frame (fastest) | vs published median | "
              "vs published fastest | peak RSS (MB) | CPU |\n|---|---|---|---|---|---|---|---|---|---|\n")
     body += "\n".join(rows) + "\n"
-    if not native_bf16:
-        body += ("\nNo bf16 rows: this CPU has no bf16 instructions (avx512_bf16 or AMX), so bf16 would only be "
-                 "emulated, several times slower than fp32, and the pipelines keep fp32 here.\n")
+    if not with_bf16:
+        body += f"\n{NO_BF16_ROWS}\n"
     write_or_print("bench_published", body, write=not (args.no_write))
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from imtalker.export.precision import x86_cpu_flags
+from imtalker.export.precision import autocast_dtype, x86_cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -73,6 +73,17 @@ def cpu_flags() -> str:
     present = [flag for flag in MATRIX_FLAGS if flag in flags]
     amx = "" if "amx_bf16" in flags else "; no AMX"
     return f"{cpu}: {', '.join([vector] + present) if present else vector + ', no bf16/int8 matrix flags'}{amx}"
+
+
+# said in place of the bf16 rows of a table on a CPU without bf16 instructions
+NO_BF16_ROWS = ("No bf16 rows: this CPU has no bf16 instructions (avx512_bf16 or AMX), so bf16 would only be emulated, "
+                "several times slower than fp32, and the pipelines keep fp32 here.")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix work natively; where it does not, the pipelines keep fp32 and a benchmark
+    leaves out its bf16 rows (they would take some 14x the fp32 time). Logs the pipelines' warning where it does not."""
+    return autocast_dtype(torch.bfloat16, torch.device("cpu")) is not None
 
 
 def load_note(start: float) -> str:
