@@ -159,7 +159,7 @@ def main() -> None:
              "audio (median over sessions, and the worst); sessions share one pipeline on one GPU.\n\n"
              "| what | sessions | first-frame latency (s) | median lag (s) |\n|---|---|---|---|\n" + "\n".join(live)
              + "\n")
-    write_or_print("bench_gpu", body, write=not (args.no_write))
+    write_or_print("bench_gpu", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

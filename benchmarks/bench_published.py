@@ -38,13 +38,13 @@ from pathlib import Path
 
 import torch
 
-from common import NO_BF16_ROWS, cpu_flags, header, load_note, native_bf16, peak_rss_mb, run_child, write_or_print
+from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, header, load_note, native_bf16, peak_rss_mb, run_child,
+                    write_or_print)
 from imtalker.config import RendererConfig
 from imtalker.models.renderer import IMTRenderer
 
 BATCH = 8  # our batch; the published code renders one frame at a time
 PUBLISHED_ARGS = {"num_heads": 8, "swin_res_threshold": 128, "window_size": 8}  # its app's renderer options
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-weights": None}  # the autocast dtype of each
 
 
 def published_renderer(checkout: Path) -> torch.nn.Module:
@@ -123,9 +123,7 @@ def child(checkout: Path, side: str, mode: str, dtype_name: str, repeats: int) -
         del theirs
         if dtype_name == "bf16-weights":
             ours = ours.to(torch.bfloat16)
-        autocast = (torch.autocast("cpu", dtype=DTYPES[dtype_name]) if DTYPES[dtype_name] is not None
-                    else torch.autocast("cpu", enabled=False))
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), cpu_autocast(dtype_name):
             source = ours.encode_source(source_image)
             times = []
             for _ in range(repeats + 1):  # the first batch warms up
@@ -203,7 +201,7 @@ def main() -> None:
     body += "\n".join(rows) + "\n"
     if not with_bf16:
         body += f"\n{NO_BF16_ROWS}\n"
-    write_or_print("bench_published", body, write=not (args.no_write))
+    write_or_print("bench_published", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -28,25 +28,19 @@ from pathlib import Path
 
 import torch
 
-from common import (NO_BF16_ROWS, cpu_flags, header, load_note, median_seconds, native_bf16, peak_rss_mb,
-                    run_child, write_section)
+from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, header, load_note, median_seconds, native_bf16,
+                    peak_rss_mb, run_child, write_section)
 from imtalker.config import RendererConfig
 from imtalker.models.renderer import IMTRenderer
 from imtalker.weights import bundled_demo_model, load_renderer
 
 TINY = RendererConfig(image_size=128, feature_channels=(16, 16, 32, 32, 64, 64),
                       motion_channels=(16, 32, 32, 64, 64, 64), adapt_dim=64)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-weights": None}  # the autocast dtype of each
 
 
 def build(config: RendererConfig) -> IMTRenderer:
     torch.manual_seed(0)
     return IMTRenderer(config).eval()
-
-
-def autocast(dtype_name: str):
-    dtype = DTYPES[dtype_name]
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
 
 
 def child(mode: str, batch: int, dtype_name: str, repeats: int, quick: bool) -> dict:
@@ -66,7 +60,7 @@ def child(mode: str, batch: int, dtype_name: str, repeats: int, quick: bool) -> 
             return bf16_error(model, source_image, motion)
     if dtype_name == "bf16-weights":
         model = model.to(torch.bfloat16)
-    with torch.inference_mode(), autocast(dtype_name):
+    with torch.inference_mode(), cpu_autocast(dtype_name):
         source = model.encode_source(source_image)
         if mode == "audio":
             run = lambda: model.render(source, motion)  # noqa: E731

@@ -70,9 +70,19 @@ def cpu_flags() -> str:
     cpu = cpuinfo_field("model name") or platform.processor() or "unknown CPU"
     flags = x86_cpu_flags() or set()
     vector = "avx512f" if "avx512f" in flags else "avx2 (no avx512)" if "avx2" in flags else "no avx2"
-    present = [flag for flag in MATRIX_FLAGS if flag in flags]
+    matrix = ", ".join(flag for flag in MATRIX_FLAGS if flag in flags) or "no bf16/int8 matrix flags"
     amx = "" if "amx_bf16" in flags else "; no AMX"
-    return f"{cpu}: {', '.join([vector] + present) if present else vector + ', no bf16/int8 matrix flags'}{amx}"
+    return f"{cpu}: {vector}, {matrix}{amx}"
+
+
+# the CPU renderer rows' dtypes and the autocast dtype of each: bf16 = autocast over float32 weights,
+# bf16-weights = the renderer cast to bfloat16 (weights and activations end to end, no autocast)
+CPU_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-weights": None}
+
+
+def cpu_autocast(dtype_name: str) -> torch.autocast:
+    dtype = CPU_DTYPES[dtype_name]
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
 
 
 # said in place of the bf16 rows of a table on a CPU without bf16 instructions
