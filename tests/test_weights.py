@@ -22,7 +22,7 @@ from imtalker.models.audio import AudioEncoder
 from imtalker.models.demo_renderer import DemoRenderer
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.renderer import IMTRenderer
-from imtalker.weights import describe_checkpoint
+from imtalker.weights import checkpoint_entries, describe_checkpoint
 
 TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32, 32),
                                motion_channels=(8, 16, 16, 32, 32, 32), adapt_dim=32, const_channels=8, num_heads=4)
@@ -210,6 +210,29 @@ def test_pickled_payload_is_refused_and_never_runs(loader, tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load.*system"):
         loader(path)
     assert not marker.exists()
+
+
+def test_checkpoint_entries_are_the_plain_values_without_running_or_reading_anything(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "run.ckpt"
+    entries = {"global_step": 1234, "epoch": 3, "imtalker": {"kind": "renderer", "config": {"num_heads": [4, 8]}},
+               "loops": {"fit_loop": {"state_dict": {}, "batches": 7.5}}, "name": "run"}
+    state = torch.nn.Linear(3, 2).state_dict()  # an OrderedDict with attributes (`_metadata`)
+    torch.save({**entries, "state_dict": state, "optimizer_states": [{"state": {}}],
+                "hyper_parameters": argparse.Namespace(lr=1e-4, path=pathlib.PurePosixPath("/data")),
+                "callbacks": _Payload(marker)}, path)
+    read = checkpoint_entries(path)
+    assert {k: read[k] for k in entries} == entries
+    assert set(read["state_dict"]) == set(state)
+    assert not isinstance(read["state_dict"]["weight"], torch.Tensor)  # a stand-in: no tensor data is read
+    assert not marker.exists()
+    text = tmp_path / "text.ckpt"
+    text.write_bytes(b"this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        checkpoint_entries(text)
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    with pytest.raises(CheckpointError, match="expected a dict"):
+        checkpoint_entries(tmp_path / "list.ckpt")
 
 
 @pytest.mark.parametrize("name, content", [

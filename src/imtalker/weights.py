@@ -99,6 +99,60 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
 
 
+class _StandIn(_Metadata):
+    """Any object of a class in `checkpoint_entries`: accepts the items and state a pickle gives it, keeps none."""
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _Mapping(dict):
+    """An OrderedDict of the file (state dicts carry attributes such as `_metadata`, which are dropped)."""
+
+    def __setstate__(self, state):
+        pass
+
+
+class _EntriesUnpickler(pickle.Unpickler):
+    """Python's C unpickler with every class of the file replaced by `_StandIn` and tensor storages not read: no code
+    of the file runs, and the plain values (numbers, strings, lists, dicts) come back as they were saved."""
+
+    def find_class(self, module: str, name: str):
+        return _Mapping if (module, name) == ("collections", "OrderedDict") else _StandIn
+
+    def persistent_load(self, pid):
+        return None
+
+
+def checkpoint_entries(path: str | os.PathLike) -> dict:
+    """The plain entries of a PyTorch or Lightning checkpoint (`global_step`, our `imtalker` entry, ...) without its
+    tensors, safely and in milliseconds.
+
+    `torch.load(weights_only=True)` builds every tensor in a Python loop, about a second for a small training
+    checkpoint with its optimiser state; reading a step or our entry needs none of them. Tensors and other objects
+    come back as inert stand-ins.
+
+    Raises:
+        CheckpointError: not a PyTorch (zip) checkpoint holding a dict.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            (name,) = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            with archive.open(name) as f:
+                obj = _EntriesUnpickler(f).load()
+    except Exception as err:  # a damaged or foreign file can fail in many ways; none may escape as a traceback
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
 def _tensors_only(mapping: dict, path: Path, what: str) -> dict[str, torch.Tensor]:
     tensors = {k: v for k, v in mapping.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
@@ -493,11 +547,10 @@ def recorded_renderer_digest(generator_path: str | os.PathLike) -> str | None:
     path = Path(generator_path)
     if path.suffix == ".safetensors":
         return (read_checkpoint(path).metadata or {}).get("renderer_digest")
-    try:  # memory-mapped: only the small entries are read; published files (foreign globals) have no digest
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+    try:
+        info = checkpoint_entries(path).get(CHECKPOINT_INFO)
+    except CheckpointError:
         return None
-    info = obj.get(CHECKPOINT_INFO) if isinstance(obj, dict) else None
     return info.get("renderer_digest") if isinstance(info, dict) else None
 
 

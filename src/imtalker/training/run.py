@@ -352,8 +352,8 @@ def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema
     Raises:
         InputError: no checkpoint there, or a file that is not one of our training checkpoints.
     """
-    from ..weights import CheckpointError, load_audio_encoder, load_generator, load_renderer, read_checkpoint
-    from .trainer import checkpoint_step, latest_checkpoint
+    from ..weights import CheckpointError, checkpoint_entries, load_audio_encoder, load_generator, load_renderer
+    from .trainer import latest_checkpoint
 
     path = Path(checkpoint)
     if path.is_dir():
@@ -361,13 +361,13 @@ def export_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema
     if not path.is_file():
         raise InputError(f"no training checkpoint at {path}")
     try:
-        info = read_checkpoint(path).info
+        entries = checkpoint_entries(path)
     except CheckpointError as err:
         raise InputError(str(err)) from None
-    if not info or info.get("kind") not in ("renderer", "generator"):
+    info, step = entries.get(CHECKPOINT_INFO), entries.get("global_step")
+    if not isinstance(info, dict) or info.get("kind") not in ("renderer", "generator") or not isinstance(step, int):
         raise InputError(f"{path} is not an imtalker training checkpoint (no '{CHECKPOINT_INFO}' entry)")
     out_dir = Path(out_dir)
-    step = checkpoint_step(path)
     if info["kind"] == "renderer":
         renderer = load_renderer(path, ema=ema and bool(info.get("ema")))
         return ExportResult(path, step, [save_model(renderer, out_dir / "renderer.safetensors")])

@@ -26,7 +26,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ..errors import InputError, TrainingInterrupted
+from ..errors import CheckpointError, InputError, TrainingInterrupted
+from ..weights import checkpoint_entries
 from .settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,15 @@ def make_loggers(root: Path, settings: TrainerSettings) -> list[Logger]:
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
-    """The optimiser step a Lightning checkpoint was written at (its tensors are memory-mapped, not read)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    """The optimiser step a Lightning checkpoint was written at (its tensors are not read).
+
+    Raises:
+        CheckpointError: not a Lightning checkpoint with a step.
+    """
+    step = checkpoint_entries(path).get("global_step")
+    if not isinstance(step, int):
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no global_step)")
+    return step
 
 
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
