@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from imtalker.config import RendererConfig
+from imtalker.models.layers import ConvResBlock, conv_batchnorm
 from imtalker.models.motion_transfer import attention_head_mean, attention_with_top1
 from imtalker.models.renderer import IMTRenderer, SourceState
 
@@ -167,6 +169,26 @@ def test_training_normalises_over_the_whole_batch_on_cpu(image):
         per_frame = model.frame_decoder(aligned, fine_batch=1)
     torch.testing.assert_close(frames, whole)
     assert (per_frame - whole).abs().max() > 1e-5  # per-frame statistics differ (float noise is ~1e-7)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_upsampling_block_equals_upsample_then_convolve(training):
+    """The up blocks fold the nearest 2x upsampling into a transposed convolution: the published two steps, to float
+    rounding, in eval mode (BatchNorm folded) and in training mode (batch statistics), gradients included."""
+    torch.manual_seed(0)
+    block = ConvResBlock(16, 8, resample="up").train(training)
+    block.norm.norm.running_mean.normal_()
+    block.norm.norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 16, 10, 12, requires_grad=True)
+    folded = conv_batchnorm(x, block.conv1, block.norm.norm, upsample=True)
+    two_steps = block.norm(block.conv1(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+    assert folded.shape == (3, 8, 20, 24)
+    torch.testing.assert_close(folded, two_steps, atol=1e-5, rtol=1e-5)
+    (folded_grad,) = torch.autograd.grad(folded.square().sum(), x)
+    (two_steps_grad,) = torch.autograd.grad(two_steps.square().sum(), x)
+    torch.testing.assert_close(folded_grad, two_steps_grad, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="3x3 convolution with stride 1"):
+        conv_batchnorm(x, torch.nn.Conv2d(16, 8, 1), block.norm.norm, upsample=True)
 
 
 def test_bf16_autocast_runs_close_to_fp32(model, image):
