@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Under pytest-xdist (the README's test command) each worker process computes on one thread: two workers of two
+# threads each on a 2-core machine wait on each other's cores (298 s for the suite instead of 518). The commands the
+# tests start inherit the setting. A thread count set by the caller is kept.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
 ATOL = RTOL = 1e-4

@@ -7,14 +7,13 @@ The audio encoder sees a window of frames with context on both sides, and only t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from .constants import SAMPLES_PER_FRAME
-from .models.audio import NORM_EPS, AudioEncoder, normalize_waveform
+from .models.audio import AudioEncoder, normalize_waveform, normalize_with_statistics
 
 FEATURE_WINDOW_FRAMES = 250  # 10 s
 FEATURE_CONTEXT_FRAMES = 50  # 2 s
@@ -128,8 +127,9 @@ class StreamingFeatures:
         count = max(1, self._summed)
         mean = self._sum / count
         var = max(0.0, self._sum_squares / count - mean * mean)
-        audio = (self.audio - mean) / math.sqrt(var + NORM_EPS)
-        return torch.from_numpy(audio.astype(np.float32))[None].to(self.device)
+        statistics = torch.tensor([mean, var], dtype=torch.float64)
+        audio = normalize_with_statistics(torch.from_numpy(self.audio)[None], statistics[0], statistics[1])
+        return audio.to(self.device)
 
 
 class Rechunker:

@@ -57,7 +57,10 @@ def prepare_waveform(waveform: torch.Tensor, num_frames: int, normalize: bool) -
 
 
 def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per sample: (x - mean) / sqrt(var + 1e-7), population variance.
+    """Zero mean, unit variance per waveform: (x - mean) / sqrt(var + 1e-7), population variance.
+
+    Statistics and arithmetic are in float64: float32 sums round differently with the number of threads that split
+    them, and the streaming session, which keeps running float64 sums, must give the same samples as this.
 
     Args:
         waveform: (B, N) float audio.
@@ -65,10 +68,21 @@ def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, N) normalised audio, same dtype.
     """
-    x = waveform.float()
+    x = waveform.double()
     mean = x.mean(dim=-1, keepdim=True)  # (B, 1)
     var = x.var(dim=-1, unbiased=False, keepdim=True)  # (B, 1)
-    return ((x - mean) / torch.sqrt(var + NORM_EPS)).to(waveform.dtype)
+    return normalize_with_statistics(waveform, mean, var)
+
+
+def normalize_with_statistics(waveform: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-7) in float64, returned in the waveform's dtype.
+
+    Args:
+        waveform: (B, N) float audio.
+        mean, var: float64 tensors broadcastable to (B, 1): the statistics of the audio (or of all of it that was
+            heard, for a stream).
+    """
+    return ((waveform.double() - mean) / torch.sqrt(var + NORM_EPS)).to(waveform.dtype)
 
 
 def pad_waveform(waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
