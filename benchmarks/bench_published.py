@@ -16,6 +16,10 @@ same latents, and times the per-frame work both ways:
 The ratios are the published code's median seconds per frame, and its fastest frame (its times swing more than
 ours), over our median. Each row runs in a fresh process; bf16 rows only on a CPU with bf16 instructions.
 
+A second, interleaved measurement holds both networks in one process and alternates them in rounds (one batch of
+ours, then two of the published code's frames, fp32): a change of the host's speed during the run (other tenants of
+a virtual machine) then moves both sides of a round alike, and the ratio is the median of the rounds' ratios.
+
 The published renderer imports `timm` for two helpers its constructors call (`to_2tuple`, `trunc_normal_`) and imports
 `torchvision.transforms` and `matplotlib.pyplot` without using them in the network. `timm` and `torchvision` cannot be
 installed beside this CPU build of torch (their wheels pull a CUDA torch), so where they are missing the script
@@ -102,10 +106,15 @@ def published_frame(theirs, source, reference_maps, motion=None, driving=None) -
     return theirs.decode(maps, reference_maps, source.features)
 
 
+PUBLISHED_FRAMES_PER_ROUND = 2  # interleaved: the published code's frames per round, beside one batch of ours
+
+
 def child(checkout: Path, side: str, mode: str, dtype_name: str, repeats: int) -> dict:
     ours, theirs = networks(checkout)
     if side == "parity":
         return parity(ours, theirs)
+    if side == "interleaved":
+        return interleaved(ours, theirs, mode, repeats)
     source_image, motion, driving = inputs(ours, BATCH if side == "ours" else repeats + 1)
     if side == "published":
         with torch.no_grad():
@@ -133,6 +142,32 @@ def child(checkout: Path, side: str, mode: str, dtype_name: str, repeats: int) -
     per_frame = times[1:]
     return {"median": statistics.median(per_frame), "fastest": min(per_frame), "times": per_frame,
             "peak_rss_mb": peak_rss_mb()}
+
+
+def interleaved(ours: IMTRenderer, theirs, mode: str, rounds: int) -> dict:
+    """fp32 seconds per frame of both codes in alternating rounds (after one warm-up round), and each round's ratio."""
+    source_image, motion, driving = inputs(ours, BATCH)
+    with torch.inference_mode():
+        source = ours.encode_source(source_image)
+        reference_maps = theirs.mot_decode(theirs.adapt(source.motion, source.identity))
+    ours_times, theirs_times = [], []
+    for _ in range(rounds + 1):
+        with torch.inference_mode():
+            start = time.perf_counter()
+            ours.render(source, motion if mode == "audio" else ours.encode_motion(driving))
+            ours_times.append((time.perf_counter() - start) / BATCH)
+        with torch.no_grad():  # as the published app runs
+            start = time.perf_counter()
+            for i in range(PUBLISHED_FRAMES_PER_ROUND):
+                if mode == "audio":
+                    published_frame(theirs, source, reference_maps, motion=motion[i:i + 1])
+                else:
+                    published_frame(theirs, source, reference_maps, driving=driving[i:i + 1])
+            theirs_times.append((time.perf_counter() - start) / PUBLISHED_FRAMES_PER_ROUND)
+    ours_times, theirs_times = ours_times[1:], theirs_times[1:]
+    ratios = [t / o for t, o in zip(theirs_times, ours_times)]
+    return {"ours": statistics.median(ours_times), "published": statistics.median(theirs_times),
+            "ratio": statistics.median(ratios), "ratios": ratios}
 
 
 def parity(ours: IMTRenderer, theirs) -> dict:
@@ -188,6 +223,13 @@ def main() -> None:
                         f"{r['peak_rss_mb']:.0f} | {flags} |")
             print(rows[-1], flush=True)
 
+    mixed = {mode: run_child(script, ["interleaved", mode, "fp32"] + extra) for mode in ("audio", "video")}
+    mixed_rows = []
+    for mode, m in mixed.items():
+        mixed_rows.append(f"| {mode}-driven | {len(m['ratios'])} | {m['published']:.3f} | {m['ours']:.3f} | "
+                          f"{m['ratio']:.2f}x | {min(m['ratios']):.2f}-{max(m['ratios']):.2f}x | {flags} |")
+        print(mixed_rows[-1], flush=True)
+
     body = header("Side by side with the published code, renderer 512 px, CPU",
                   "python benchmarks/bench_published.py --published-code PATH")
     body += (f"\nThe published code's per-frame work and ours on the same random weights of the published size, in one "
@@ -199,6 +241,12 @@ def main() -> None:
              "| code | path | dtype | batch | s/frame (median) | s/frame (fastest) | vs published median | "
              "vs published fastest | peak RSS (MB) | CPU |\n|---|---|---|---|---|---|---|---|---|---|\n")
     body += "\n".join(rows) + "\n"
+    body += (f"\nInterleaved, fp32, both networks in one process: {args.repeats} rounds after a warm-up one, each "
+             f"one batch of ours (batch {BATCH}) and then {PUBLISHED_FRAMES_PER_ROUND} of the published code's frames; "
+             "the ratio is the median of the rounds' ratios, so a change of the host's speed between rounds cancels."
+             "\n\n| path | rounds | published s/frame (median) | ours s/frame (median) | ratio (median of rounds) | "
+             "ratio range | CPU |\n|---|---|---|---|---|---|---|\n")
+    body += "\n".join(mixed_rows) + "\n"
     if not with_bf16:
         body += f"\n{NO_BF16_ROWS}\n"
     write_or_print("bench_published", body, write=not args.no_write)
