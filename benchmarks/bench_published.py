@@ -42,8 +42,8 @@ from pathlib import Path
 
 import torch
 
-from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, header, load_note, native_bf16, peak_rss_mb, run_child,
-                    write_or_print)
+from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, cpu_kind, header, kind_section, load_note, native_bf16,
+                    peak_rss_mb, run_child, write_or_print)
 from imtalker.config import RendererConfig
 from imtalker.models.renderer import IMTRenderer
 
@@ -230,7 +230,7 @@ def main() -> None:
                           f"{m['ratio']:.2f}x | {min(m['ratios']):.2f}-{max(m['ratios']):.2f}x | {flags} |")
         print(mixed_rows[-1], flush=True)
 
-    body = header("Side by side with the published code, renderer 512 px, CPU",
+    body = header(f"Side by side with the published code, renderer 512 px, CPU ({cpu_kind()})",
                   "python benchmarks/bench_published.py --published-code PATH")
     body += (f"\nThe published code's per-frame work and ours on the same random weights of the published size, in one "
              f"run on one machine; {load_note(start_load)}. Seconds per frame: median and fastest of {args.repeats} "
@@ -249,7 +249,7 @@ def main() -> None:
     body += "\n".join(mixed_rows) + "\n"
     if not with_bf16:
         body += f"\n{NO_BF16_ROWS}\n"
-    write_or_print("bench_published", body, write=not args.no_write)
+    write_or_print(kind_section("bench_published"), body, write=not args.no_write)  # the other kinds' tables stay
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, header, load_note, median_seconds, native_bf16,
-                    peak_rss_mb, run_child, write_section)
+from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, cpu_kind, header, kind_section, load_note, median_seconds,
+                    native_bf16, peak_rss_mb, run_child, write_section)
 from imtalker.config import RendererConfig
 from imtalker.models.renderer import IMTRenderer
 from imtalker.weights import bundled_demo_model, load_renderer
@@ -130,7 +130,8 @@ def main() -> None:
     print(json.dumps(error))
 
     size = TINY.image_size if args.quick else 512
-    body = header(f"Renderer, {size} px, CPU", "python benchmarks/bench_renderer.py" + (" --quick" if args.quick else ""))
+    body = header(f"Renderer, {size} px, CPU ({cpu_kind()})",
+                  "python benchmarks/bench_renderer.py" + (" --quick" if args.quick else ""))
     body += (f"\nSeconds per frame are the median of {args.repeats} timed runs after one warm-up; peak RSS is the "
              f"whole process (weights included), each row in a fresh process; {load_note(start_load)}.\n\n"
              "| path | dtype | batch | s/frame | frames/s | peak RSS (MB) | CPU |\n|---|---|---|---|---|---|---|\n")
@@ -142,7 +143,7 @@ def main() -> None:
                  f"PSNR {e['psnr_db']:.1f} dB")
     body += "\n"
     if not args.no_write and not args.quick:
-        write_section("bench_renderer", body)
+        write_section(kind_section("bench_renderer"), body)  # the other kinds' tables stay
         print("written to BENCHMARKS.md")
     else:
         print(body)

@@ -64,6 +64,18 @@ def cpuinfo_field(name: str) -> str | None:
 MATRIX_FLAGS = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
+def cpu_kind() -> str:
+    """"AMX", "AVX-512" or "AVX2": what decides the renderer's speed and whether bf16 runs natively. The hosts differ
+    between sessions, so the CPU benchmarks with bf16 rows keep one BENCHMARKS.md section per kind."""
+    flags = x86_cpu_flags() or set()
+    return "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
+
+
+def kind_section(name: str) -> str:
+    """The BENCHMARKS.md section of benchmark `name` for this kind of CPU, e.g. "bench_renderer/avx2"."""
+    return f"{name}/{cpu_kind().lower().replace('-', '')}"
+
+
 def cpu_flags() -> str:
     """CPU model, its widest vector instructions and its bf16/int8 matrix flags, e.g. "AMD EPYC: avx512f,
     avx512_bf16, avx512_vnni; no AMX" or "AMD EPYC: avx2 (no avx512), no bf16/int8 matrix flags; no AMX"."""

@@ -51,6 +51,18 @@ def pipelines(weights):
     return load_pipelines(weights)  # the CLI's path: from_pretrained, one renderer shared by both pipelines
 
 
+def test_both_tabs_share_one_renderer_in_onnxruntime(weights, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from imtalker.export.runtime import OnnxGenerator, OnnxRenderer
+
+    audio, video = load_pipelines(weights, backend="onnxruntime", onnx_dir=tmp_path / "onnx")
+    assert isinstance(audio.renderer, OnnxRenderer) and isinstance(audio.generator, OnnxGenerator)
+    assert video.renderer is audio.renderer
+    assert main(["ui", "--weights", str(weights), "--backend", "onnxruntime", "--fp16"]) == 2  # before serving
+    assert "float32" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     """A real face photo, 0.8 s of a voiced tone, a 6-frame clip of that face and a blank (face-less) image."""

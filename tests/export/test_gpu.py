@@ -45,6 +45,16 @@ def test_compiled_networks_give_the_same_frames_and_motion(backend):
     torch.testing.assert_close(compiled_motion, motion, atol=1e-4, rtol=0)
 
 
+def test_compiling_shared_networks_again_keeps_the_compiled_ones():
+    """A second pipeline on a renderer another one compiled (the web UI's tabs) does not wrap it twice."""
+    renderer, generator = IMTRenderer(RENDERER).eval(), MotionGenerator(GENERATOR).eval()
+    compile_networks(renderer, generator, backend="eager")  # lazy: nothing is traced until the first call
+    compiled = renderer.render_latents, generator.fmt.forward
+    assert getattr(compiled[0], "__func__", None) is not IMTRenderer.render_latents  # replaced on the instance
+    compile_networks(renderer, generator, backend="eager")
+    assert renderer.render_latents is compiled[0] and generator.fmt.forward is compiled[1]
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     return save_tiny_weights(tmp_path_factory.mktemp("weights"))

@@ -150,6 +150,24 @@ def test_backend_checks_are_one_line_input_errors(tiny):
         OnnxRenderer(folder.parent)
 
 
+def test_networks_already_in_onnxruntime_are_kept_and_only_the_rest_converted(tiny, tmp_path, monkeypatch):
+    """How pipelines share one converted renderer (the web UI's two tabs, a batch worker's two pipelines)."""
+    from imtalker.export import runtime
+
+    renderer, generator, folder = tiny
+    video = VideoDrivenPipeline(renderer, backend="onnxruntime", onnx_dir=folder)
+    assert isinstance(video.renderer, OnnxRenderer)
+    exports = []
+    monkeypatch.setattr(runtime, "export_onnx", lambda out, *networks: exports.append(networks))
+    assert VideoDrivenPipeline(video.renderer, backend="onnxruntime", onnx_dir=folder).renderer is video.renderer
+    shared, onnx_generator = onnxruntime_networks(video.renderer, generator, folder)
+    assert shared is video.renderer and isinstance(onnx_generator, OnnxGenerator) and exports == []
+    assert onnxruntime_networks(shared, onnx_generator, tmp_path) == (shared, onnx_generator) and exports == []
+    with pytest.raises(InputError):  # the folder holds nothing: the generator alone was exported into it
+        onnxruntime_networks(shared, generator, tmp_path)
+    assert exports == [(None, generator)]
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     return save_tiny_weights(tmp_path_factory.mktemp("weights"))

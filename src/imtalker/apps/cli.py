@@ -336,7 +336,7 @@ def _ui(args: argparse.Namespace) -> None:
 
     args.weights = str(resolve_weights(args.weights))
     _weight_paths(args, ("renderer", "generator", "audio_encoder"))  # one-line error before anything loads
-    audio, video = load_pipelines(args.weights, device=args.device, dtype=_dtype(args))
+    audio, video = load_pipelines(args.weights, device=args.device, dtype=_dtype(args), **_deployment(args))
     serve(audio, video, host=args.host, port=args.port, max_seconds=args.max_seconds)
 
 
@@ -431,6 +431,24 @@ def _ray_cluster(args: argparse.Namespace):
                       retries=args.retries)
 
 
+def _batch_deployment(args: argparse.Namespace, weights: Path, audio: bool) -> dict:
+    """The workers' deployment options, checked here. For onnxruntime the graphs are exported here, once, so that
+    workers starting together do not all export into the same folder."""
+    import torch
+
+    from ..export.runtime import check_backend, exported_folder, require_onnxruntime
+    from ..weights import find_weights, load_generator, load_renderer
+
+    deployment = _deployment(args)
+    check_backend(args.backend, torch.device(args.device), _dtype(args), args.compile)
+    if args.backend == "onnxruntime":
+        require_onnxruntime()
+        paths = find_weights(weights, need=("renderer",) + (("generator",) if audio else ()))
+        generator = load_generator(paths["generator"]) if audio else None
+        deployment["onnx_dir"] = str(exported_folder(load_renderer(paths["renderer"]), generator, args.onnx_dir))
+    return deployment
+
+
 def _batch(args: argparse.Namespace) -> int:
     from .batch import LocalRunner, WorkerSettings, read_manifest, run_batch
     from .batch.progress import BatchProgress
@@ -443,6 +461,7 @@ def _batch(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.retries < 0:
         raise InputError("--batch-size must be at least 1 and --retries at least 0")
     defaults = {"seed": args.seed, "cfg_scale": args.cfg_scale, "nfe": args.nfe, "max_seconds": args.max_seconds}
+    deployment = _batch_deployment(args, weights, audio="audio" in kinds)
     if args.ray is not None:
         from .batch.ray_actors import RayRunner, import_ray
 
@@ -458,7 +477,7 @@ def _batch(args: argparse.Namespace) -> int:
     settings = WorkerSettings(weights=str(weights), device=args.device,
                               precision="bf16" if args.bf16 else "fp16" if args.fp16 else None,
                               batch_size=args.batch_size, defaults=defaults, portraits=args.portraits,
-                              threads=threads)
+                              threads=threads, deployment=deployment)
     bars = None if args.quiet else BatchProgress()
     try:
         summary = run_batch(jobs, args.out, settings, runner, retry_failed=args.retry_failed,
@@ -497,6 +516,7 @@ def _add_batch(sub) -> None:
     batch.add_argument("--portraits", type=int, default=32, help="prepared portraits each worker keeps for reuse")
     batch.add_argument("--device", default="cpu", help="cpu, cuda (with --ray: one GPU per actor), ...")
     _add_precision(batch)
+    _add_deployment(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     batch.set_defaults(func=_batch)
 
@@ -819,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=7860, help="port to listen on")
     ui.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     _add_precision(ui)
+    _add_deployment(ui)
     ui.add_argument("--max-seconds", type=float, default=300.0, help="refuse longer speech or driving videos")
     ui.set_defaults(func=_ui)
     _add_serve(sub)

@@ -32,10 +32,11 @@ RENDER_QUEUE = "imtalker-render"  # both tabs share one queue of one: the pipeli
 DEFAULT_MAX_SECONDS = 300.0
 
 
-def load_pipelines(weights, device="cpu", dtype=None) -> tuple[AudioDrivenPipeline, VideoDrivenPipeline]:
-    """Both pipelines from one weights folder, sharing a single renderer in memory."""
-    audio = AudioDrivenPipeline.from_pretrained(weights, device=device, dtype=dtype)
-    return audio, VideoDrivenPipeline(audio.renderer, device=device, dtype=dtype)
+def load_pipelines(weights, device="cpu", dtype=None, **deployment) -> tuple[AudioDrivenPipeline, VideoDrivenPipeline]:
+    """Both pipelines from one weights folder, sharing a single renderer in memory (`deployment`: backend, onnx_dir,
+    compile, as the pipelines take them; the renderer is converted or compiled once)."""
+    audio = AudioDrivenPipeline.from_pretrained(weights, device=device, dtype=dtype, **deployment)
+    return audio, VideoDrivenPipeline(audio.renderer, device=device, dtype=dtype, **deployment)
 
 
 def bundled_asset(name: str) -> str | None:

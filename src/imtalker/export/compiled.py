@@ -16,7 +16,14 @@ from ..models.renderer import IMTRenderer
 
 def compile_networks(renderer: IMTRenderer, generator: MotionGenerator | None = None, **options) -> None:
     """Compile, in place, the renderer's per-frame work and the generator's velocity step (`options` as
-    `torch.compile` takes them, e.g. mode="max-autotune" on a GPU)."""
-    renderer.render_latents = torch.compile(renderer.render_latents, **options)
-    if generator is not None:
+    `torch.compile` takes them, e.g. mode="max-autotune" on a GPU). A network compiled already (one that pipelines
+    share) is left as it is."""
+    if not is_compiled(renderer, "render_latents"):
+        renderer.render_latents = torch.compile(renderer.render_latents, **options)
+    if generator is not None and not is_compiled(generator.fmt, "forward"):
         generator.fmt.forward = torch.compile(generator.fmt.forward, **options)
+
+
+def is_compiled(module: torch.nn.Module, method: str) -> bool:
+    """Whether `compile_networks` replaced `method` on this instance (the class's method is never replaced)."""
+    return method in vars(module)

@@ -66,8 +66,8 @@ class GraphSession:
     def __init__(self, folder: Path, entry: dict, threads: int | None = None):
         ort = require_onnxruntime()
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # torch's thread count unless told: a process that shares out its cores (batch workers) sets that one
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
         self.session = ort.InferenceSession(str(folder / entry["file"]), options, providers=["CPUExecutionProvider"])
 
@@ -214,13 +214,21 @@ def exported_folder(renderer: IMTRenderer | None, generator: MotionGenerator | N
     return folder
 
 
-def onnxruntime_networks(renderer: IMTRenderer, generator: MotionGenerator | None = None,
+def onnxruntime_networks(renderer: IMTRenderer | OnnxRenderer, generator: MotionGenerator | OnnxGenerator | None = None,
                          folder: str | os.PathLike | None = None, threads: int | None = None):
     """The onnxruntime stand-ins of a renderer and a generator (None: only the renderer), from graphs exported
-    from these very weights (see `exported_folder`).
+    from these very weights (see `exported_folder`). A network that already runs in onnxruntime is kept as it is,
+    so pipelines can share one renderer (the web UI's two tabs, a batch worker's two pipelines).
 
     Returns:
         (OnnxRenderer, OnnxGenerator or None).
     """
-    folder = exported_folder(renderer, generator, folder)
-    return OnnxRenderer(folder, threads), OnnxGenerator(folder, threads) if generator is not None else None
+    renderer_to_export = None if isinstance(renderer, OnnxRenderer) else renderer
+    generator_to_export = None if generator is None or isinstance(generator, OnnxGenerator) else generator
+    if renderer_to_export is not None or generator_to_export is not None:
+        folder = exported_folder(renderer_to_export, generator_to_export, folder)
+    if renderer_to_export is not None:
+        renderer = OnnxRenderer(folder, threads)
+    if generator_to_export is not None:
+        generator = OnnxGenerator(folder, threads)
+    return renderer, generator

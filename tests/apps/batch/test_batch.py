@@ -98,3 +98,52 @@ def test_video_driven_jobs_share_the_renderer_and_the_portrait_with_audio_driven
                         WorkerSettings(weights=str(batch_inputs / "weights")), LocalRunner())
     assert summary.done == 2 and summary.frames == 20
     assert records(tmp_path / "out")["nod.mp4"]["portrait_reused"]  # encoded once, for the audio-driven job
+
+
+def test_batch_on_the_onnxruntime_backend_exports_once_and_shares_the_converted_renderer(batch_inputs, tmp_path,
+                                                                                         monkeypatch):
+    """The graphs are exported by the command before any worker starts; a worker's two pipelines share one
+    converted renderer, video-driven first, and the videos match the torch backend's."""
+    import numpy as np
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from imtalker.export import runtime
+    from imtalker.export.graphs import read_manifest as read_onnx_manifest
+    from imtalker.io.video import VideoWriter
+
+    with VideoWriter(tmp_path / "driving.mp4") as writer:
+        for value in range(0, 250, 25):
+            writer.write(np.full((128, 128, 3), value, np.uint8))
+    (tmp_path / "jobs.csv").write_text(
+        "portrait,audio,driving,output,crop,crop_driving\n"
+        f"{batch_inputs / 'ann.png'},,driving.mp4,nod.mp4,false,false\n"
+        f"{batch_inputs / 'ann.png'},{batch_inputs / 's0.wav'},,talk.mp4,false,\n")
+    command = ["batch", str(tmp_path / "jobs.csv"), "--weights", str(batch_inputs / "weights"), "-q"]
+    assert main(command + ["--out", str(tmp_path / "torch")]) == 0
+
+    converted = []
+    original_init = runtime.OnnxRenderer.__init__
+    monkeypatch.setattr(runtime.OnnxRenderer, "__init__",
+                        lambda self, *args, **kwargs: converted.append(self) or original_init(self, *args, **kwargs))
+    onnx_dir = tmp_path / "graphs"
+    assert main(command + ["--out", str(tmp_path / "onnx"), "--backend", "onnxruntime",
+                           "--onnx-dir", str(onnx_dir)]) == 0
+    assert {"renderer", "generator"} <= set(read_onnx_manifest(onnx_dir))  # both, before the video-driven job
+    assert len(converted) == 1  # one renderer in onnxruntime for both pipelines
+    for name in ("nod.mp4", "talk.mp4"):
+        with av.open(str(tmp_path / "torch" / name)) as a, av.open(str(tmp_path / "onnx" / name)) as b:
+            frames = [(x.to_ndarray(format="rgb24").astype(int), y.to_ndarray(format="rgb24").astype(int))
+                      for x, y in zip(a.decode(video=0), b.decode(video=0))]
+        assert len(frames) == 10
+        assert max(np.abs(x - y).mean() for x, y in frames) < 1.0, name
+
+
+def test_batch_backend_errors_are_one_line_before_any_job(batch_inputs, tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "jobs.jsonl", small_jobs(batch_inputs, 1))
+    command = ["batch", str(manifest), "--out", str(tmp_path / "out"), "--weights", str(batch_inputs / "weights")]
+    assert main(command + ["--backend", "onnxruntime", "--bf16"]) == 2
+    assert "float32" in capsys.readouterr().err
+    assert main(command + ["--backend", "onnxruntime", "--compile"]) == 2
+    assert "--compile is for the torch backend" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -35,6 +35,7 @@ class WorkerSettings:
     defaults: dict = field(default_factory=dict)  # per-job options a job does not set (seed, cfg_scale, ...)
     portraits: int = 32  # prepared portraits kept per worker
     threads: int | None = None  # torch threads per worker (None: torch's choice)
+    deployment: dict = field(default_factory=dict)  # backend, onnx_dir, compile, as the pipelines take them
 
 
 class BatchWorker:
@@ -60,18 +61,20 @@ class BatchWorker:
             paths = find_weights(self.settings.weights, need=("generator", "audio_encoder"))
             self._audio = AudioDrivenPipeline(self._renderer(), load_generator(paths["generator"]),
                                               load_audio_encoder(paths["audio_encoder"]), device=self.settings.device,
-                                              dtype=self._dtype())
+                                              dtype=self._dtype(), **self.settings.deployment)
         return self._audio
 
     def video_pipeline(self):
         if self._video is None:
             from ...pipelines import VideoDrivenPipeline
 
-            self._video = VideoDrivenPipeline(self._renderer(), device=self.settings.device, dtype=self._dtype())
+            self._video = VideoDrivenPipeline(self._renderer(), device=self.settings.device, dtype=self._dtype(),
+                                              **self.settings.deployment)
         return self._video
 
     def _renderer(self):
-        """One renderer for both pipelines, so a portrait prepared for one serves the other."""
+        """One renderer for both pipelines, so a portrait prepared for one serves the other (the second pipeline
+        keeps it as the first deployed it: converted to onnxruntime or compiled)."""
         loaded = self._audio or self._video
         if loaded is not None:
             return loaded.renderer
