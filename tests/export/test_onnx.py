@@ -102,6 +102,32 @@ def test_renderer_graphs_match_pytorch(tiny):
     check_renderer_parity(renderer, OnnxRenderer(folder))
 
 
+def test_frames_and_motion_graphs_run_a_bounded_number_of_frames_at_a_time(tiny, monkeypatch):
+    """Memory: a graph run holds every frame's attention scores, so a batch goes through in runs of
+    `frames_per_run` (four at 128 px), with the same frames and latents as one PyTorch pass."""
+    renderer, _, folder = tiny
+    onnx_renderer = OnnxRenderer(folder)
+    assert onnx_renderer.frames_per_run == 4
+    runs = []
+    for graph in (onnx_renderer.frames_graph, onnx_renderer.motion_graph):
+        original = graph.run
+        monkeypatch.setattr(graph, "run", lambda original=original, **feeds: runs.append(
+            len(feeds.get("driving_motion", feeds.get("images")))) or original(**feeds))
+    rng = torch.Generator().manual_seed(3)
+    images = torch.rand(6, 3, 128, 128, generator=rng)
+    torch.testing.assert_close(onnx_renderer.encode_motion(images), renderer.encode_motion(images), atol=ATOL, rtol=0)
+    source = onnx_renderer.encode_source(images[:1])
+    motion = source.motion + 0.3 * torch.randn(6, source.motion.shape[1], generator=rng)
+    frames = onnx_renderer.render(source, motion)
+    with torch.inference_mode():
+        torch.testing.assert_close(frames, renderer.render(renderer.encode_source(images[:1]), motion), atol=ATOL,
+                                   rtol=0)
+    assert runs == [4, 2, 4, 2]
+    runs.clear()
+    onnx_renderer.render(source, motion, batch_size=3)  # a smaller batch asked for is kept
+    assert runs == [3, 3]
+
+
 def test_demo_renderer_graphs_match_pytorch(tmp_path):
     torch.manual_seed(1)
     renderer = DemoRenderer(TINY_DEMO).eval()

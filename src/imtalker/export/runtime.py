@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
 SOURCE_STATES = {"published": SourceState, "demo": DemoSourceState}  # per renderer variant (`config.variant`)
 CACHE_ENV = "IMTALKER_ONNX_CACHE"  # where exports made on first use go; default ~/.cache/imtalker/onnx
+# Image pixels per run of the frames and motion-encoder graphs. A graph has no fused attention, so a run holds all
+# its frames' attention scores at once, and onnxruntime keeps its largest intermediates in its arena: eight 512 px
+# frames per run peaked at 11.8 GB, runs of one at 2.8 GB, equally fast. 128 px frames go four to a run.
+GRAPH_RUN_PIXELS = 4 * 128 * 128
 
 
 def check_backend(backend: str, device: torch.device, dtype: torch.dtype | None, compile: bool = False) -> str:
@@ -63,9 +67,12 @@ def require_onnxruntime():
 class GraphSession:
     """One exported graph in an onnxruntime session: torch tensors in (by input name), torch tensors out."""
 
-    def __init__(self, folder: Path, entry: dict, threads: int | None = None):
+    def __init__(self, folder: Path, entry: dict, threads: int | None = None, keep_memory: bool = True):
+        """`keep_memory`: keep onnxruntime's memory arena between runs (faster); False for graphs run rarely, so
+        their largest intermediates go back to the system after each run."""
         ort = require_onnxruntime()
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = keep_memory
         # torch's thread count unless told: a process that shares out its cores (batch workers) sets that one
         options.intra_op_num_threads = threads or torch.get_num_threads()
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
@@ -118,7 +125,8 @@ class OnnxRenderer(OnnxModule):
         graphs = manifest["graphs"]
         self.source_names = graphs["renderer_source"]["outputs"]
         self.state_type = SOURCE_STATES[self.config.variant]
-        self.source_graph = GraphSession(folder, graphs["renderer_source"], threads)
+        # once per portrait: its 512 px intermediates (300 MB) are not kept for the next one
+        self.source_graph = GraphSession(folder, graphs["renderer_source"], threads, keep_memory=False)
         self.frames_graph = GraphSession(folder, graphs["renderer_frames"], threads)
         self.motion_graph = GraphSession(folder, graphs["motion_encoder"], threads)
 
@@ -133,10 +141,15 @@ class OnnxRenderer(OnnxModule):
             raise ValueError(f"the onnxruntime renderer encodes one source image at a time, got {image.shape[0]}")
         return unflatten_source(self.state_type, self.source_names, self.source_graph.run(source_image=image))
 
+    @property
+    def frames_per_run(self) -> int:
+        """Frames per run of the frames and motion-encoder graphs (`GRAPH_RUN_PIXELS`)."""
+        return max(1, GRAPH_RUN_PIXELS // self.config.image_size ** 2)
+
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
         """Motion latents (N, 32) of face images (N, 3, S, S) float in [0, 1]."""
         self.check_images(images, "images")
-        return self.motion_graph.run(images=images)[0]
+        return torch.cat([self.motion_graph.run(images=chunk)[0] for chunk in images.split(self.frames_per_run)])
 
     def render_with_top1(self, source: SourceState, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, 3, S, S) and the finest cross-attention's arg-max cells (B, grid^2) for latents (B, 32)."""
@@ -148,7 +161,7 @@ class OnnxRenderer(OnnxModule):
         self.check_motion(motion)
         if not isinstance(source, SourceState):
             raise ValueError(f"source must be the SourceState from encode_source, got {type(source).__name__}")
-        step = batch_size or motion.shape[0]
+        step = min(batch_size or motion.shape[0], self.frames_per_run)
         return torch.cat([self.render_with_top1(source, chunk)[0] for chunk in motion.split(step)])
 
 
