@@ -6,8 +6,8 @@ audio, for the demo model and for published-size random weights, after checking 
 
 First it runs the published-size parity test against the golden numbers (`pytest -m slow
 tests/export/test_onnx_golden.py`), then each measurement in its own fresh process (peak RSS is its own). The
-graphs are exported once per model into a temporary folder before the timed runs; onnxruntime uses its default
-threads (one per core), PyTorch `torch.get_num_threads()`. The machine may be shared: every row carries the 1-minute
+graphs are exported once per model into a temporary folder before the timed runs; both backends use
+`torch.get_num_threads()` threads. The machine may be shared: every row carries the 1-minute
 load average at its start and end.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, header, median_seconds, peak_rss_mb, run_child, write_section
+from common import ROOT, cpu_flags, header, median_seconds, peak_rss_mb, run_child, write_section
 from imtalker.config import RendererConfig
 from imtalker.models.generator import MotionGenerator
 from imtalker.models.renderer import IMTRenderer
@@ -112,6 +112,7 @@ def main() -> None:
     extra = ["--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
     script = Path(__file__)
     rows = []
+    flags = cpu_flags()
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         for model, label in (("demo", "demo model, 128 px"), ("published", "published size (random), 512 px")):
             folder = str(Path(tmp) / model)
@@ -125,19 +126,19 @@ def main() -> None:
                 loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in results.values())
                 rows.append(f"| {label} | {what} | {unit} | {torch_s:.3f} | {ort_s:.3f} | {torch_s / ort_s:.2f}x | "
                             f"{results['torch']['peak_rss_mb']:.0f} / {results['onnxruntime']['peak_rss_mb']:.0f} | "
-                            f"{loads} |")
+                            f"{loads} | {flags} |")
                 print(rows[-1], flush=True)
 
     body = header("onnxruntime beside PyTorch, CPU", "python benchmarks/bench_onnx.py" + (" --quick" if args.quick else ""))
     body += (f"- published-size parity (onnxruntime vs the golden numbers and PyTorch, 1e-4, equal attention "
              f"arg-max): {parity}\n\n"
              f"Median of {args.repeats} timed runs after one warm-up, each row in a fresh process (peak RSS is the "
-             "whole process, weights included; the onnxruntime process also holds the PyTorch networks it checks the export "
-             "against, and onnxruntime keeps its memory arena); fp32 both. The last column is the 1-minute load average at the start "
-             "and end of the torch and onnxruntime runs: above about 2 the 2 cores were shared with other work and "
-             "the times are inflated.\n\n"
-             "| model | what | unit | torch | onnxruntime | torch / ort | peak RSS torch / ort (MB) | load |\n"
-             "|---|---|---|---|---|---|---|---|\n")
+             "whole process, weights included); fp32 both. onnxruntime runs the renderer's graphs on "
+             "`OnnxRenderer.frames_per_run` frames at a time (one at 512 px, four at 128 px), PyTorch the whole batch. "
+             "The load column is the 1-minute load average at the start and end of the torch and onnxruntime runs: "
+             "above about 2 the 2 cores were shared with other work and the times are inflated.\n\n"
+             "| model | what | unit | torch | onnxruntime | torch / ort | peak RSS torch / ort (MB) | load | CPU |\n"
+             "|---|---|---|---|---|---|---|---|---|\n")
     body += "\n".join(rows) + "\n"
     if not args.no_write and not args.quick:
         write_section("bench_onnx", body)
