@@ -29,6 +29,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
                                             "| mel | whole file, audio shifted 10 ms"], marks=pytest.mark.slow),
     pytest.param("bench_server.py", [], ["| small | unpaced | 8 | 3 s (75 frames) |", "| small | paced | 8 |",
                                          "| 50 | 2 | 4 |"], marks=pytest.mark.slow),
+    pytest.param("bench_gpu.py", ["--device", "cpu"],  # the GPU script must not rot where no GPU is
+                 ["| renderer, audio-driven | fp16 | compiled | 2 |", "| generator, cfg 3, nfe 10 | bf16 | eager |",
+                  "| live, demo model, hop 5 | 1 |"], marks=pytest.mark.slow),
     pytest.param("bench_tracks.py", [], ["| yaw (deg) |", "| gaze direction, L2CS (deg) |",
                                          "| demo model asked for a nod (pitch)"], marks=pytest.mark.slow),
 ])
