@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_models import GENERATOR, RENDERER, save_tiny_weights
+from helpers.tiny_models import GENERATOR, MEL, RENDERER, save_tiny_weights
 from imtalker.apps.cli import main
 from imtalker.config import DemoRendererConfig
 from imtalker.errors import InputError
 from imtalker.models.demo_renderer import DemoRenderer
 from imtalker.models.generator import MotionGenerator
+from imtalker.models.mel import MelAudioEncoder
 from imtalker.models.renderer import NUM_COARSE_LEVELS, IMTRenderer
 from imtalker.pipelines import AudioDrivenPipeline, VideoDrivenPipeline
 from imtalker.sampling import SamplingOptions, sample_motion
@@ -24,7 +25,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from imtalker.export.graphs import OPSET, export_onnx, read_manifest, without_inference_caches  # noqa: E402
-from imtalker.export.runtime import OnnxGenerator, OnnxRenderer, onnxruntime_networks  # noqa: E402
+from imtalker.export.runtime import OnnxAudioEncoder, OnnxGenerator, OnnxRenderer, onnxruntime_networks  # noqa: E402
 
 ATOL = 1e-4
 TINY_DEMO = DemoRendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32),
@@ -131,7 +132,7 @@ def test_frames_and_motion_graphs_run_a_bounded_number_of_frames_at_a_time(tiny,
 def test_demo_renderer_graphs_match_pytorch(tmp_path):
     torch.manual_seed(1)
     renderer = DemoRenderer(TINY_DEMO).eval()
-    onnx_renderer, _ = onnxruntime_networks(renderer, folder=tmp_path)
+    onnx_renderer = onnxruntime_networks(renderer, folder=tmp_path).renderer
     check_renderer_parity(renderer, onnx_renderer, seed=1)
 
 
@@ -186,12 +187,13 @@ def test_networks_already_in_onnxruntime_are_kept_and_only_the_rest_converted(ti
     exports = []
     monkeypatch.setattr(runtime, "export_onnx", lambda out, *networks: exports.append(networks))
     assert VideoDrivenPipeline(video.renderer, backend="onnxruntime", onnx_dir=folder).renderer is video.renderer
-    shared, onnx_generator = onnxruntime_networks(video.renderer, generator, folder)
+    shared, onnx_generator, _ = onnxruntime_networks(video.renderer, generator, folder)
     assert shared is video.renderer and isinstance(onnx_generator, OnnxGenerator) and exports == []
-    assert onnxruntime_networks(shared, onnx_generator, tmp_path) == (shared, onnx_generator) and exports == []
+    assert onnxruntime_networks(shared, onnx_generator, tmp_path) == (shared, onnx_generator, None)
+    assert exports == []
     with pytest.raises(InputError):  # the folder holds nothing: the generator alone was exported into it
         onnxruntime_networks(shared, generator, tmp_path)
-    assert exports == [(None, generator)]
+    assert exports == [(None, generator, None)]
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +279,48 @@ def test_live_session_backends_make_the_same_frames(weights, exported):
     # idle frames not yet shown when speech arrives give way to it, so the 0.6 s of speech (15 frames) is the floor
     assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) >= 15
     assert np.abs(onnx_frames.astype(int) - torch_frames.astype(int)).max() <= 1
+
+
+def test_log_mel_front_end_graph_matches_pytorch(tmp_path):
+    """The STFT as a convolution over DFT kernels, in onnxruntime, against torch.stft's features: every clip length
+    (reflect or zero padding, one to many spectrogram frames), a batch, normalised here or not."""
+    torch.manual_seed(2)
+    encoder = MelAudioEncoder(MEL).eval()
+    export_onnx(tmp_path, audio_encoder=encoder)
+    manifest = read_manifest(tmp_path)
+    assert manifest["graphs"]["audio_features"]["dynamic_axes"] == {
+        "padded_waveform": {"0": "batch", "1": "samples"}, "features": {"0": "batch", "1": "frames"}}
+    onnx_encoder = OnnxAudioEncoder(tmp_path)
+    assert onnx_encoder.feature_dim == encoder.feature_dim
+    rng = torch.Generator().manual_seed(0)
+    for batch, samples in ((1, 100), (1, 300), (2, 8000), (1, 16000 * 3 + 17)):
+        waveform = torch.randn(batch, samples, generator=rng) * torch.linspace(0.1, 1, samples)
+        frames = -(-samples * 25 // 16000)
+        for normalize in (True, False):
+            with torch.inference_mode():
+                expected = encoder(waveform, frames, normalize=normalize)
+            torch.testing.assert_close(onnx_encoder(waveform, frames, normalize=normalize), expected, atol=ATOL,
+                                       rtol=0)
+    with pytest.raises(ValueError, match="finite"):  # the same input checks as the PyTorch encoder
+        onnx_encoder(torch.full((1, 400), float("nan")), 1)
+
+
+def test_pipeline_with_the_log_mel_front_end_runs_it_in_onnxruntime(tmp_path, capsys):
+    weights = save_tiny_weights(tmp_path / "weights", front_end="mel")
+    assert main(["export-onnx", str(weights), str(tmp_path / "onnx")]) == 0
+    assert {"renderer", "generator", "audio_encoder"} <= set(read_manifest(tmp_path / "onnx"))
+    pipe = AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=tmp_path / "onnx")
+    assert isinstance(pipe.audio_encoder, OnnxAudioEncoder)
+    image = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    audio = write_speech(tmp_path / "speech.wav", 0.6)
+    options = dict(crop=False, seed=0, nfe=3)
+    onnx_frames = np.stack(list(pipe.frames(image, audio, **options)))
+    torch_frames = np.stack(list(AudioDrivenPipeline.from_pretrained(weights).frames(image, audio, **options)))
+    assert onnx_frames.shape == torch_frames.shape and np.abs(onnx_frames.astype(int) - torch_frames).max() <= 1
+
+    wav2vec2 = save_tiny_weights(tmp_path / "w2v")  # its audio encoder does not export: said, and left out
+    capsys.readouterr()
+    assert main(["export-onnx", str(wav2vec2), str(tmp_path / "onnx-w2v")]) == 0
+    assert "audio_encoder" not in read_manifest(tmp_path / "onnx-w2v")
+    assert main(["export-onnx", str(wav2vec2 / "audio_encoder.safetensors"), str(tmp_path / "x")]) == 2
+    assert "nothing that exports" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def published(renderer_reference, tmp_path_factory):
     renderer = IMTRenderer(RendererConfig())
     renderer.load_state_dict(state)
     renderer.eval().requires_grad_(False)
-    onnx_renderer, _ = onnxruntime_networks(renderer, folder=tmp_path_factory.mktemp("onnx-512"))
+    onnx_renderer = onnxruntime_networks(renderer, folder=tmp_path_factory.mktemp("onnx-512")).renderer
     return renderer, onnx_renderer
 
 

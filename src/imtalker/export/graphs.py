@@ -10,6 +10,7 @@ dynamo=False)`):
 | `motion_encoder` | images (B, 3, S, S) -> motion (B, motion_dim) | B |
 | `generator_conditions` | audio, pose, gaze, cam (B, N, dim) -> their projections (B, N, cond_dim) | B, N |
 | `generator_velocity` | t (B,), x (B, L, D), prev_x (B, P, D), ref (B, D), 4 clip + 4 context conditions -> (B, P + L, D) | B, L, P |
+| `audio_features` | padded_waveform (B, N + n_fft), the log-mel front end's input as its STFT pads it -> features (B, M, dim), one per spectrogram frame | B, N, M |
 
 `top1` is the finest cross-attention's arg-max source cell per query (it picks the blocks the guided resampler
 copies), an extra output so that a runtime's attention can be checked index for index. A manifest
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import warnings
 from dataclasses import fields, replace
@@ -32,6 +34,7 @@ from torch import nn
 from ..config import config_to_dict, renderer_config_to_dict
 from ..errors import InputError
 from ..models.generator import MotionConditions, MotionGenerator
+from ..models.mel import MelAudioEncoder, stft_padded
 from ..models.renderer import NUM_COARSE_LEVELS, IMTRenderer, SourceState
 from ..weights import weights_digest
 
@@ -147,6 +150,35 @@ class VelocityGraph(nn.Module):
         return self.fmt(t, x, prev_x, ref, clip, context)
 
 
+class MelFeaturesGraph(nn.Module):
+    """The log-mel front end up to its spectrogram-rate features (`MelAudioEncoder.spectrogram_rate_features`).
+
+    `torch.stft` has no TorchScript ONNX export, so the STFT is one strided convolution over the windowed DFT
+    kernels (cosines and negated sines of the n_fft // 2 + 1 bins), the same sums. The waveform comes padded as the
+    centred STFT pads it (`stft_padded`); normalising it and resampling the features to the video frame rate stay
+    outside the graph, as they are outside the encoder's network.
+    """
+
+    def __init__(self, encoder: MelAudioEncoder):
+        super().__init__()
+        cfg = encoder.config
+        self.encoder = encoder
+        self.bins = cfg.n_fft // 2 + 1
+        self.hop_length = cfg.hop_length
+        window = torch.zeros(cfg.n_fft, dtype=torch.float64)  # the window centred in n_fft, as torch.stft pads it
+        left = (cfg.n_fft - cfg.win_length) // 2
+        window[left:left + cfg.win_length] = encoder.window.double()
+        bins, taps = torch.arange(self.bins, dtype=torch.float64), torch.arange(cfg.n_fft, dtype=torch.float64)
+        angle = 2 * math.pi * bins[:, None] * taps / cfg.n_fft  # (bins, n_fft)
+        kernels = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2 * bins, n_fft)
+        self.register_buffer("dft", kernels.float()[:, None, :], persistent=False)
+
+    def forward(self, padded_waveform: torch.Tensor) -> torch.Tensor:
+        spectrum = nn.functional.conv1d(padded_waveform[:, None, :], self.dft, stride=self.hop_length)  # (B, 2F, M)
+        power = spectrum[:, :self.bins].square() + spectrum[:, self.bins:].square()  # (B, F, M)
+        return self.encoder.spectrogram_rate_features(self.encoder.log_mel_of_power(power))
+
+
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
                  dynamic: dict[str, dict[int, str]]) -> dict:
     """Trace `module` on `args` into `path`; returns the graph's manifest entry."""
@@ -220,15 +252,29 @@ def export_generator(generator: MotionGenerator, out: Path) -> dict:
     return graphs
 
 
+def export_audio_encoder(encoder: MelAudioEncoder, out: Path) -> dict:
+    """The log-mel front end as one graph in `out`; its manifest entry."""
+    encoder = copy.deepcopy(encoder).float().eval()
+    waveform = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))  # 1 s
+    return {"audio_features": export_graph(
+        MelFeaturesGraph(encoder), (stft_padded(encoder.config, waveform),), out / "audio_features.onnx",
+        ["padded_waveform"], ["features"],
+        {"padded_waveform": {0: "batch", 1: "samples"}, "features": {0: "batch", 1: "frames"}})}
+
+
 def export_onnx(out: str | os.PathLike, renderer: IMTRenderer | None = None,
-                generator: MotionGenerator | None = None) -> Path:
+                generator: MotionGenerator | None = None, audio_encoder: MelAudioEncoder | None = None) -> Path:
     """Export the networks given to ONNX graphs in folder `out`, with `manifest.json` written last.
+
+    `audio_encoder` is the log-mel front end; wav2vec2 does not export (docs/deploy.md).
 
     Returns:
         The manifest's path.
     """
-    if renderer is None and generator is None:
-        raise InputError("nothing to export: no renderer and no generator")
+    if renderer is None and generator is None and audio_encoder is None:
+        raise InputError("nothing to export: no renderer, generator or audio encoder")
+    if audio_encoder is not None and not isinstance(audio_encoder, MelAudioEncoder):
+        raise InputError(f"only the log-mel audio front end exports to ONNX, not {type(audio_encoder).__name__}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"format": MANIFEST_FORMAT, "opset": OPSET, "torch": torch.__version__, "graphs": {}}
@@ -240,6 +286,10 @@ def export_onnx(out: str | os.PathLike, renderer: IMTRenderer | None = None,
         manifest["graphs"] |= export_generator(generator, out)
         manifest["generator"] = {"config": config_to_dict(generator.config),
                                  "weights_digest": weights_digest(generator)}
+    if audio_encoder is not None:
+        manifest["graphs"] |= export_audio_encoder(audio_encoder, out)
+        manifest["audio_encoder"] = {"config": config_to_dict(audio_encoder.config),
+                                     "weights_digest": weights_digest(audio_encoder)}
     path = out / MANIFEST
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

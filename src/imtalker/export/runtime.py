@@ -5,7 +5,11 @@ answers `project` and `velocity` as `MotionGenerator` does, so the pipelines, th
 sessions and the server run them unchanged (`backend="onnxruntime"`). Tensors stay torch tensors on the CPU at the
 interface; each call runs one onnxruntime session. Sessions are safe to call from several threads at once.
 
-    renderer, generator = onnxruntime_networks(renderer, generator, folder="renderer-onnx/")   # exports if needed
+    networks = onnxruntime_networks(renderer, generator, folder="onnx/")   # exports if needed
+    networks.renderer, networks.generator
+
+`OnnxAudioEncoder` answers `MelAudioEncoder`'s call for the log-mel front end; wav2vec2 does not export and stays in
+PyTorch.
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import GeneratorConfig, RendererConfig, config_from_dict, renderer_config_from_dict
 from ..errors import InputError
+from ..models.audio import prepare_waveform
 from ..models.generator import MotionConditions, MotionGenerator
+from ..models.mel import MelAudioEncoder, MelConfig, resample_to_frames, stft_padded
 from ..models.demo_renderer import DemoSourceState
 from ..models.renderer import IMTRenderer, SourceState, check_source_batch
 from ..weights import weights_digest
@@ -211,12 +219,41 @@ class OnnxGenerator(OnnxModule):
     velocity = MotionGenerator.velocity
 
 
+class OnnxAudioEncoder(OnnxModule):
+    """The log-mel front end's exported graph with `MelAudioEncoder`'s call: (waveform, num_frames, normalize) ->
+    (B, T, feature_dim). Normalising the waveform, the STFT's padding and the resampling to the video frame rate run
+    here, in PyTorch, as they do around the encoder's network."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        manifest = self.read_manifest(folder, "audio_encoder")
+        self.config = config_from_dict(MelConfig, manifest["audio_encoder"]["config"])
+        self.graph = GraphSession(self.folder, manifest["graphs"]["audio_features"], threads)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    def __call__(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
+        waveform = prepare_waveform(waveform, num_frames, normalize)
+        features = self.graph.run(padded_waveform=stft_padded(self.config, waveform.float()))[0]  # (B, M, dim)
+        return resample_to_frames(features, num_frames)
+
+
+class OnnxNetworks(NamedTuple):
+    """What `onnxruntime_networks` returns: each network given, in onnxruntime where it exports (None where none
+    was given; a wav2vec2 audio encoder as it was)."""
+
+    renderer: OnnxRenderer | None
+    generator: OnnxGenerator | None
+    audio_encoder: OnnxAudioEncoder | nn.Module | None
+
+
 def exported_folder(renderer: IMTRenderer | None, generator: MotionGenerator | None,
-                    folder: str | os.PathLike | None = None) -> Path:
+                    folder: str | os.PathLike | None = None, audio_encoder: MelAudioEncoder | None = None) -> Path:
     """A folder of graphs exported from exactly these networks: `folder` (exported now unless its manifest already
     names these weights), or by default one per weights digest under `$IMTALKER_ONNX_CACHE` (~/.cache/imtalker/onnx)."""
-    digests = {name: weights_digest(model) for name, model in (("renderer", renderer), ("generator", generator))
-               if model is not None}
+    named = (("renderer", renderer), ("generator", generator), ("audio_encoder", audio_encoder))
+    digests = {name: weights_digest(model) for name, model in named if model is not None}
     if folder is None:
         cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "imtalker" / "onnx"
         folder = Path(cache) / "-".join(digests[name] for name in sorted(digests))
@@ -229,25 +266,26 @@ def exported_folder(renderer: IMTRenderer | None, generator: MotionGenerator | N
     if not current:
         require_onnxruntime()
         logger.warning("exporting the networks to ONNX in %s (once per set of weights)", folder)
-        export_onnx(folder, renderer, generator)
+        export_onnx(folder, renderer, generator, audio_encoder)
     return folder
 
 
-def onnxruntime_networks(renderer: IMTRenderer | OnnxRenderer, generator: MotionGenerator | OnnxGenerator | None = None,
-                         folder: str | os.PathLike | None = None, threads: int | None = None):
-    """The onnxruntime stand-ins of a renderer and a generator (None: only the renderer), from graphs exported
-    from these very weights (see `exported_folder`). A network that already runs in onnxruntime is kept as it is,
-    so pipelines can share one renderer (the web UI's two tabs, a batch worker's two pipelines).
-
-    Returns:
-        (OnnxRenderer, OnnxGenerator or None).
+def onnxruntime_networks(renderer: IMTRenderer | OnnxRenderer | None,
+                         generator: MotionGenerator | OnnxGenerator | None = None,
+                         folder: str | os.PathLike | None = None, threads: int | None = None,
+                         audio_encoder: nn.Module | None = None) -> OnnxNetworks:
+    """The onnxruntime stand-ins of the networks given, from graphs exported from these very weights (see
+    `exported_folder`). A network that already runs in onnxruntime is kept as it is, so pipelines can share one
+    renderer (the web UI's two tabs, a batch worker's two pipelines); a wav2vec2 audio encoder stays in PyTorch.
     """
-    renderer_to_export = None if isinstance(renderer, OnnxRenderer) else renderer
-    generator_to_export = None if generator is None or isinstance(generator, OnnxGenerator) else generator
-    if renderer_to_export is not None or generator_to_export is not None:
-        folder = exported_folder(renderer_to_export, generator_to_export, folder)
-    if renderer_to_export is not None:
-        renderer = OnnxRenderer(folder, threads)
-    if generator_to_export is not None:
-        generator = OnnxGenerator(folder, threads)
-    return renderer, generator
+    def to_export(network, converted: type):
+        return None if network is None or isinstance(network, converted) else network
+
+    renderer_to_export = to_export(renderer, OnnxRenderer)
+    generator_to_export = to_export(generator, OnnxGenerator)
+    audio_to_export = audio_encoder if isinstance(audio_encoder, MelAudioEncoder) else None
+    if renderer_to_export is not None or generator_to_export is not None or audio_to_export is not None:
+        folder = exported_folder(renderer_to_export, generator_to_export, folder, audio_to_export)
+    return OnnxNetworks(OnnxRenderer(folder, threads) if renderer_to_export is not None else renderer,
+                        OnnxGenerator(folder, threads) if generator_to_export is not None else generator,
+                        OnnxAudioEncoder(folder, threads) if audio_to_export is not None else audio_encoder)

@@ -184,13 +184,26 @@ class MelAudioEncoder(nn.Module):
         """
         cfg = self._config
         x = waveform.float()  # the FFT runs in fp32 whatever the module dtype (no half-precision STFT on CPU)
-        # Reflect padding needs more samples than the pad; very short clips fall back to zero padding.
-        pad_mode = "reflect" if x.shape[-1] > cfg.n_fft // 2 else "constant"
         spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                          window=self.window.float(), center=True, pad_mode=pad_mode, return_complex=True)  # (B, F, M)
+                          window=self.window.float(), center=True, pad_mode=stft_pad_mode(cfg, x.shape[-1]),
+                          return_complex=True)  # (B, F, M)
         power = spec.real.square() + spec.imag.square()  # (B, F, M); avoids abs() whose gradient is NaN at 0
+        return self.log_mel_of_power(power)
+
+    def log_mel_of_power(self, power: torch.Tensor) -> torch.Tensor:
+        """(B, n_fft // 2 + 1, M) STFT power -> (B, n_mels, M) log(mel power + 1e-6)."""
         mel = torch.matmul(self.filterbank.float(), power)  # (B, n_mels, M)
         return torch.log(mel + LOG_EPS)
+
+    def spectrogram_rate_features(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, M) log-mel -> (B, M, feature_dim) features, one per spectrogram frame (before the time
+        resampling to the video frame rate)."""
+        # Per-utterance, per-band normalisation over time removes the recording's gain and channel colouring.
+        mean = log_mel.mean(dim=-1, keepdim=True)  # (B, n_mels, 1)
+        var = log_mel.var(dim=-1, unbiased=False, keepdim=True)  # (B, n_mels, 1)
+        log_mel = (log_mel - mean) / torch.sqrt(var + MEL_NORM_EPS)  # (B, n_mels, M)
+        hidden = self.convs(log_mel.to(self.proj.weight.dtype))  # (B, hidden_dim, M)
+        return self.proj(hidden.transpose(1, 2))  # (B, M, feature_dim)
 
     def forward(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
         """Encode audio into `num_frames` feature vectors.
@@ -210,15 +223,24 @@ class MelAudioEncoder(nn.Module):
                 num_frames < 1.
         """
         waveform = prepare_waveform(waveform, num_frames, normalize)
+        features = self.spectrogram_rate_features(self.compute_log_mel(waveform))  # (B, M, feature_dim)
+        return resample_to_frames(features, num_frames)
 
-        log_mel = self.compute_log_mel(waveform)  # (B, n_mels, M)
-        # Per-utterance, per-band normalisation over time removes the recording's gain and channel colouring.
-        mean = log_mel.mean(dim=-1, keepdim=True)  # (B, n_mels, 1)
-        var = log_mel.var(dim=-1, unbiased=False, keepdim=True)  # (B, n_mels, 1)
-        log_mel = (log_mel - mean) / torch.sqrt(var + MEL_NORM_EPS)  # (B, n_mels, M)
 
-        hidden = self.convs(log_mel.to(self.proj.weight.dtype))  # (B, hidden_dim, M)
-        features = self.proj(hidden.transpose(1, 2))  # (B, M, feature_dim)
-        # Same time resampling as the wav2vec2 encoder: first and last frames map onto the first and last step.
-        features = F.interpolate(features.transpose(1, 2), size=num_frames, mode="linear", align_corners=True)
-        return features.transpose(1, 2)  # (B, T, feature_dim)
+def stft_pad_mode(config: MelConfig, num_samples: int) -> str:
+    """How the centred STFT pads a waveform of `num_samples`: reflect padding needs more samples than the pad, so
+    very short clips fall back to zero padding."""
+    return "reflect" if num_samples > config.n_fft // 2 else "constant"
+
+
+def stft_padded(config: MelConfig, waveform: torch.Tensor) -> torch.Tensor:
+    """(B, N) -> (B, N + n_fft): the waveform padded as the centred STFT pads it, n_fft // 2 on each side."""
+    pad = config.n_fft // 2
+    return F.pad(waveform[:, None], (pad, pad), mode=stft_pad_mode(config, waveform.shape[-1]))[:, 0]
+
+
+def resample_to_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, M, C) spectrogram-rate features -> (B, T, C): the same linear time resampling as the wav2vec2 encoder,
+    first and last frames onto the first and last step."""
+    features = F.interpolate(features.transpose(1, 2), size=num_frames, mode="linear", align_corners=True)
+    return features.transpose(1, 2)

@@ -137,7 +137,8 @@ class _PipelineBase:
             instructions for it (e.g. AVX2 only) float32 is kept, with a warning (`export/precision.py`).
         backend: "torch" (default) or "onnxruntime": the networks run as ONNX graphs in onnxruntime on the CPU
             (the `onnx` extra), exported from these weights into `onnx_dir` (default: a cache folder per weights
-            digest) unless that folder already holds them. Float32 only.
+            digest) unless that folder already holds them; a wav2vec2 audio encoder stays in PyTorch (the log-mel
+            one exports). Float32 only.
         onnx_dir: the exported folder for the onnxruntime backend (`imtalker export-onnx`).
         compile: `torch.compile` the renderer's per-frame work and the generator's velocity step (torch backend).
     """
@@ -145,7 +146,7 @@ class _PipelineBase:
     def __init__(self, renderer: IMTRenderer, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  face_detector_factory: Callable[[], Any] | None = None, *, backend: str = "torch",
                  onnx_dir: str | os.PathLike | None = None, compile: bool = False,
-                 generator: MotionGenerator | None = None):
+                 generator: MotionGenerator | None = None, audio_encoder: AudioEncoder | None = None):
         from ..export.compiled import compile_networks
         from ..export.precision import autocast_dtype
         from ..export.runtime import check_backend, onnxruntime_networks
@@ -156,10 +157,15 @@ class _PipelineBase:
         self.renderer = renderer.to(self.device).eval()
         if generator is not None:
             self.generator = generator.to(self.device).eval()
+        if audio_encoder is not None:
+            self.audio_encoder = audio_encoder.to(self.device).eval()
         if backend == "onnxruntime":
-            self.renderer, onnx_generator = onnxruntime_networks(self.renderer, generator, onnx_dir)
+            networks = onnxruntime_networks(self.renderer, generator, onnx_dir, audio_encoder=audio_encoder)
+            self.renderer = networks.renderer
             if generator is not None:
-                self.generator = onnx_generator
+                self.generator = networks.generator
+            if audio_encoder is not None:
+                self.audio_encoder = networks.audio_encoder
         elif compile:
             compile_networks(self.renderer, generator)
         self._face_detector_factory = face_detector_factory
@@ -273,11 +279,11 @@ class AudioDrivenPipeline(_PipelineBase):
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  face_detector_factory: Callable[[], Any] | None = None, **deployment):
         """`deployment`: backend, onnx_dir, compile (see `_PipelineBase`)."""
-        super().__init__(renderer, device, dtype, face_detector_factory, generator=generator, **deployment)
-        self.audio_encoder = audio_encoder.to(self.device).eval()
-        if audio_encoder.feature_dim != generator.config.audio_dim:
+        if audio_encoder.feature_dim != generator.config.audio_dim:  # before any export or compilation
             raise InputError(f"the audio encoder gives {audio_encoder.feature_dim}-d features but the generator "
                              f"expects {generator.config.audio_dim}")
+        super().__init__(renderer, device, dtype, face_detector_factory, generator=generator,
+                         audio_encoder=audio_encoder, **deployment)
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike, device: str | torch.device = "cpu",
