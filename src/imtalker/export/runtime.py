@@ -5,8 +5,8 @@ answers `project` and `velocity` as `MotionGenerator` does, so the pipelines, th
 sessions and the server run them unchanged (`backend="onnxruntime"`). Tensors stay torch tensors on the CPU at the
 interface; each call runs one onnxruntime session. Sessions are safe to call from several threads at once.
 
-    networks = onnxruntime_networks(renderer, generator, folder="onnx/")   # exports if needed
-    networks.renderer, networks.generator
+    renderer, generator, audio_encoder = onnxruntime_networks(renderer, generator, folder="onnx/",
+                                                              audio_encoder=audio_encoder)  # exports if needed
 
 `OnnxAudioEncoder` answers `MelAudioEncoder`'s call for the log-mel front end; wav2vec2 does not export and stays in
 PyTorch.
