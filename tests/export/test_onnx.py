@@ -25,7 +25,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from imtalker.export.graphs import OPSET, export_onnx, read_manifest, without_inference_caches  # noqa: E402
-from imtalker.export.runtime import OnnxAudioEncoder, OnnxGenerator, OnnxRenderer, onnxruntime_networks  # noqa: E402
+from imtalker.export.runtime import (OnnxGenerator, OnnxMelEncoder, OnnxRenderer, OnnxWav2Vec2Encoder,  # noqa: E402
+                                     onnx_audio_encoder, onnxruntime_networks)
 
 ATOL = 1e-4
 TINY_DEMO = DemoRendererConfig(image_size=128, feature_channels=(8, 8, 16, 16, 32),
@@ -232,6 +233,7 @@ def test_pipeline_backends_make_the_same_video_frames(weights, exported, tmp_pat
     torch_frames = np.stack(list(AudioDrivenPipeline.from_pretrained(weights).frames(portrait, audio, **options)))
     onnx_pipe = AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported)
     assert isinstance(onnx_pipe.renderer, OnnxRenderer) and isinstance(onnx_pipe.generator, OnnxGenerator)
+    assert isinstance(onnx_pipe.audio_encoder, OnnxWav2Vec2Encoder)
     onnx_frames = np.stack(list(onnx_pipe.frames(portrait, audio, **options)))
     assert onnx_frames.shape == torch_frames.shape == (25, 128, 128, 3)
     difference = np.abs(onnx_frames.astype(int) - torch_frames.astype(int))
@@ -290,8 +292,8 @@ def test_log_mel_front_end_graph_matches_pytorch(tmp_path):
     manifest = read_manifest(tmp_path)
     assert manifest["graphs"]["audio_features"]["dynamic_axes"] == {
         "padded_waveform": {"0": "batch", "1": "samples"}, "features": {"0": "batch", "1": "frames"}}
-    onnx_encoder = OnnxAudioEncoder(tmp_path)
-    assert onnx_encoder.feature_dim == encoder.feature_dim
+    onnx_encoder = onnx_audio_encoder(tmp_path)
+    assert isinstance(onnx_encoder, OnnxMelEncoder) and onnx_encoder.feature_dim == encoder.feature_dim
     rng = torch.Generator().manual_seed(0)
     for batch, samples in ((1, 100), (1, 300), (2, 8000), (1, 16000 * 3 + 17)):
         waveform = torch.randn(batch, samples, generator=rng) * torch.linspace(0.1, 1, samples)
@@ -305,12 +307,12 @@ def test_log_mel_front_end_graph_matches_pytorch(tmp_path):
         onnx_encoder(torch.full((1, 400), float("nan")), 1)
 
 
-def test_pipeline_with_the_log_mel_front_end_runs_it_in_onnxruntime(tmp_path, capsys):
+def test_pipeline_with_the_log_mel_front_end_runs_it_in_onnxruntime(tmp_path):
     weights = save_tiny_weights(tmp_path / "weights", front_end="mel")
     assert main(["export-onnx", str(weights), str(tmp_path / "onnx")]) == 0
     assert {"renderer", "generator", "audio_encoder"} <= set(read_manifest(tmp_path / "onnx"))
     pipe = AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=tmp_path / "onnx")
-    assert isinstance(pipe.audio_encoder, OnnxAudioEncoder)
+    assert isinstance(pipe.audio_encoder, OnnxMelEncoder)
     image = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     audio = write_speech(tmp_path / "speech.wav", 0.6)
     options = dict(crop=False, seed=0, nfe=3)
@@ -318,9 +320,29 @@ def test_pipeline_with_the_log_mel_front_end_runs_it_in_onnxruntime(tmp_path, ca
     torch_frames = np.stack(list(AudioDrivenPipeline.from_pretrained(weights).frames(image, audio, **options)))
     assert onnx_frames.shape == torch_frames.shape and np.abs(onnx_frames.astype(int) - torch_frames).max() <= 1
 
-    wav2vec2 = save_tiny_weights(tmp_path / "w2v")  # its audio encoder does not export: said, and left out
-    capsys.readouterr()
-    assert main(["export-onnx", str(wav2vec2), str(tmp_path / "onnx-w2v")]) == 0
-    assert "audio_encoder" not in read_manifest(tmp_path / "onnx-w2v")
-    assert main(["export-onnx", str(wav2vec2 / "audio_encoder.safetensors"), str(tmp_path / "x")]) == 2
-    assert "nothing that exports" in capsys.readouterr().err
+
+
+def test_wav2vec2_front_end_graphs_match_pytorch(tmp_path):
+    """wav2vec2 as two graphs, its convolutions and its transformer, with the published model's resampling to the
+    frame count between them, against `AudioEncoder`: clip lengths, a batch, normalised here or not."""
+    from helpers.tiny_models import WAV2VEC2
+    from imtalker.models.audio import AudioEncoder
+
+    torch.manual_seed(3)
+    encoder = AudioEncoder(WAV2VEC2).eval()
+    assert main(["export-onnx", str(save_tiny_weights(tmp_path / "weights")), str(tmp_path / "onnx")]) == 0
+    manifest = read_manifest(tmp_path / "onnx")
+    assert manifest["audio_encoder"]["front_end"] == "wav2vec2"
+    assert {"wav2vec2_conv", "wav2vec2_frames"} <= set(manifest["graphs"])
+    export_onnx(tmp_path / "alone", audio_encoder=encoder)
+    onnx_encoder = onnx_audio_encoder(tmp_path / "alone")
+    assert isinstance(onnx_encoder, OnnxWav2Vec2Encoder) and onnx_encoder.feature_dim == encoder.feature_dim
+    rng = torch.Generator().manual_seed(0)
+    for batch, samples in ((1, 700), (2, 8000), (1, 16000 * 3 + 17)):
+        waveform = torch.randn(batch, samples, generator=rng)
+        frames = -(-samples * 25 // 16000)
+        for normalize in (True, False):
+            with torch.inference_mode():
+                expected = encoder(waveform, frames, normalize=normalize)
+            torch.testing.assert_close(onnx_encoder(waveform, frames, normalize=normalize), expected, atol=ATOL,
+                                       rtol=0)

@@ -250,7 +250,7 @@ def _add_deployment(parser: argparse.ArgumentParser) -> None:
 
 EXPORT_ONNX_EXAMPLES = """\
 examples:
-  imtalker export-onnx weights/ onnx/                   # renderer, generator and a log-mel audio encoder
+  imtalker export-onnx weights/ onnx/                   # renderer, generator and audio encoder
   imtalker export-onnx weights/renderer.safetensors onnx-renderer/
   imtalker generate -i face.jpg -a speech.wav -o out.mp4 --weights weights/ --backend onnxruntime --onnx-dir onnx/
 
@@ -262,24 +262,20 @@ def _export_onnx(args: argparse.Namespace) -> None:
     from importlib.util import find_spec
 
     from ..export.graphs import export_onnx
-    from ..models.mel import MelAudioEncoder
     from ..weights import WEIGHT_FILES, describe_checkpoint, load_audio_encoder, load_generator, load_renderer
 
     if find_spec("onnx") is None:
         raise InputError('export-onnx needs onnx: pip install "imtalker[onnx]"')
     source = Path(args.weights)
     renderer = generator = audio_encoder = None
-    if source.is_dir():
+    if source.is_dir() and not (source / "config.json").is_file():  # a weights folder, not a wav2vec2 one
         names = {name: next((source / n for n in WEIGHT_FILES[name] if (source / n).exists()), None)
                  for name in ("renderer", "generator", "audio_encoder")}
         if not any(names.values()):
             raise InputError(f"{source} has no renderer, generator or audio encoder file")
         renderer = load_renderer(names["renderer"]) if names["renderer"] else None
         generator = load_generator(names["generator"]) if names["generator"] else None
-        if names["audio_encoder"] is not None and names["audio_encoder"].is_dir():  # the published wav2vec2 folder
-            print("wav2vec2 does not export to ONNX; it stays in PyTorch (docs/deploy.md)", file=sys.stderr)
-        elif names["audio_encoder"] is not None:
-            audio_encoder = load_audio_encoder(names["audio_encoder"])
+        audio_encoder = load_audio_encoder(names["audio_encoder"]) if names["audio_encoder"] else None
     elif source.exists():
         kind = describe_checkpoint(source).get("kind")
         if kind == "renderer":
@@ -293,11 +289,6 @@ def _export_onnx(args: argparse.Namespace) -> None:
                              "or audio encoder")
     else:
         raise InputError(f"weights not found: {source}")
-    if audio_encoder is not None and not isinstance(audio_encoder, MelAudioEncoder):
-        print("wav2vec2 does not export to ONNX; it stays in PyTorch (docs/deploy.md)", file=sys.stderr)
-        audio_encoder = None
-        if renderer is None and generator is None:
-            raise InputError(f"{source}: nothing that exports (the wav2vec2 audio encoder does not)")
     path = export_onnx(args.output, renderer, generator, audio_encoder)
     print(f"wrote {path.parent} ({', '.join(json.loads(path.read_text())['graphs'])})")
 
@@ -833,10 +824,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, help="output folder")
     convert.set_defaults(func=_convert)
 
-    export_onnx = sub.add_parser("export-onnx", help="renderer, generator and log-mel audio encoder -> ONNX graphs "
+    export_onnx = sub.add_parser("export-onnx", help="renderer, generator and audio encoder -> ONNX graphs "
                                                      "+ manifest.json (needs the onnx extra)",
                                  epilog=EXPORT_ONNX_EXAMPLES, formatter_class=HelpFormatter)
-    export_onnx.add_argument("weights", help="a renderer, generator or log-mel audio encoder file, or a weights "
+    export_onnx.add_argument("weights", help="a renderer, generator or audio encoder file, or a weights "
                                              "folder (e.g. the demo model's)")
     export_onnx.add_argument("output", help="output folder")
     export_onnx.set_defaults(func=_export_onnx)

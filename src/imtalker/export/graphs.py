@@ -11,6 +11,8 @@ dynamo=False)`):
 | `generator_conditions` | audio, pose, gaze, cam (B, N, dim) -> their projections (B, N, cond_dim) | B, N |
 | `generator_velocity` | t (B,), x (B, L, D), prev_x (B, P, D), ref (B, D), 4 clip + 4 context conditions -> (B, P + L, D) | B, L, P |
 | `audio_features` | padded_waveform (B, N + n_fft), the log-mel front end's input as its STFT pads it -> features (B, M, dim), one per spectrogram frame | B, N, M |
+| `wav2vec2_conv` | waveform (B, N'), padded to a multiple of the frame unit -> conv_features (B, 512, N'') | B, N', N'' |
+| `wav2vec2_frames` | frame_features (B, T, 512), the conv features resampled to T frames -> features (B, T, 768) | B, T |
 
 `top1` is the finest cross-attention's arg-max source cell per query (it picks the blocks the guided resampler
 copies), an extra output so that a runtime's attention can be checked index for index. A manifest
@@ -34,6 +36,7 @@ from torch import nn
 from ..config import config_to_dict, renderer_config_to_dict
 from ..errors import InputError
 from ..models.generator import MotionConditions, MotionGenerator
+from ..models.audio import AudioEncoder, pad_waveform, resample_conv_features
 from ..models.mel import MelAudioEncoder, stft_padded
 from ..models.renderer import NUM_COARSE_LEVELS, IMTRenderer, SourceState
 from ..weights import weights_digest
@@ -179,6 +182,28 @@ class MelFeaturesGraph(nn.Module):
         return self.encoder.spectrogram_rate_features(self.encoder.log_mel_of_power(power))
 
 
+class Wav2Vec2ConvGraph(nn.Module):
+    """wav2vec2's convolutional feature extractor (`AudioEncoder.conv_features`)."""
+
+    def __init__(self, encoder: AudioEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.encoder.conv_features(waveform)
+
+
+class Wav2Vec2FramesGraph(nn.Module):
+    """wav2vec2's feature projection and transformer over the frame-rate features (`AudioEncoder.encode_frames`)."""
+
+    def __init__(self, encoder: AudioEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_frames(frame_features)
+
+
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
                  dynamic: dict[str, dict[int, str]]) -> dict:
     """Trace `module` on `args` into `path`; returns the graph's manifest entry."""
@@ -252,29 +277,47 @@ def export_generator(generator: MotionGenerator, out: Path) -> dict:
     return graphs
 
 
-def export_audio_encoder(encoder: MelAudioEncoder, out: Path) -> dict:
-    """The log-mel front end as one graph in `out`; its manifest entry."""
+def export_audio_encoder(encoder: MelAudioEncoder | AudioEncoder, out: Path) -> dict:
+    """The audio front end in `out`: the log-mel one as one graph, wav2vec2 as two (its convolutions, then its
+    projection and transformer; the published model resamples in time between them, to a frame count the caller
+    gives, which stays outside the graphs). Their manifest entries."""
     encoder = copy.deepcopy(encoder).float().eval()
     waveform = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))  # 1 s
-    return {"audio_features": export_graph(
-        MelFeaturesGraph(encoder), (stft_padded(encoder.config, waveform),), out / "audio_features.onnx",
-        ["padded_waveform"], ["features"],
-        {"padded_waveform": {0: "batch", 1: "samples"}, "features": {0: "batch", 1: "frames"}})}
+    if isinstance(encoder, MelAudioEncoder):
+        return {"audio_features": export_graph(
+            MelFeaturesGraph(encoder), (stft_padded(encoder.config, waveform),), out / "audio_features.onnx",
+            ["padded_waveform"], ["features"],
+            {"padded_waveform": {0: "batch", 1: "samples"}, "features": {0: "batch", 1: "frames"}})}
+    frames = 25
+    padded = pad_waveform(waveform, frames)
+    graphs = {"wav2vec2_conv": export_graph(
+        Wav2Vec2ConvGraph(encoder), (padded,), out / "wav2vec2_conv.onnx", ["waveform"], ["conv_features"],
+        {"waveform": {0: "batch", 1: "samples"}, "conv_features": {0: "batch", 2: "steps"}})}
+    with torch.no_grad():
+        frame_features = resample_conv_features(encoder.conv_features(padded), frames)
+    graphs["wav2vec2_frames"] = export_graph(
+        Wav2Vec2FramesGraph(encoder), (frame_features,), out / "wav2vec2_frames.onnx", ["frame_features"],
+        ["features"], {"frame_features": {0: "batch", 1: "frames"}, "features": {0: "batch", 1: "frames"}})
+    return graphs
+
+
+def audio_encoder_entry(encoder: MelAudioEncoder | AudioEncoder) -> dict:
+    """The manifest's record of an audio front end: which one, its config, its weights' digest."""
+    if isinstance(encoder, MelAudioEncoder):
+        return {"front_end": "mel", "config": config_to_dict(encoder.config), "weights_digest": weights_digest(encoder)}
+    return {"front_end": "wav2vec2", "config": encoder.config.to_dict(), "weights_digest": weights_digest(encoder)}
 
 
 def export_onnx(out: str | os.PathLike, renderer: IMTRenderer | None = None,
-                generator: MotionGenerator | None = None, audio_encoder: MelAudioEncoder | None = None) -> Path:
+                generator: MotionGenerator | None = None,
+                audio_encoder: MelAudioEncoder | AudioEncoder | None = None) -> Path:
     """Export the networks given to ONNX graphs in folder `out`, with `manifest.json` written last.
-
-    `audio_encoder` is the log-mel front end; wav2vec2 does not export (docs/deploy.md).
 
     Returns:
         The manifest's path.
     """
     if renderer is None and generator is None and audio_encoder is None:
         raise InputError("nothing to export: no renderer, generator or audio encoder")
-    if audio_encoder is not None and not isinstance(audio_encoder, MelAudioEncoder):
-        raise InputError(f"only the log-mel audio front end exports to ONNX, not {type(audio_encoder).__name__}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"format": MANIFEST_FORMAT, "opset": OPSET, "torch": torch.__version__, "graphs": {}}
@@ -288,8 +331,7 @@ def export_onnx(out: str | os.PathLike, renderer: IMTRenderer | None = None,
                                  "weights_digest": weights_digest(generator)}
     if audio_encoder is not None:
         manifest["graphs"] |= export_audio_encoder(audio_encoder, out)
-        manifest["audio_encoder"] = {"config": config_to_dict(audio_encoder.config),
-                                     "weights_digest": weights_digest(audio_encoder)}
+        manifest["audio_encoder"] = audio_encoder_entry(audio_encoder)
     path = out / MANIFEST
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -8,8 +8,7 @@ interface; each call runs one onnxruntime session. Sessions are safe to call fro
     renderer, generator, audio_encoder = onnxruntime_networks(renderer, generator, folder="onnx/",
                                                               audio_encoder=audio_encoder)  # exports if needed
 
-`OnnxAudioEncoder` answers `MelAudioEncoder`'s call for the log-mel front end; wav2vec2 does not export and stays in
-PyTorch.
+`OnnxMelEncoder` and `OnnxWav2Vec2Encoder` answer the audio encoders' call (`MelAudioEncoder`, `AudioEncoder`).
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ from torch import nn
 
 from ..config import GeneratorConfig, RendererConfig, config_from_dict, renderer_config_from_dict
 from ..errors import InputError
-from ..models.audio import prepare_waveform
+from ..models.audio import pad_waveform, prepare_waveform, resample_conv_features
 from ..models.generator import MotionConditions, MotionGenerator
-from ..models.mel import MelAudioEncoder, MelConfig, resample_to_frames, stft_padded
+from ..models.mel import MelConfig, resample_to_frames, stft_padded
 from ..models.demo_renderer import DemoSourceState
 from ..models.renderer import IMTRenderer, SourceState, check_source_batch
 from ..weights import weights_digest
@@ -220,18 +219,27 @@ class OnnxGenerator(OnnxModule):
 
 
 class OnnxAudioEncoder(OnnxModule):
-    """The log-mel front end's exported graph with `MelAudioEncoder`'s call: (waveform, num_frames, normalize) ->
-    (B, T, feature_dim). Normalising the waveform, the STFT's padding and the resampling to the video frame rate run
-    here, in PyTorch, as they do around the encoder's network."""
+    """An audio front end's exported graphs with the encoders' call: (waveform, num_frames, normalize) ->
+    (B, T, feature_dim). Normalising the waveform, padding it and resampling to the video frame rate run around the
+    graphs, in PyTorch, as they run around the networks (`onnx_audio_encoder` picks the front end's class)."""
+
+    feature_dim: int
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
         manifest = self.read_manifest(folder, "audio_encoder")
-        self.config = config_from_dict(MelConfig, manifest["audio_encoder"]["config"])
-        self.graph = GraphSession(self.folder, manifest["graphs"]["audio_features"], threads)
+        self.load(manifest["audio_encoder"]["config"], manifest["graphs"], threads)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.config.feature_dim
+    def load(self, config: dict, graphs: dict, threads: int | None) -> None:
+        raise NotImplementedError
+
+
+class OnnxMelEncoder(OnnxAudioEncoder):
+    """The log-mel front end (`MelAudioEncoder`): one graph from the padded waveform to spectrogram-rate features."""
+
+    def load(self, config: dict, graphs: dict, threads: int | None) -> None:
+        self.config = config_from_dict(MelConfig, config)
+        self.feature_dim = self.config.feature_dim
+        self.graph = GraphSession(self.folder, graphs["audio_features"], threads)
 
     def __call__(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
         waveform = prepare_waveform(waveform, num_frames, normalize)
@@ -239,17 +247,44 @@ class OnnxAudioEncoder(OnnxModule):
         return resample_to_frames(features, num_frames)
 
 
+class OnnxWav2Vec2Encoder(OnnxAudioEncoder):
+    """The wav2vec2 front end (`AudioEncoder`): its convolutions, the resampling to the frame count, its transformer."""
+
+    def load(self, config: dict, graphs: dict, threads: int | None) -> None:
+        from transformers import Wav2Vec2Config
+
+        self.config = Wav2Vec2Config.from_dict(config)
+        self.feature_dim = self.config.hidden_size
+        self.conv_graph = GraphSession(self.folder, graphs["wav2vec2_conv"], threads)
+        self.frames_graph = GraphSession(self.folder, graphs["wav2vec2_frames"], threads)
+
+    def __call__(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
+        waveform = pad_waveform(prepare_waveform(waveform, num_frames, normalize).float(), num_frames)
+        conv_features = self.conv_graph.run(waveform=waveform)[0]  # (B, C, N'')
+        return self.frames_graph.run(frame_features=resample_conv_features(conv_features, num_frames))[0]
+
+
+AUDIO_FRONT_ENDS = {"mel": OnnxMelEncoder, "wav2vec2": OnnxWav2Vec2Encoder}  # by the manifest's `front_end`
+
+
+def onnx_audio_encoder(folder: str | os.PathLike, threads: int | None = None) -> OnnxAudioEncoder:
+    """The exported audio front end of `folder`, in the class of its kind."""
+    front_end = read_manifest(Path(folder)).get("audio_encoder", {}).get("front_end")
+    if front_end not in AUDIO_FRONT_ENDS:
+        raise InputError(f"{folder} holds no audio encoder graphs")
+    return AUDIO_FRONT_ENDS[front_end](folder, threads)
+
+
 class OnnxNetworks(NamedTuple):
-    """What `onnxruntime_networks` returns: each network given, in onnxruntime where it exports (None where none
-    was given; a wav2vec2 audio encoder as it was)."""
+    """What `onnxruntime_networks` returns: each network given, in onnxruntime (None where none was given)."""
 
     renderer: OnnxRenderer | None
     generator: OnnxGenerator | None
-    audio_encoder: OnnxAudioEncoder | nn.Module | None
+    audio_encoder: OnnxAudioEncoder | None
 
 
 def exported_folder(renderer: IMTRenderer | None, generator: MotionGenerator | None,
-                    folder: str | os.PathLike | None = None, audio_encoder: MelAudioEncoder | None = None) -> Path:
+                    folder: str | os.PathLike | None = None, audio_encoder: nn.Module | None = None) -> Path:
     """A folder of graphs exported from exactly these networks: `folder` (exported now unless its manifest already
     names these weights), or by default one per weights digest under `$IMTALKER_ONNX_CACHE` (~/.cache/imtalker/onnx)."""
     named = (("renderer", renderer), ("generator", generator), ("audio_encoder", audio_encoder))
@@ -276,16 +311,16 @@ def onnxruntime_networks(renderer: IMTRenderer | OnnxRenderer | None,
                          audio_encoder: nn.Module | None = None) -> OnnxNetworks:
     """The onnxruntime stand-ins of the networks given, from graphs exported from these very weights (see
     `exported_folder`). A network that already runs in onnxruntime is kept as it is, so pipelines can share one
-    renderer (the web UI's two tabs, a batch worker's two pipelines); a wav2vec2 audio encoder stays in PyTorch.
+    renderer (the web UI's two tabs, a batch worker's two pipelines).
     """
     def to_export(network, converted: type):
         return None if network is None or isinstance(network, converted) else network
 
     renderer_to_export = to_export(renderer, OnnxRenderer)
     generator_to_export = to_export(generator, OnnxGenerator)
-    audio_to_export = audio_encoder if isinstance(audio_encoder, MelAudioEncoder) else None
+    audio_to_export = to_export(audio_encoder, OnnxAudioEncoder)
     if renderer_to_export is not None or generator_to_export is not None or audio_to_export is not None:
         folder = exported_folder(renderer_to_export, generator_to_export, folder, audio_to_export)
     return OnnxNetworks(OnnxRenderer(folder, threads) if renderer_to_export is not None else renderer,
                         OnnxGenerator(folder, threads) if generator_to_export is not None else generator,
-                        OnnxAudioEncoder(folder, threads) if audio_to_export is not None else audio_encoder)
+                        onnx_audio_encoder(folder, threads) if audio_to_export is not None else audio_encoder)

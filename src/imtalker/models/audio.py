@@ -166,16 +166,27 @@ class AudioEncoder(nn.Module):
         """
         waveform = prepare_waveform(waveform, num_frames, normalize)
         waveform = pad_waveform(waveform, num_frames)  # (B, N')
-        waveform = waveform.to(next(self.wav2vec2.parameters()).dtype)
+        features = self.conv_features(waveform.to(next(self.wav2vec2.parameters()).dtype))  # (B, C, N'')
+        return self.encode_frames(resample_conv_features(features, num_frames))
 
+    def conv_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, N') padded waveform -> (B, C, N'') output of the convolutional feature extractor."""
+        return self.wav2vec2.feature_extractor(waveform)
+
+    def encode_frames(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) conv features resampled to the frame rate -> (B, T, H): feature projection and transformer."""
         model = self.wav2vec2
-        features = model.feature_extractor(waveform)  # (B, C, N'')
-        features = F.interpolate(features, size=num_frames, mode="linear", align_corners=True)  # (B, C, T)
-        hidden, _ = model.feature_projection(features.transpose(1, 2))  # (B, T, H)
+        hidden, _ = model.feature_projection(frame_features)  # (B, T, H)
         hidden = model.encoder(hidden).last_hidden_state  # (B, T, H)
         if model.adapter is not None:
             hidden = model.adapter(hidden)
         return hidden
+
+
+def resample_conv_features(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, C, N'') -> (B, T, C): the published model's linear resampling in time, between wav2vec2's convolutions and
+    its transformer, first and last steps onto the first and last frames."""
+    return F.interpolate(features, size=num_frames, mode="linear", align_corners=True).transpose(1, 2)
 
 
 def _check_waveform(waveform: torch.Tensor) -> torch.Tensor:

@@ -137,8 +137,7 @@ class _PipelineBase:
             instructions for it (e.g. AVX2 only) float32 is kept, with a warning (`export/precision.py`).
         backend: "torch" (default) or "onnxruntime": the networks run as ONNX graphs in onnxruntime on the CPU
             (the `onnx` extra), exported from these weights into `onnx_dir` (default: a cache folder per weights
-            digest) unless that folder already holds them; a wav2vec2 audio encoder stays in PyTorch (the log-mel
-            one exports). Float32 only.
+            digest) unless that folder already holds them. Float32 only.
         onnx_dir: the exported folder for the onnxruntime backend (`imtalker export-onnx`).
         compile: `torch.compile` the renderer's per-frame work and the generator's velocity step (torch backend).
     """
