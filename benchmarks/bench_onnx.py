@@ -49,16 +49,20 @@ def networks(model: str, quick: bool, with_audio: bool = False):
     torch.manual_seed(0)
     from imtalker.config import GeneratorConfig
 
+    audio = wav2vec2(quick) if with_audio else None
+    if quick:
+        return (IMTRenderer(TINY).eval(), MotionGenerator(GeneratorConfig(hidden_dim=64, depth=2, num_heads=4)).eval(),
+                audio)
+    return IMTRenderer(RendererConfig()).eval(), MotionGenerator(GeneratorConfig()).eval(), audio
+
+
+def wav2vec2(quick: bool):
+    """wav2vec2-base with random weights (a tiny one for --quick)."""
     from transformers import Wav2Vec2Config
 
     from imtalker.models.audio import AudioEncoder
 
-    if quick:
-        audio = AudioEncoder(Wav2Vec2Config(**TINY_WAV2VEC2)).eval() if with_audio else None
-        return (IMTRenderer(TINY).eval(), MotionGenerator(GeneratorConfig(hidden_dim=64, depth=2, num_heads=4)).eval(),
-                audio)
-    audio = AudioEncoder().eval() if with_audio else None  # wav2vec2-base, random weights
-    return IMTRenderer(RendererConfig()).eval(), MotionGenerator(GeneratorConfig()).eval(), audio
+    return AudioEncoder(Wav2Vec2Config(**TINY_WAV2VEC2) if quick else Wav2Vec2Config()).eval()
 
 
 def child(model: str, backend: str, mode: str, batch: int, repeats: int, quick: bool, folder: str) -> dict:
