@@ -441,15 +441,17 @@ def _batch_deployment(args: argparse.Namespace, weights: Path, audio: bool) -> d
     import torch
 
     from ..export.runtime import check_backend, exported_folder, require_onnxruntime
-    from ..weights import find_weights, load_generator, load_renderer
+    from ..weights import find_weights, load_audio_encoder, load_generator, load_renderer
 
     deployment = _deployment(args)
     check_backend(args.backend, torch.device(args.device), _dtype(args), args.compile)
     if args.backend == "onnxruntime":
         require_onnxruntime()
-        paths = find_weights(weights, need=("renderer",) + (("generator",) if audio else ()))
+        paths = find_weights(weights, need=("renderer",) + (("generator", "audio_encoder") if audio else ()))
         generator = load_generator(paths["generator"]) if audio else None
-        deployment["onnx_dir"] = str(exported_folder(load_renderer(paths["renderer"]), generator, args.onnx_dir))
+        audio_encoder = load_audio_encoder(paths["audio_encoder"]) if audio else None
+        deployment["onnx_dir"] = str(exported_folder(load_renderer(paths["renderer"]), generator, args.onnx_dir,
+                                                     audio_encoder))
     return deployment
 
 
