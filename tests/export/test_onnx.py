@@ -283,6 +283,19 @@ def test_live_session_backends_make_the_same_frames(weights, exported):
     assert np.abs(onnx_frames.astype(int) - torch_frames.astype(int)).max() <= 1
 
 
+def check_audio_encoder_parity(encoder, onnx_encoder, cases) -> None:
+    """Features of (batch, samples) clips of a voice-like ramp of noise, normalised by the encoder or not, at 1e-4."""
+    rng = torch.Generator().manual_seed(0)
+    for batch, samples in cases:
+        waveform = torch.randn(batch, samples, generator=rng) * torch.linspace(0.1, 1, samples)
+        frames = -(-samples * 25 // 16000)
+        for normalize in (True, False):
+            with torch.inference_mode():
+                expected = encoder(waveform, frames, normalize=normalize)
+            torch.testing.assert_close(onnx_encoder(waveform, frames, normalize=normalize), expected, atol=ATOL,
+                                       rtol=0)
+
+
 def test_log_mel_front_end_graph_matches_pytorch(tmp_path):
     """The STFT as a convolution over DFT kernels, in onnxruntime, against torch.stft's features: every clip length
     (reflect or zero padding, one to many spectrogram frames), a batch, normalised here or not."""
@@ -294,15 +307,7 @@ def test_log_mel_front_end_graph_matches_pytorch(tmp_path):
         "padded_waveform": {"0": "batch", "1": "samples"}, "features": {"0": "batch", "1": "frames"}}
     onnx_encoder = onnx_audio_encoder(tmp_path)
     assert isinstance(onnx_encoder, OnnxMelEncoder) and onnx_encoder.feature_dim == encoder.feature_dim
-    rng = torch.Generator().manual_seed(0)
-    for batch, samples in ((1, 100), (1, 300), (2, 8000), (1, 16000 * 3 + 17)):
-        waveform = torch.randn(batch, samples, generator=rng) * torch.linspace(0.1, 1, samples)
-        frames = -(-samples * 25 // 16000)
-        for normalize in (True, False):
-            with torch.inference_mode():
-                expected = encoder(waveform, frames, normalize=normalize)
-            torch.testing.assert_close(onnx_encoder(waveform, frames, normalize=normalize), expected, atol=ATOL,
-                                       rtol=0)
+    check_audio_encoder_parity(encoder, onnx_encoder, ((1, 100), (1, 300), (2, 8000), (1, 16000 * 3 + 17)))
     with pytest.raises(ValueError, match="finite"):  # the same input checks as the PyTorch encoder
         onnx_encoder(torch.full((1, 400), float("nan")), 1)
 
@@ -337,12 +342,4 @@ def test_wav2vec2_front_end_graphs_match_pytorch(tmp_path):
     export_onnx(tmp_path / "alone", audio_encoder=encoder)
     onnx_encoder = onnx_audio_encoder(tmp_path / "alone")
     assert isinstance(onnx_encoder, OnnxWav2Vec2Encoder) and onnx_encoder.feature_dim == encoder.feature_dim
-    rng = torch.Generator().manual_seed(0)
-    for batch, samples in ((1, 700), (2, 8000), (1, 16000 * 3 + 17)):
-        waveform = torch.randn(batch, samples, generator=rng)
-        frames = -(-samples * 25 // 16000)
-        for normalize in (True, False):
-            with torch.inference_mode():
-                expected = encoder(waveform, frames, normalize=normalize)
-            torch.testing.assert_close(onnx_encoder(waveform, frames, normalize=normalize), expected, atol=ATOL,
-                                       rtol=0)
+    check_audio_encoder_parity(encoder, onnx_encoder, ((1, 700), (2, 8000), (1, 16000 * 3 + 17)))
