@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from common import header, write_or_print
+from common import TINY_RENDERER, header, write_or_print
 from imtalker.config import GeneratorConfig, RendererConfig
 from imtalker.export.compiled import compile_networks
 from imtalker.models.generator import MotionGenerator
@@ -34,8 +34,6 @@ from imtalker.sampling import SamplingOptions, sample_motion
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 BATCHES = (1, 8, 16)
 # --quick: networks small enough for a CPU, so that the script is checked where no GPU is
-TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(16, 16, 32, 32, 64, 64),
-                               motion_channels=(16, 32, 32, 64, 64, 64), adapt_dim=64)
 TINY_GENERATOR = GeneratorConfig(hidden_dim=64, depth=2, num_heads=4)
 
 

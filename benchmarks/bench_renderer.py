@@ -28,14 +28,11 @@ from pathlib import Path
 
 import torch
 
-from common import (NO_BF16_ROWS, cpu_autocast, cpu_flags, cpu_kind, header, kind_section, load_note, median_seconds,
-                    native_bf16, peak_rss_mb, run_child, write_section)
+from common import (NO_BF16_ROWS, TINY_RENDERER, cpu_autocast, cpu_flags, cpu_kind, header, kind_section, load_note,
+                    median_seconds, native_bf16, peak_rss_mb, run_child, write_section)
 from imtalker.config import RendererConfig
 from imtalker.models.renderer import IMTRenderer
 from imtalker.weights import bundled_demo_model, load_renderer
-
-TINY = RendererConfig(image_size=128, feature_channels=(16, 16, 32, 32, 64, 64),
-                      motion_channels=(16, 32, 32, 64, 64, 64), adapt_dim=64)
 
 
 def build(config: RendererConfig) -> IMTRenderer:
@@ -48,7 +45,7 @@ def child(mode: str, batch: int, dtype_name: str, repeats: int, quick: bool) -> 
         model = load_renderer(bundled_demo_model() / "renderer.safetensors")
         mode = "audio"
     else:
-        model = build(TINY if quick else RendererConfig())
+        model = build(TINY_RENDERER if quick else RendererConfig())
     config = model.config
     size = config.image_size
     generator = torch.Generator().manual_seed(1)
@@ -129,7 +126,7 @@ def main() -> None:
     error = run_child(script, ["bf16-error", "2", "fp32"] + extra) if with_bf16 else {}
     print(json.dumps(error))
 
-    size = TINY.image_size if args.quick else 512
+    size = TINY_RENDERER.image_size if args.quick else 512
     body = header(f"Renderer, {size} px, CPU ({cpu_kind()})",
                   "python benchmarks/bench_renderer.py" + (" --quick" if args.quick else ""))
     body += (f"\nSeconds per frame are the median of {args.repeats} timed runs after one warm-up; peak RSS is the "

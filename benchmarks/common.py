@@ -17,10 +17,14 @@ from typing import Callable
 
 import torch
 
+from imtalker.config import RendererConfig
 from imtalker.export.precision import autocast_dtype, x86_cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# the --quick runs' renderer: small enough for a CPU, every stage of the published one
+TINY_RENDERER = RendererConfig(image_size=128, feature_channels=(16, 16, 32, 32, 64, 64),
+                               motion_channels=(16, 32, 32, 64, 64, 64), adapt_dim=64)
 
 
 def peak_rss_mb() -> float:

@@ -36,7 +36,7 @@ from torch import nn
 from ..config import config_to_dict, renderer_config_to_dict
 from ..errors import InputError
 from ..models.generator import MotionConditions, MotionGenerator
-from ..models.audio import AudioEncoder, pad_waveform, resample_conv_features
+from ..models.audio import AudioEncoder, pad_waveform, resample_to_frames
 from ..models.mel import MelAudioEncoder, stft_padded
 from ..models.renderer import NUM_COARSE_LEVELS, IMTRenderer, SourceState
 from ..weights import weights_digest
@@ -182,26 +182,17 @@ class MelFeaturesGraph(nn.Module):
         return self.encoder.spectrogram_rate_features(self.encoder.log_mel_of_power(power))
 
 
-class Wav2Vec2ConvGraph(nn.Module):
-    """wav2vec2's convolutional feature extractor (`AudioEncoder.conv_features`)."""
+class Wav2Vec2StepGraph(nn.Module):
+    """One step of wav2vec2 as a graph: `AudioEncoder.conv_features` (its convolutions) or `encode_frames` (its
+    projection and transformer over the frame-rate features)."""
 
-    def __init__(self, encoder: AudioEncoder):
+    def __init__(self, encoder: AudioEncoder, step: str):
         super().__init__()
         self.encoder = encoder
+        self.step = step
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.encoder.conv_features(waveform)
-
-
-class Wav2Vec2FramesGraph(nn.Module):
-    """wav2vec2's feature projection and transformer over the frame-rate features (`AudioEncoder.encode_frames`)."""
-
-    def __init__(self, encoder: AudioEncoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode_frames(frame_features)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.encoder, self.step)(x)
 
 
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -291,21 +282,24 @@ def export_audio_encoder(encoder: MelAudioEncoder | AudioEncoder, out: Path) -> 
     frames = 25
     padded = pad_waveform(waveform, frames)
     graphs = {"wav2vec2_conv": export_graph(
-        Wav2Vec2ConvGraph(encoder), (padded,), out / "wav2vec2_conv.onnx", ["waveform"], ["conv_features"],
+        Wav2Vec2StepGraph(encoder, "conv_features"), (padded,), out / "wav2vec2_conv.onnx", ["waveform"],
+        ["conv_features"],
         {"waveform": {0: "batch", 1: "samples"}, "conv_features": {0: "batch", 2: "steps"}})}
     with torch.no_grad():
-        frame_features = resample_conv_features(encoder.conv_features(padded), frames)
+        frame_features = resample_to_frames(encoder.conv_features(padded), frames)
     graphs["wav2vec2_frames"] = export_graph(
-        Wav2Vec2FramesGraph(encoder), (frame_features,), out / "wav2vec2_frames.onnx", ["frame_features"],
-        ["features"], {"frame_features": {0: "batch", 1: "frames"}, "features": {0: "batch", 1: "frames"}})
+        Wav2Vec2StepGraph(encoder, "encode_frames"), (frame_features,), out / "wav2vec2_frames.onnx",
+        ["frame_features"], ["features"],
+        {"frame_features": {0: "batch", 1: "frames"}, "features": {0: "batch", 1: "frames"}})
     return graphs
 
 
 def audio_encoder_entry(encoder: MelAudioEncoder | AudioEncoder) -> dict:
     """The manifest's record of an audio front end: which one, its config, its weights' digest."""
-    if isinstance(encoder, MelAudioEncoder):
-        return {"front_end": "mel", "config": config_to_dict(encoder.config), "weights_digest": weights_digest(encoder)}
-    return {"front_end": "wav2vec2", "config": encoder.config.to_dict(), "weights_digest": weights_digest(encoder)}
+    mel = isinstance(encoder, MelAudioEncoder)
+    return {"front_end": "mel" if mel else "wav2vec2",
+            "config": config_to_dict(encoder.config) if mel else encoder.config.to_dict(),
+            "weights_digest": weights_digest(encoder)}
 
 
 def export_onnx(out: str | os.PathLike, renderer: IMTRenderer | None = None,

@@ -24,9 +24,9 @@ from torch import nn
 
 from ..config import GeneratorConfig, RendererConfig, config_from_dict, renderer_config_from_dict
 from ..errors import InputError
-from ..models.audio import pad_waveform, prepare_waveform, resample_conv_features
+from ..models.audio import pad_waveform, prepare_waveform, resample_to_frames
 from ..models.generator import MotionConditions, MotionGenerator
-from ..models.mel import MelConfig, resample_to_frames, stft_padded
+from ..models.mel import MelConfig, stft_padded
 from ..models.demo_renderer import DemoSourceState
 from ..models.renderer import IMTRenderer, SourceState, check_source_batch
 from ..weights import weights_digest
@@ -244,7 +244,7 @@ class OnnxMelEncoder(OnnxAudioEncoder):
     def __call__(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
         waveform = prepare_waveform(waveform, num_frames, normalize)
         features = self.graph.run(padded_waveform=stft_padded(self.config, waveform.float()))[0]  # (B, M, dim)
-        return resample_to_frames(features, num_frames)
+        return resample_to_frames(features.transpose(1, 2), num_frames)
 
 
 class OnnxWav2Vec2Encoder(OnnxAudioEncoder):
@@ -261,7 +261,7 @@ class OnnxWav2Vec2Encoder(OnnxAudioEncoder):
     def __call__(self, waveform: torch.Tensor, num_frames: int, normalize: bool = True) -> torch.Tensor:
         waveform = pad_waveform(prepare_waveform(waveform, num_frames, normalize).float(), num_frames)
         conv_features = self.conv_graph.run(waveform=waveform)[0]  # (B, C, N'')
-        return self.frames_graph.run(frame_features=resample_conv_features(conv_features, num_frames))[0]
+        return self.frames_graph.run(frame_features=resample_to_frames(conv_features, num_frames))[0]
 
 
 AUDIO_FRONT_ENDS = {"mel": OnnxMelEncoder, "wav2vec2": OnnxWav2Vec2Encoder}  # by the manifest's `front_end`

@@ -167,7 +167,7 @@ class AudioEncoder(nn.Module):
         waveform = prepare_waveform(waveform, num_frames, normalize)
         waveform = pad_waveform(waveform, num_frames)  # (B, N')
         features = self.conv_features(waveform.to(next(self.wav2vec2.parameters()).dtype))  # (B, C, N'')
-        return self.encode_frames(resample_conv_features(features, num_frames))
+        return self.encode_frames(resample_to_frames(features, num_frames))
 
     def conv_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, N') padded waveform -> (B, C, N'') output of the convolutional feature extractor."""
@@ -183,9 +183,10 @@ class AudioEncoder(nn.Module):
         return hidden
 
 
-def resample_conv_features(features: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """(B, C, N'') -> (B, T, C): the published model's linear resampling in time, between wav2vec2's convolutions and
-    its transformer, first and last steps onto the first and last frames."""
+def resample_to_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, C, N) -> (B, T, C): the published model's linear resampling in time to one step per video frame, first
+    and last steps onto the first and last frames (wav2vec2 between its convolutions and its transformer; the log-mel
+    front end at its output)."""
     return F.interpolate(features, size=num_frames, mode="linear", align_corners=True).transpose(1, 2)
 
 

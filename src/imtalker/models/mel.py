@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imtalker.models.audio import prepare_waveform
+from imtalker.models.audio import prepare_waveform, resample_to_frames
 
 LOG_EPS = 1e-6  # floor inside the log, so silence gives a finite value
 MEL_NORM_EPS = 1e-5  # variance floor of the per-utterance log-mel normalisation (a constant input has zero variance)
@@ -224,7 +224,7 @@ class MelAudioEncoder(nn.Module):
         """
         waveform = prepare_waveform(waveform, num_frames, normalize)
         features = self.spectrogram_rate_features(self.compute_log_mel(waveform))  # (B, M, feature_dim)
-        return resample_to_frames(features, num_frames)
+        return resample_to_frames(features.transpose(1, 2), num_frames)
 
 
 def stft_pad_mode(config: MelConfig, num_samples: int) -> str:
@@ -238,9 +238,3 @@ def stft_padded(config: MelConfig, waveform: torch.Tensor) -> torch.Tensor:
     pad = config.n_fft // 2
     return F.pad(waveform[:, None], (pad, pad), mode=stft_pad_mode(config, waveform.shape[-1]))[:, 0]
 
-
-def resample_to_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """(B, M, C) spectrogram-rate features -> (B, T, C): the same linear time resampling as the wav2vec2 encoder,
-    first and last frames onto the first and last step."""
-    features = F.interpolate(features.transpose(1, 2), size=num_frames, mode="linear", align_corners=True)
-    return features.transpose(1, 2)
