@@ -261,6 +261,39 @@ def test_cli_export_onnx_and_generate_with_the_backend(weights, exported, tmp_pa
     assert "float32" in capsys.readouterr().err
 
 
+def test_graphs_run_on_the_calling_threads_thread_count(tiny):
+    """A live session's render workers compute on one thread each: their onnxruntime runs go through a one-thread
+    session, while a thread with torch's full count keeps its own; frames alike either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    def one_thread():  # as the render pool's workers limit themselves
+        torch.get_num_threads()
+        threadpool_limits(1, user_api="openmp")
+
+    threads = torch.get_num_threads()  # the suite's workers run on one thread: two here, so the counts differ
+    torch.set_num_threads(2)
+    try:
+        _, _, folder = tiny
+        onnx_renderer = OnnxRenderer(folder)
+        source = onnx_renderer.encode_source(torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(5)))
+        rng = torch.Generator().manual_seed(6)
+        motion = source.motion + 0.3 * torch.randn(2, source.motion.shape[1], generator=rng)
+        frames = onnx_renderer.render(source, motion)
+        assert onnx_renderer.frames_graph.thread_counts == [2]
+        with ThreadPoolExecutor(1, initializer=one_thread) as worker:
+            worker_frames = worker.submit(onnx_renderer.render, source, motion).result()
+        assert 1 in onnx_renderer.frames_graph.thread_counts
+        torch.testing.assert_close(worker_frames, frames, atol=ATOL, rtol=0)
+        fixed = OnnxRenderer(folder, threads=2)  # a thread count given is kept whatever the caller's
+        with ThreadPoolExecutor(1, initializer=one_thread) as worker:
+            worker.submit(fixed.render, source, motion).result()
+        assert fixed.frames_graph.thread_counts == [2]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_live_session_backends_make_the_same_frames(weights, exported):
     """An always-on live session (idle frames, then speech in pieces) on either backend."""
     from helpers.server import FAST, drawn_portrait, voice

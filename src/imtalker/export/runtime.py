@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -73,7 +74,14 @@ def require_onnxruntime():
 
 
 class GraphSession:
-    """One exported graph in an onnxruntime session: torch tensors in (by input name), torch tensors out."""
+    """One exported graph in onnxruntime: torch tensors in (by input name), torch tensors out.
+
+    Without a fixed `threads`, a run computes on as many threads as torch would in the calling thread
+    (`torch.get_num_threads()`, which a live session's single-threaded render workers and its sampling thread beside
+    them limit to one), through one onnxruntime session per thread count, made on first use. A single session of
+    two intra-op threads called by two render workers at once made its threads contend with each other and with
+    the sampling: a live stream of the demo model drew 43-72% of its frames instead of all (docs/deploy.md).
+    """
 
     def __init__(self, folder: Path, entry: dict, threads: int | None = None, keep_memory: bool = True,
                  plan_memory: bool = True):
@@ -81,18 +89,39 @@ class GraphSession:
         their largest intermediates go back to the system after each run. `plan_memory`: onnxruntime's memory
         pattern, one block planned for all of a run's intermediates; the renderer's graphs peak lower without it
         (2.0 GB instead of 2.6 at 512 px, 455 MB instead of 600 at 128 px), equally fast."""
-        ort = require_onnxruntime()
-        options = ort.SessionOptions()
-        options.enable_cpu_mem_arena = keep_memory
-        options.enable_mem_pattern = plan_memory
-        # torch's thread count unless told: a process that shares out its cores (batch workers) sets that one
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.path = folder / entry["file"]
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
-        self.session = ort.InferenceSession(str(folder / entry["file"]), options, providers=["CPUExecutionProvider"])
+        self.threads, self.keep_memory, self.plan_memory = threads, keep_memory, plan_memory
+        self._sessions: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self.session_for(threads or torch.get_num_threads())  # fail here, not at the first run, on a bad graph
+
+    def session_for(self, threads: int):
+        """The onnxruntime session that computes on `threads` intra-op threads (made on first use)."""
+        with self._lock:
+            if threads not in self._sessions:
+                ort = require_onnxruntime()
+                options = ort.SessionOptions()
+                options.enable_cpu_mem_arena = self.keep_memory
+                options.enable_mem_pattern = self.plan_memory
+                options.intra_op_num_threads = threads
+                # idle intra-op threads would spin for the next operator on cores that torch, the other
+                # sessions or the render workers need
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._sessions[threads] = ort.InferenceSession(str(self.path), options,
+                                                               providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
+
+    @property
+    def thread_counts(self) -> list[int]:
+        """The intra-op thread counts of the sessions made so far."""
+        with self._lock:
+            return sorted(self._sessions)
 
     def run(self, **feeds: torch.Tensor) -> list[torch.Tensor]:
         arrays = {name: np.ascontiguousarray(feeds[name].detach().cpu().float().numpy()) for name in self.inputs}
-        return [torch.from_numpy(out) for out in self.session.run(self.outputs, arrays)]
+        session = self.session_for(self.threads or torch.get_num_threads())
+        return [torch.from_numpy(out) for out in session.run(self.outputs, arrays)]
 
 
 class OnnxModule:
