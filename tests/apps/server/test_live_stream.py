@@ -74,6 +74,32 @@ def test_interrupt_drops_the_speech_and_blends_back(server, start):
     assert done["frames"] == shown + 6 + 10
 
 
+def test_interrupt_sent_with_the_end_while_the_worker_waits_is_still_answered(server, start):
+    """The worker waits for audio once every frame it could make is out; an interrupt and an "end" sent together
+    then reach it at once, and the interrupt is answered first (not lost behind the end)."""
+    with connect(f"{server.ws_url}/v1/stream", max_size=None, open_timeout=30) as ws:
+        ws.send(json.dumps(start(hop=5)))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        ws.send(pcm16(voice(1.0)).tobytes())
+        shown = []
+        while True:  # every frame the audio so far allows, until the worker has nothing left to do
+            try:
+                shown.append(unpack_frame(ws.recv(timeout=3))[0]["index"])
+            except TimeoutError:
+                break
+        assert shown == list(range(len(shown))) and 0 < len(shown) < 25
+        ws.send(json.dumps({"type": "interrupt"}))
+        ws.send(json.dumps({"type": "end"}))
+        interrupted = json.loads(ws.recv(timeout=60))
+        assert interrupted["type"] == "interrupted" and interrupted["frames_shown"] == len(shown)
+        blend = []
+        while isinstance(message := ws.recv(timeout=60), bytes):
+            blend.append(unpack_frame(message)[0]["index"])
+        done = json.loads(message)
+    assert blend == list(range(len(shown), len(shown) + 6))  # the blend back to the source's face, in full
+    assert done["type"] == "done" and done["frames"] == len(shown) + 6
+
+
 @pytest.mark.parametrize("options, field", [({"hop": 0}, "hop"), ({"hop": 51}, "hop"), ({"hop": "five"}, "hop"),
                                             ({"hop": 5, "lookahead": -1}, "lookahead"),
                                             ({"lookahead": 26}, "lookahead"), ({"hops": 5}, "hops"),

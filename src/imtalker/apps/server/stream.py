@@ -334,14 +334,21 @@ class _Stream:
             live = LiveSession(session) if self.idle else None
             talker, clock = live or session, time.monotonic()
             handled, taken, drop_until = 0, 0, 0
-            while True:
+
+            def answer_interrupts() -> None:
+                nonlocal handled, drop_until
                 if self.interrupts > handled:
                     handled, drop_until = self.interrupts, self.interrupt_cutoff
                     blend = talker.interrupt()
                     self._emit(job, {"type": "interrupted", "frames_shown": session.frames_done,
                                      "resume_timestamp": round(session.media_seconds, 6)})
                     self._send_frames_of(job, blend, image_format, quality)
+
+            while True:
+                answer_interrupts()
                 item, arrived_at = self.inbox.get_with_time(timeout=IDLE_POLL_SECONDS if live else POLL_SECONDS)
+                # again: one that came during the wait comes before the item, which may be the end of the stream
+                answer_interrupts()
                 job.check()
                 now = time.monotonic() - clock
                 if live is not None and now > settings.max_audio_seconds:
