@@ -400,6 +400,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-published", action="store_true", help="skip the published-size per-hop costs (~1 min)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="the in-process pipeline's backend; onnxruntime writes its own section (schedules only)")
+    parser.add_argument("--onnx-dir", help="exported graphs for --backend onnxruntime (default: exported on first use)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -409,7 +412,8 @@ def main() -> None:
     if not args.server:
         from imtalker.pipelines import AudioDrivenPipeline
 
-        pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model())
+        pipe = AudioDrivenPipeline.from_pretrained(imtalker.bundled_demo_model(), backend=args.backend,
+                                                   onnx_dir=args.onnx_dir)
         source = pipe.prepare_source(ASSETS / "demo_portrait.png")
         list(pipe.render_frames(source, source.state.motion.expand(8, -1)))  # warm-up
         from imtalker.pipelines.streaming import StreamingSession
@@ -435,13 +439,15 @@ def main() -> None:
         live["interrupt"] = events["first_rest"] - events["interrupt"] if "first_rest" in events else float("nan")
         live_rows.append((label, live))
         print("always-on", label, json.dumps(live), flush=True)
-    costs = [] if args.server else per_hop_costs(pipe, source)
-    published = [] if args.server or args.no_published else published_size_hop_costs()
+    torch_in_process = not args.server and args.backend == "torch"
+    costs = per_hop_costs(pipe, source) if torch_in_process else []
+    published = published_size_hop_costs() if torch_in_process and not args.no_published else []
     load_after = os.getloadavg()
     where = f"over WS to {args.server}" if args.server else "in process (StreamingSession on a worker thread)"
+    backend = "" if args.server or args.backend == "torch" else ", onnxruntime backend"
     command = "python benchmarks/bench_live.py" + (f" --server {args.server}" if args.server else "") + (
-        f" --threads {args.threads}" if args.threads else "")
-    body = header("Live schedule", command)
+        f" --threads {args.threads}" if args.threads else "") + (" --backend onnxruntime" if backend else "")
+    body = header("Live schedule" + backend, command)
     body += (f"\nDemo model (128 px), cfg 3, seed 0, {where}; speech: {name}, {samples.size / SAMPLE_RATE:.1f} s, "
              f"sent in {PIECE_SECONDS * 1000:.0f} ms pieces at real-time pace. Lag of a frame: arrival - (first "
              "audio byte + its media time + 40 ms). First speech frame: the lag of the first frame whose audio is "
@@ -477,7 +483,7 @@ def main() -> None:
         body += "".join(f"| {step} | {ms:.0f} |\n" for step, ms in published)
     print(body)
     if not args.no_write:
-        write_section("bench_live", body)
+        write_section("bench_live/onnxruntime" if backend else "bench_live", body)
         print("written to BENCHMARKS.md")
 
 
