@@ -294,6 +294,24 @@ def test_graphs_run_on_the_calling_threads_thread_count(tiny):
         torch.set_num_threads(threads)
 
 
+def test_a_pool_of_render_workers_makes_their_one_thread_sessions_up_front(weights, exported):
+    """Not on a live session's first hop: the pool's workers and the sampling beside them run on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = AudioDrivenPipeline.from_pretrained(weights, backend="onnxruntime", onnx_dir=exported)
+        graphs = [graph for network in (pipe.renderer, pipe.generator, pipe.audio_encoder)
+                  for graph in network.per_frame_graphs()]
+        assert len(graphs) >= 4 and all(graph.thread_counts == [2] for graph in graphs)
+        pipe.render_pool(1)  # one worker keeps torch's thread count
+        assert all(graph.thread_counts == [2] for graph in graphs)
+        pipe.render_pool(2)
+        assert all(graph.thread_counts == [1, 2] for graph in graphs)
+        assert pipe.renderer.source_graph.thread_counts == [2]  # once per portrait, on the session's thread
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_live_session_backends_make_the_same_frames(weights, exported):
     """An always-on live session (idle frames, then speech in pieces) on either backend."""
     from helpers.server import FAST, drawn_portrait, voice

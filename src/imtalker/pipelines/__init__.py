@@ -239,6 +239,11 @@ class _PipelineBase:
             pool = self._render_pools.get(workers)
             if pool is None:
                 pool = self._render_pools[workers] = RenderPool(self, workers)
+                if workers > 1:  # its workers, and the sampling beside them, run on one thread each
+                    for name in ("renderer", "generator", "audio_encoder"):
+                        prepare_threads = getattr(getattr(self, name, None), "prepare_threads", None)
+                        if prepare_threads is not None:  # onnxruntime networks
+                            prepare_threads(1)
             return pool
 
     def _paste(self, source: PreparedSource, frame: np.ndarray) -> np.ndarray:
