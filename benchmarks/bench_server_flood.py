@@ -25,7 +25,6 @@ import logging
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import header, write_section
+from common import ServeProcess, header, write_section
 
 PEAK_LIMIT_MB = 256  # over the baseline, while the flood lasts
 AFTER_LIMIT_MB = 128  # over the baseline, 20 s after it
@@ -51,12 +50,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def speech(seconds: float, rate: int = 16000) -> np.ndarray:
@@ -102,43 +95,6 @@ class Tally:
         with self.lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
-
-
-class Server:
-    """`imtalker serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, weights: str | None):
-        self.port = free_port()
-        command = [sys.executable, "-m", "imtalker", "serve", "--port", str(self.port), "--quiet"]
-        if weights:
-            command += ["--weights", weights]
-        self.command = command
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {self.process.stderr.read()[-3000:]}")
-            time.sleep(0.2)
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.process.pid)
-
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            _, errors = self.process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            _, errors = self.process.communicate()
-        return errors
 
 
 def flood_once(ws_url: str, portrait: str, seconds: float, read_frames: bool, tally: Tally) -> None:
@@ -221,7 +177,7 @@ def normal_job(url: str, portrait: bytes, seconds: float = 0.5) -> str:
         return "served" if ok else f"failed: job {status}"
 
 
-def normal_client(server: Server, portrait: bytes, until: float, tally: Tally, index: int) -> None:
+def normal_client(server: ServeProcess, portrait: bytes, until: float, tally: Tally, index: int) -> None:
     encoded = base64.b64encode(portrait).decode()
     turn = index
     while time.monotonic() < until:
@@ -246,7 +202,7 @@ def normal_client(server: Server, portrait: bytes, until: float, tally: Tally, i
             turn += 1
 
 
-def flood_client(server: Server, portrait: bytes, until: float, hold: float, read_frames: bool,
+def flood_client(server: ServeProcess, portrait: bytes, until: float, hold: float, read_frames: bool,
                  tally: Tally) -> None:
     encoded = base64.b64encode(portrait).decode()
     while time.monotonic() < until:
@@ -259,7 +215,7 @@ def flood_client(server: Server, portrait: bytes, until: float, hold: float, rea
 def run(weights: str | None, flooders: int, normals: int, window: float, hold: float) -> dict:
     """Start the server, warm it up, flood it for `window` seconds alongside normal clients; the numbers."""
     load_before = os.getloadavg()[0]
-    server = Server(weights)
+    server = ServeProcess(*(["--weights", weights] if weights else []))
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     try:
@@ -277,11 +233,11 @@ def run(weights: str | None, flooders: int, normals: int, window: float, hold: f
         if warm.failed:
             raise RuntimeError(f"warm-up failed: {warm.failed}")
         time.sleep(2.0)
-        baseline = statistics.median(server.rss_mb() for _ in range(5))
+        baseline = statistics.median(rss_mb(server.process.pid) for _ in range(5))
 
         def watch():
             while not stop.wait(SAMPLE_EVERY):
-                samples.append((time.monotonic(), server.rss_mb()))
+                samples.append((time.monotonic(), rss_mb(server.process.pid)))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -303,7 +259,7 @@ def run(weights: str | None, flooders: int, normals: int, window: float, hold: f
         for thread in threads[flooders:]:
             thread.join()
         time.sleep(max(0.0, flood_over + AFTER_SECONDS - time.monotonic()))
-        after = server.rss_mb()
+        after = rss_mb(server.process.pid)
         import httpx
 
         left = httpx.get(f"{server.url}/metrics", timeout=30).json()  # anything still running 20 s after?

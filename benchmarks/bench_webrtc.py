@@ -28,73 +28,21 @@ import asyncio
 import base64
 import fractions
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import header, write_section
-from imtalker.io.audio import load_audio
+from bench_live import speech
+from common import ServeProcess, header, write_section
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "imtalker" / "assets"
-SENTENCE = "Hello there. I answer as soon as you speak, and my face moves with my voice."
 RATE = 48000  # the caller's microphone
 PTIME = 0.02
 SILENCE_BEFORE, SILENCE_AFTER = 2.0, 1.0
 LOUD = 0.05  # of full scale: speech, not the codec's noise floor
 OPTIONS = {"seed": 0, "nfe": 5}  # and each schedule's hop and lookahead
-
-
-def speech() -> tuple[str, np.ndarray]:
-    """(name, 16 kHz mono float32) of the caller's words."""
-    if shutil.which("espeak-ng"):
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "sentence.wav"
-            subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), SENTENCE], check=True, capture_output=True)
-            return "espeak-ng sentence", load_audio(path)
-    return "demo_speech.wav", load_audio(ASSETS / "demo_speech.wav")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`imtalker serve --backend BACKEND` (bundled demo model) in a subprocess on a free loopback port."""
-
-    def __init__(self, backend: str):
-        import httpx
-
-        self.url = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "imtalker", "serve", "--port", self.url.rsplit(":", 1)[1], "--quiet",
-                   "--backend", backend]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 600  # onnxruntime exports the graphs on first use
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {self.process.stderr.read()[-3000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.communicate()
 
 
 def microphone(samples: np.ndarray):
@@ -205,7 +153,7 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     for backend in args.backends:
-        server = Server(backend)
+        server = ServeProcess("--backend", backend, start_timeout=600)  # onnxruntime exports on first use
         try:
             for hop, lookahead in schedules:
                 options = {**OPTIONS, "hop": hop, "lookahead": lookahead}

@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -157,3 +158,41 @@ def write_or_print(name: str, body: str, write: bool) -> None:
 def header(title: str, command: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"## {title}\n\n- command: `{command}`\n- machine: {machine_description()}\n- date: {now}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """`imtalker serve ARGS` in a subprocess on a free loopback port, returned once /healthz answers."""
+
+    def __init__(self, *serve_args: str, start_timeout: float = 300):
+        import httpx
+
+        self.port = free_port()
+        self.command = [sys.executable, "-m", "imtalker", "serve", "--port", str(self.port), "--quiet", *serve_args]
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {self.process.stderr.read()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> str:
+        """Terminate it; its stderr."""
+        self.process.terminate()
+        try:
+            _, errors = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, errors = self.process.communicate()
+        return errors
