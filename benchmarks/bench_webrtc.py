@@ -17,8 +17,8 @@ always-on session back as a video track and an audio track (the caller's speech 
 
 Calls run on the loopback host, so client and server share the 2 cores.
 
-    python benchmarks/bench_webrtc.py              # both backends, 3 calls each; written to BENCHMARKS.md
-    python benchmarks/bench_webrtc.py --calls 1 --no-write
+    python benchmarks/bench_webrtc.py     # both backends x hop 5 / look-ahead 2 and hop 3 / look-ahead 1, 3 calls each
+    python benchmarks/bench_webrtc.py --calls 1 --backends torch --schedules 5:2 --no-write
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ import fractions
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench_live import speech
+from bench_live import ASSETS, speech
 from common import ServeProcess, header, write_section
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "imtalker" / "assets"
 RATE = 48000  # the caller's microphone
 PTIME = 0.02
 SILENCE_BEFORE, SILENCE_AFTER = 2.0, 1.0
