@@ -98,6 +98,9 @@ class GraphSession:
 
     def session_for(self, threads: int):
         """The onnxruntime session that computes on `threads` intra-op threads (made on first use)."""
+        session = self._sessions.get(threads)  # every run asks: no lock once the session exists
+        if session is not None:
+            return session
         with self._lock:
             if threads not in self._sessions:
                 ort = require_onnxruntime()
